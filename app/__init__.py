@@ -1,0 +1,1 @@
+"""Convoy for Python: a Docker volume plugin with snapshots, backups and restores."""
