@@ -1,0 +1,27 @@
+#!/bin/bash
+# Make a Debian base image for the plugin's rootfs without any image registry:
+# debootstrap a minimal Debian (with python3) and `docker import` it.
+#
+#   ci/make-base-image.sh [TAG]      default TAG: convoy-base:bookworm
+#
+# Environment: SUITE (bookworm), MIRROR (http://deb.debian.org/debian),
+# DOCKER (docker). Takes about a minute; does nothing when TAG already exists.
+set -euo pipefail
+TAG=${1:-convoy-base:bookworm}
+SUITE=${SUITE:-bookworm}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+DOCKER=${DOCKER:-docker}
+if $DOCKER image inspect "$TAG" >/dev/null 2>&1; then exit 0; fi
+command -v debootstrap >/dev/null || { echo "debootstrap not found: run ci/install-deps.sh" >&2; exit 1; }
+dir=$(mktemp -d /var/tmp/convoy-base.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+echo "ci/make-base-image: debootstrap $SUITE into $dir (about a minute)" >&2
+# python3: the daemon's interpreter. util-linux/mount: mount(8) for the back-ends.
+debootstrap --variant=minbase --include=python3 "$SUITE" "$dir/root" "$MIRROR" >"$dir/debootstrap.log" 2>&1 || {
+  tail -n 30 "$dir/debootstrap.log" >&2; exit 1; }
+# Trim what a plugin never uses: package caches, docs, man pages, locales.
+rm -rf "$dir"/root/var/cache/apt/archives/*.deb "$dir"/root/var/lib/apt/lists/* \
+       "$dir"/root/usr/share/doc/* "$dir"/root/usr/share/man/* "$dir"/root/usr/share/info/* \
+       "$dir"/root/usr/share/locale/*
+tar -C "$dir/root" -c . | $DOCKER import -c 'CMD ["/bin/bash"]' - "$TAG" >/dev/null
+echo "ci/make-base-image: made $TAG" >&2

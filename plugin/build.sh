@@ -1,0 +1,64 @@
+#!/bin/bash
+# Build the Convoy managed-plugin bundle: plugin/build/bundle/{config.json,rootfs/}
+#
+#   plugin/build.sh            (make plugin runs it, then docker plugin create)
+#
+# Environment:
+#   BASE           base image for the rootfs (default python:3.11-slim-bookworm).
+#                  When it is neither present nor pullable, a Debian base is made
+#                  offline with debootstrap + docker import (ci/make-base-image.sh)
+#                  and tagged $FALLBACK_BASE (default convoy-base:bookworm).
+#   PYTHON         host Python with pip, used to make the wheelhouse (default:
+#                  .venv/bin/python if present, else python3)
+#   DOCKER         docker CLI (default docker; honours DOCKER_HOST)
+#   BUILD_DIR      output directory (default plugin/build)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+DOCKER=${DOCKER:-docker}
+BASE=${BASE:-python:3.11-slim-bookworm}
+FALLBACK_BASE=${FALLBACK_BASE:-convoy-base:bookworm}
+BUILD_DIR=${BUILD_DIR:-$here/build}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$root/.venv/bin/python" ]; then PYTHON=$root/.venv/bin/python; else PYTHON=python3; fi
+fi
+log() { echo "plugin/build: $*" >&2; }
+
+# 1. A base image: present, pulled, or made offline.
+if ! $DOCKER image inspect "$BASE" >/dev/null 2>&1; then
+  log "pulling $BASE"
+  if ! timeout 300 $DOCKER pull -q "$BASE" >/dev/null 2>&1; then
+    log "cannot pull $BASE (no registry reachable?); making $FALLBACK_BASE with debootstrap"
+    DOCKER=$DOCKER "$root/ci/make-base-image.sh" "$FALLBACK_BASE"
+    BASE=$FALLBACK_BASE
+  fi
+fi
+pyver=$($DOCKER run --rm --network none --entrypoint python3 "$BASE" \
+  -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+log "base $BASE has Python $pyver"
+
+# 2. The wheelhouse, made on the host for the base image's Python and platform.
+ctx=$BUILD_DIR/context
+rm -rf "$ctx"; mkdir -p "$ctx/wheels"
+cp "$here/Dockerfile" "$ctx/Dockerfile"
+"$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps -w "$ctx/wheels" "$root" >/dev/null
+arch=$(uname -m)
+plats=()
+for p in manylinux2014 manylinux_2_17 manylinux_2_28 manylinux_2_34 manylinux_2_35 manylinux_2_36; do
+  plats+=(--platform "${p}_${arch}")
+done
+"$PYTHON" -m pip download -q --disable-pip-version-check -d "$ctx/wheels" \
+  --only-binary=:all: --implementation cp --python-version "$pyver" "${plats[@]}" \
+  "$ctx"/wheels/convoy_py-*.whl pip >/dev/null
+log "wheelhouse: $(ls "$ctx/wheels" | wc -l) wheels, $(du -sh "$ctx/wheels" | cut -f1)"
+
+# 3. The rootfs: build the image, export a container's file system.
+img=convoy-plugin-rootfs:build
+DOCKER_BUILDKIT=0 $DOCKER build -q --build-arg "BASE=$BASE" -t "$img" "$ctx" >/dev/null
+bundle=$BUILD_DIR/bundle
+rm -rf "$bundle"; mkdir -p "$bundle/rootfs"
+cid=$($DOCKER create "$img")
+trap '$DOCKER rm -f "$cid" >/dev/null 2>&1 || true' EXIT
+$DOCKER export "$cid" | tar -C "$bundle/rootfs" -x
+cp "$here/config.json" "$bundle/config.json"
+log "bundle $bundle: $(du -sh "$bundle" | cut -f1)"
