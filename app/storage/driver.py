@@ -20,6 +20,7 @@ class VolumeSpec:
 
     name: str
     size: int | None  # bytes; None when the user gave no size
+    created_at: str  # RFC 3339, for back-ends that record volumes on shared storage
     options: dict[str, str] = field(default_factory=dict)  # back-end options
 
 

@@ -1,0 +1,60 @@
+"""The small interface every backup destination implements.
+
+Keys are relative, '/'-separated paths ("blocks/ab/cd/abcd...",
+"convoy-store/volumes/v/backups/b.json"). Every put is atomic: a reader sees
+the whole object or nothing (write-then-rename on file systems, whole-object
+PUT on S3), so a killed writer never leaves half an object behind.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import BinaryIO
+
+
+class ObjectStore(ABC):
+    """put, get, exists, list, delete: all a format needs of a destination."""
+
+    #: a short description for messages ("vfs:///srv/backups")
+    url: str
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Store `data` under `key` atomically, replacing any older object."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object; NotFound when it does not exist."""
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A readable stream of the object (for objects too big to hold in memory)."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether `key` exists."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with `prefix`, across all pages, in no set order."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; no error when it is already gone."""
+
+    def size(self, key: str) -> int:
+        """Size in bytes of the stored object."""
+        return len(self.get(key))
+
+    def sync(self) -> None:
+        """Make every completed put durable (before a manifest that refers to them)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> "ObjectStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,159 @@
+"""`vfs://` stores: a local directory or an NFS mount.
+
+Each object is a file. A put writes `<name>.tmp-<random>` next to the final
+name and renames it into place, so a reader never sees a partial object and a
+killed writer leaves only `.tmp-` files, which listing ignores and garbage
+collection removes. `sync()` makes completed puts durable with one syncfs(2)
+on the store's file system instead of one fsync per block.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from app.errors import NotFound, Unavailable
+
+from .base import ObjectStore
+
+TMP_MARK = ".tmp-"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check_key(key: str) -> None:
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+        raise ValueError(f"bad object key {key!r}")
+
+
+class VfsStore(ObjectStore):
+    def __init__(self, root: str | Path, *, create: bool = True, durable: bool = True):
+        self.root = Path(root)
+        self.url = f"vfs://{self.root}"
+        self.durable = durable
+        self._made_dirs: set[str] = set()
+        if not self.root.is_dir():
+            if not create:
+                raise NotFound(f"backup destination {self.url} does not exist: check the path")
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise Unavailable(
+                    f"cannot create backup destination {self.url}: {e.strerror}; "
+                    "check the path and that its file system is mounted and writable"
+                ) from e
+
+    def _path(self, key: str) -> Path:
+        _check_key(key)
+        return self.root / key
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        path = self._path(key)
+        parent = str(path.parent)
+        tmp = f"{path}{TMP_MARK}{secrets.token_hex(6)}"
+        try:
+            if parent not in self._made_dirs:
+                os.makedirs(parent, exist_ok=True)
+                self._made_dirs.add(parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if e.errno == errno.ENOSPC:
+                raise Unavailable(f"backup destination {self.url} is full: free space and retry") from e
+            raise Unavailable(f"cannot write {key} to {self.url}: {e.strerror}") from e
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise NotFound(f"{key} is missing from {self.url}") from None
+        except OSError as e:
+            raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"{key} is missing from {self.url}") from None
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
+    def size(self, key: str) -> int:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            raise NotFound(f"{key} is missing from {self.url}") from None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        # Walk only the directory the prefix names, then filter by the rest.
+        head, _, _ = prefix.rpartition("/")
+        start = self.root / head if head else self.root
+        if not start.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, self.root)
+            rel = "" if rel == "." else rel + "/"
+            for name in sorted(filenames):
+                if TMP_MARK in name:
+                    continue
+                key = rel + name
+                if key.startswith(prefix):
+                    yield key
+
+    def list_temporaries(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        """Leftovers of killed writers: (path relative to root, mtime)."""
+        start = self.root / prefix if prefix else self.root
+        for dirpath, _dirs, filenames in os.walk(start):
+            for name in filenames:
+                if TMP_MARK in name:
+                    full = os.path.join(dirpath, name)
+                    try:
+                        yield os.path.relpath(full, self.root), os.stat(full).st_mtime
+                    except FileNotFoundError:
+                        pass
+
+    def remove_temporary(self, rel: str) -> None:
+        if TMP_MARK not in rel:
+            raise ValueError(rel)
+        try:
+            os.unlink(self.root / rel)
+        except FileNotFoundError:
+            pass
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise Unavailable(f"cannot delete {key} from {self.url}: {e.strerror}") from e
+
+    def sync(self) -> None:
+        if not self.durable:
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _libc.syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise Unavailable(f"cannot flush {self.url} to disk: {os.strerror(err)}")
+        finally:
+            os.close(fd)

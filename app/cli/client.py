@@ -1,0 +1,64 @@
+"""A small HTTP/JSON client for the control socket (stdlib only: the CLI starts fast)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from urllib.parse import quote, urlencode
+
+from app.errors import ConvoyError, Unavailable
+
+ERROR_CLASSES = {cls.kind: cls for cls in ConvoyError.__subclasses__()}
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class ControlClient:
+    def __init__(self, socket_path: str, timeout: float = 300.0):
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
+        url = "/v1" + path + (f"?{urlencode(query)}" if query else "")
+        connection = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            connection.request(method, url, body=payload, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise Unavailable(
+                f"cannot reach the convoy daemon at {self.socket_path}: it is not running. "
+                "Start it with `convoy daemon` (or install the plugin), or point --socket / CONVOY_SOCKET "
+                "at its control socket"
+            ) from None
+        except PermissionError:
+            raise Unavailable(f"no permission to use {self.socket_path}: run convoy as root") from None
+        except (TimeoutError, socket.timeout):
+            raise Unavailable(f"the convoy daemon at {self.socket_path} did not answer in {self.timeout:.0f} s") from None
+        finally:
+            connection.close()
+        try:
+            decoded = json.loads(data) if data else {}
+        except ValueError:
+            raise Unavailable(f"the daemon at {self.socket_path} answered with something that is not JSON") from None
+        if response.status >= 400:
+            error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
+            cls = ERROR_CLASSES.get(error.get("kind"), ConvoyError)
+            raise cls(error.get("message") or f"the daemon answered HTTP {response.status}")
+        return decoded
+
+
+def volume_path(name: str, suffix: str = "") -> str:
+    return f"/volumes/{quote(name, safe='')}{suffix}"

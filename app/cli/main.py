@@ -1,0 +1,173 @@
+"""`convoy`: drive the daemon through its control socket, or run the daemon."""
+
+from __future__ import annotations
+
+import functools
+from typing import List, Optional
+
+import typer
+
+from app.cli.client import ControlClient, volume_path
+from app.cli.output import fail, print_fields, print_json, print_table
+from app.errors import ConvoyError
+from app.settings import DEFAULT_CONTROL_SOCKET, parse_key_values
+
+app = typer.Typer(
+    help="Convoy: Docker volumes with snapshots, backups and restores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"socket": None}
+
+JsonFlag = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def client() -> ControlClient:
+    return ControlClient(_state["socket"] or DEFAULT_CONTROL_SOCKET)
+
+
+def user_errors(fn):
+    """Turn user-facing errors into one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConvoyError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            typer.echo("convoy: interrupted", err=True)
+            raise SystemExit(130)
+
+    return wrapper
+
+
+@app.callback()
+def root(
+    socket: Optional[str] = typer.Option(
+        None, "--socket", envvar="CONVOY_SOCKET", help=f"control socket of the daemon [default: {DEFAULT_CONTROL_SOCKET}]"
+    ),
+):
+    _state["socket"] = socket
+
+
+@app.command()
+@user_errors
+def create(
+    name: str,
+    driver: Optional[str] = typer.Option(None, "--driver", help="back-end (default: the daemon's first driver)"),
+    size: Optional[str] = typer.Option(None, "--size", help="size, e.g. 10G"),
+    opt: List[str] = typer.Option([], "-o", "--opt", help="back-end option KEY=VALUE (repeatable)"),
+    as_json: bool = JsonFlag,
+):
+    """Create a volume."""
+    body = {"name": name, "driver": driver, "size": size, "options": parse_key_values(opt, "option")}
+    volume = client().request("POST", "/volumes", body)
+    print_json(volume) if as_json else typer.echo(volume["name"])
+
+
+@app.command()
+@user_errors
+def delete(
+    names: List[str] = typer.Argument(..., help="volumes to delete"),
+    reference_only: bool = typer.Option(False, "-r", "--reference-only", help="forget the volume, keep its data"),
+):
+    """Delete volumes and their data (-r: only convoy's reference, keeping the data)."""
+    failed = None
+    for name in names:
+        try:
+            client().request("DELETE", volume_path(name), query={"reference_only": "1"} if reference_only else None)
+        except ConvoyError as error:
+            typer.echo(f"convoy: {error}", err=True)
+            failed = error
+    if failed:
+        fail(failed)
+
+
+@app.command("list")
+@user_errors
+def list_volumes(as_json: bool = JsonFlag):
+    """List volumes."""
+    volumes = client().request("GET", "/volumes")["volumes"]
+    if as_json:
+        return print_json(volumes)
+    rows = [
+        [v["name"], v["driver"], v["size_human"], v["mount_refs"], v["mountpoint"] if v["mounted"] else "-", v["created_at"]]
+        for v in volumes
+    ]
+    print_table(["NAME", "DRIVER", "SIZE", "REFS", "MOUNTED AT", "CREATED"], rows)
+
+
+@app.command()
+@user_errors
+def inspect(name: str, as_json: bool = JsonFlag):
+    """Show one volume."""
+    volume = client().request("GET", volume_path(name))
+    print_json(volume) if as_json else print_fields(volume)
+
+
+@app.command()
+@user_errors
+def mount(
+    name: str,
+    mountpoint: Optional[str] = typer.Option(None, "--mountpoint", "-m", help="also mount it here"),
+    as_json: bool = JsonFlag,
+):
+    """Mount a volume on this host (it stays mounted until `convoy umount`)."""
+    result = client().request("POST", volume_path(name, "/mount"), {"mountpoint": mountpoint})
+    print_json(result) if as_json else typer.echo(result["mountpoint"])
+
+
+@app.command()
+@user_errors
+def umount(name: str):
+    """Undo `convoy mount`."""
+    client().request("POST", volume_path(name, "/umount"), {})
+
+
+@app.command()
+@user_errors
+def info(as_json: bool = JsonFlag):
+    """Show the daemon's settings and back-ends."""
+    result = client().request("GET", "/info")
+    print_json(result) if as_json else print_fields(result)
+
+
+@app.command()
+def daemon(
+    drivers: List[str] = typer.Option([], "--drivers", help="back-end (repeatable; the first is the default) [env DRIVER]"),
+    driver_opts: List[str] = typer.Option([], "--driver-opts", help="KEY=VALUE (repeatable) [env DRIVER_OPTS]"),
+    root_dir: Optional[str] = typer.Option(None, "--root", help="state directory [env CONVOY_ROOT; /var/lib/convoy]"),
+    plugin_socket: Optional[str] = typer.Option(None, "--plugin-socket", help="Docker plugin socket [env CONVOY_PLUGIN_SOCKET]"),
+    socket: Optional[str] = typer.Option(None, "--socket", help="control socket [env CONVOY_SOCKET]"),
+    mount_root: Optional[str] = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
+    create_on_docker_mount: bool = typer.Option(False, "--create-on-docker-mount", help="create unknown volumes on mount"),
+    ignore_docker_delete: bool = typer.Option(False, "--ignore-docker-delete", help="ignore Docker's volume removes"),
+):
+    """Run the daemon: the Docker volume plugin and the control API."""
+    from app import daemon as daemon_module
+    from app.settings import load_settings
+
+    try:
+        settings = load_settings(
+            drivers=drivers or None,
+            driver_opts=driver_opts or None,
+            root=root_dir,
+            plugin_socket=plugin_socket,
+            socket=socket or _state["socket"],
+            mount_root=mount_root,
+            create_on_docker_mount=create_on_docker_mount,
+            ignore_docker_delete=ignore_docker_delete,
+        )
+    except ConvoyError as error:
+        fail(error)
+    raise SystemExit(daemon_module.main(settings))
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""How the CLI shows results and errors: tables for people, JSON for scripts.
+
+The one place where error kinds become exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+EXIT_CODES = {"error": 1, "invalid": 2, "not_found": 3, "conflict": 4, "unavailable": 5, "configuration": 6}
+
+
+def exit_code_for(error) -> int:
+    return EXIT_CODES.get(getattr(error, "kind", "error"), 1)
+
+
+def fail(error) -> None:
+    """One line on stderr, then a non-zero exit."""
+    print(f"convoy: {error}", file=sys.stderr)
+    raise SystemExit(exit_code_for(error))
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    for row in [headers] + cells:
+        print("  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
+
+
+def print_fields(data: dict, prefix: str = "") -> None:
+    """A nested dict as `key: value` lines, for inspect and info."""
+    width = max((len(prefix + k) for k in data), default=0)
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            print(f"{prefix}{key}:")
+            print_fields(value, prefix + "  ")
+        else:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else ("-" if value in (None, "") else value)
+            print(f"{prefix}{key.ljust(width - len(prefix))}  {shown}")

@@ -1,0 +1,1 @@
+"""The control API on the control socket, used by the `convoy` CLI."""

@@ -1,0 +1,136 @@
+"""`convoy daemon`: claim the root, bind both sockets, then do the slow work.
+
+Docker dials the plugin socket 0.5 s after start and gives up after about
+12 s, and calls Get for every volume right away, so the sockets listen
+before any scan or mount recovery; Get and List answer from the catalog.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from app.catalog import Catalog
+from app.errors import ConfigurationError, ConvoyError
+from app.settings import Settings
+from app.storage.registry import build_driver
+
+log = logging.getLogger("convoy")
+
+CATALOG_FILE = "catalog.db"
+LOCK_FILE = "daemon.lock"
+
+
+def acquire_root_lock(root: Path) -> int:
+    """Hold an exclusive lock on the root for the daemon's life; the kernel drops it on any exit."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigurationError(
+            f"another convoy daemon (pid {holder}) is using {root}; stop it first, or start this one with another --root"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def bind_unix_socket(path: Path, mode: int) -> socket.socket:
+    """Listen on `path`, replacing a stale socket file but never a live one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: a leftover of a killed daemon
+        else:
+            raise ConfigurationError(f"{path} is in use by another process; stop it or choose another socket path")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # no window in which the socket is open to others
+    try:
+        sock.bind(str(path))
+    except OSError as err:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {path}: {os.strerror(err.errno or errno.EIO)}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def build_drivers(settings: Settings, catalog: Catalog) -> dict:
+    """The enabled drivers, plus any driver existing volumes use, so none of them disappears."""
+    names = list(settings.drivers)
+    for record in catalog.all():
+        if record.driver not in names:
+            log.warning("loading driver %s too: volume %s uses it", record.driver, record.name)
+            names.append(record.driver)
+    return {name: build_driver(name, settings.options_for(name), settings.root) for name in names}
+
+
+def check_volumes_reachable(catalog: Catalog, drivers: dict) -> None:
+    """Stop the start when a changed setting would hide existing volumes."""
+    problems = []
+    for record in catalog.all():
+        problem = drivers[record.driver].settings_problem(record.name, record.details)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ConfigurationError(
+            "the current settings cannot reach these volumes: "
+            + "; ".join(problems)
+            + ". Start again with the settings they were created with (for example --driver-opts "
+            "vfs.path=<old path>), or move their data to the new location first"
+        )
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=os.environ.get("CONVOY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    lock_fd = acquire_root_lock(settings.root)
+    catalog = Catalog(settings.root / CATALOG_FILE)
+    drivers = build_drivers(settings, catalog)
+    check_volumes_reachable(catalog, drivers)
+    plugin_socket = bind_unix_socket(settings.plugin_socket, 0o660)
+    control_socket = bind_unix_socket(settings.socket, 0o600)
+    log.info("listening on %s (Docker) and %s (control)", settings.plugin_socket, settings.socket)
+
+    from app.server import serve  # imports the web stack after the sockets listen
+    from app.service import VolumeService
+
+    service = VolumeService(settings, drivers, catalog)
+    threading.Thread(target=service.start, name="start-up", daemon=True).start()
+    try:
+        serve(service, plugin_socket, control_socket)
+    finally:
+        for path in (settings.plugin_socket, settings.socket):
+            path.unlink(missing_ok=True)
+        catalog.close()
+        os.close(lock_fd)
+    log.info("stopped")
+
+
+def main(settings: Settings) -> int:
+    try:
+        run(settings)
+    except ConvoyError as error:
+        logging.getLogger("convoy").error("%s", error)
+        print(f"convoy daemon: {error}", flush=True, file=__import__("sys").stderr)
+        return 1
+    return 0

@@ -1,0 +1,47 @@
+"""Serve the Docker and control apps on their sockets in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+
+import uvicorn
+
+from app.control.api import build_app as build_control_app
+from app.service import VolumeService
+from app.volumedriver.api import build_app as build_plugin_app
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to us: two servers share one loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def _server(app) -> _Server:
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10)
+    return _Server(config)
+
+
+def serve(service: VolumeService, plugin_socket: socket.socket, control_socket: socket.socket) -> None:
+    servers = [_server(build_plugin_app(service)), _server(build_control_app(service))]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def stop():
+            for server in servers:
+                server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await asyncio.gather(
+            servers[0].serve(sockets=[plugin_socket]),
+            servers[1].serve(sockets=[control_socket]),
+        )
+
+    asyncio.run(main())

@@ -1,0 +1,126 @@
+"""Daemon settings: every one comes from a flag or an env var of the same meaning.
+
+The managed plugin can only change env vars (`docker plugin set`), the CLI
+user types flags; both reach the same `Settings`. Flags win over env vars,
+env vars over defaults. Settings are read on every start (Convoy froze them
+after the first start: rancher/convoy#16, #103).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import InvalidInput
+
+DEFAULT_ROOT = "/var/lib/convoy"
+DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/convoy.sock"
+DEFAULT_CONTROL_SOCKET = "/run/convoy/convoy.sock"
+
+# setting name -> env var that carries the same meaning
+ENV_VARS = {
+    "drivers": "DRIVER",
+    "driver_opts": "DRIVER_OPTS",
+    "root": "CONVOY_ROOT",
+    "plugin_socket": "CONVOY_PLUGIN_SOCKET",
+    "socket": "CONVOY_SOCKET",
+    "mount_root": "CONVOY_MOUNT_ROOT",
+    "create_on_docker_mount": "CREATE_ON_DOCKER_MOUNT",
+    "ignore_docker_delete": "IGNORE_DOCKER_DELETE",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    drivers: tuple[str, ...] = ("vfs",)
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    root: Path = Path(DEFAULT_ROOT)
+    plugin_socket: Path = Path(DEFAULT_PLUGIN_SOCKET)
+    socket: Path = Path(DEFAULT_CONTROL_SOCKET)
+    mount_root: Path = Path(DEFAULT_ROOT) / "mounts"
+    create_on_docker_mount: bool = False
+    ignore_docker_delete: bool = False
+
+    @property
+    def default_driver(self) -> str:
+        return self.drivers[0]
+
+    def options_for(self, driver: str) -> dict[str, str]:
+        """The `--driver-opts` of one driver: keys `DRIVER.rest` (Convoy's spelling)."""
+        prefix = driver + "."
+        return {k: v for k, v in self.driver_opts.items() if k.startswith(prefix)}
+
+
+def parse_key_values(items: list[str], what: str) -> dict[str, str]:
+    """Parse `KEY=VALUE` items; the error names the item and the expected form."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidInput(f"{what} {item!r} is not KEY=VALUE (for example vfs.path=/mnt/nfs)")
+        result[key] = value.strip()
+    return result
+
+
+def _split_list(text: str) -> list[str]:
+    """Env vars hold lists separated by commas or whitespace."""
+    return [part for part in re.split(r"[,\s]+", text.strip()) if part]
+
+
+def _parse_bool(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidInput(f"{name}={text!r} is not a boolean: use true or false")
+
+
+def load_settings(
+    *,
+    drivers: list[str] | None = None,
+    driver_opts: list[str] | None = None,
+    root: str | None = None,
+    plugin_socket: str | None = None,
+    socket: str | None = None,
+    mount_root: str | None = None,
+    create_on_docker_mount: bool | None = None,
+    ignore_docker_delete: bool | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Merge flags (arguments that are not None) over env vars over defaults."""
+    env = dict(os.environ if env is None else env)
+
+    def pick(flag, name):
+        if flag is not None:
+            return flag
+        return env.get(ENV_VARS[name]) or None
+
+    driver_list = drivers or _split_list(env.get(ENV_VARS["drivers"], "")) or ["vfs"]
+    opts_env = parse_key_values(_split_list(env.get(ENV_VARS["driver_opts"], "")), ENV_VARS["driver_opts"])
+    opts_flag = parse_key_values(driver_opts or [], "--driver-opts")
+    root_path = Path(pick(root, "root") or DEFAULT_ROOT)
+    mount_root_value = pick(mount_root, "mount_root")
+
+    def pick_bool(flag, name):
+        if flag:  # typer gives False when the flag is absent
+            return True
+        raw = env.get(ENV_VARS[name])
+        return _parse_bool(raw, ENV_VARS[name]) if raw is not None else False
+
+    return Settings(
+        drivers=tuple(dict.fromkeys(driver_list)),
+        driver_opts={**opts_env, **opts_flag},
+        root=root_path,
+        plugin_socket=Path(pick(plugin_socket, "plugin_socket") or DEFAULT_PLUGIN_SOCKET),
+        socket=Path(pick(socket, "socket") or DEFAULT_CONTROL_SOCKET),
+        mount_root=Path(mount_root_value) if mount_root_value else root_path / "mounts",
+        create_on_docker_mount=pick_bool(create_on_docker_mount, "create_on_docker_mount"),
+        ignore_docker_delete=pick_bool(ignore_docker_delete, "ignore_docker_delete"),
+    )

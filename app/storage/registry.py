@@ -1,0 +1,19 @@
+"""Which back-ends exist, by the name users give with `--drivers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.errors import InvalidInput
+from app.storage.driver import StorageDriver
+from app.storage.vfs import VfsDriver
+
+DRIVERS: dict[str, type[StorageDriver]] = {VfsDriver.name: VfsDriver}
+
+
+def build_driver(name: str, options: dict[str, str], state_dir: Path) -> StorageDriver:
+    try:
+        driver_class = DRIVERS[name]
+    except KeyError:
+        raise InvalidInput(f"unknown driver {name!r}: available are {', '.join(sorted(DRIVERS))}") from None
+    return driver_class(options, state_dir)

@@ -1,0 +1,1 @@
+"""Docker's VolumeDriver protocol, a thin adapter over the volume service."""
