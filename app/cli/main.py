@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from app.cli.client import ControlClient, volume_path
-from app.cli.output import fail, print_fields, print_json, print_table
+from app.cli.output import exit_code_for, fail, print_fields, print_json, print_table
 from app.errors import ConvoyError
 from app.settings import DEFAULT_CONTROL_SOCKET, parse_key_values
 
@@ -81,8 +81,8 @@ def delete(
         except ConvoyError as error:
             typer.echo(f"convoy: {error}", err=True)
             failed = error
-    if failed:
-        fail(failed)
+    if failed:  # each error is already on its own line; exit with the last one's code
+        raise SystemExit(exit_code_for(failed))
 
 
 @app.command("list")

@@ -1,0 +1,135 @@
+"""Run a real `convoy daemon` in a subprocess and talk to it over its real sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONVOY = [sys.executable, "-m", "app"]
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=30)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(str(self._path))
+
+
+def http_call(sock_path, method: str, path: str, body=None, raw: bytes | None = None):
+    """(status, decoded JSON) of one request over a Unix socket."""
+    connection = _UnixConnection(sock_path)
+    payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    connection.request(method, path, body=payload)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, (json.loads(data) if data else {})
+
+
+def mounted_points() -> set[str]:
+    with open("/proc/self/mountinfo") as info:
+        return {line.split(" ")[4] for line in info}
+
+
+class Daemon:
+    """One daemon with its own root: a 'host' for the tests."""
+
+    def __init__(self, base: Path, *extra_args: str, env: dict | None = None):
+        self.base = base
+        self.root = base / "root"
+        self.plugin_socket = base / "run" / "plugin.sock"
+        self.socket = base / "run" / "convoy.sock"
+        self.mount_root = base / "mounts"
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.process: subprocess.Popen | None = None
+        self.log_path = base / "daemon.log"
+
+    def args(self) -> list[str]:
+        return CONVOY + [
+            "daemon",
+            "--root", str(self.root),
+            "--plugin-socket", str(self.plugin_socket),
+            "--socket", str(self.socket),
+            "--mount-root", str(self.mount_root),
+        ] + self.extra_args
+
+    def start(self, wait: bool = True, *extra_args: str) -> "Daemon":
+        env = {k: v for k, v in os.environ.items() if k not in ("DRIVER", "DRIVER_OPTS", "CONVOY_SOCKET")}
+        env.update(self.env)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.args() + list(extra_args), cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_listening()
+        return self
+
+    def wait_listening(self, timeout: float = 10.0) -> float:
+        """Seconds until both sockets accept a request."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log_text()}")
+            try:
+                http_call(self.plugin_socket, "POST", "/VolumeDriver.Capabilities", {})
+                http_call(self.socket, "GET", "/v1/info")
+                return time.monotonic() - started
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"daemon did not listen within {timeout} s:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def docker(self, method: str, body: dict | None = None):
+        """A Docker VolumeDriver call: (status, JSON)."""
+        return http_call(self.plugin_socket, "POST", f"/VolumeDriver.{method}", body or {})
+
+    def docker_ok(self, method: str, body: dict | None = None) -> dict:
+        status, data = self.docker(method, body)
+        assert status == 200 and not data.get("Err"), f"{method} {body}: {status} {data}"
+        return data
+
+    def control(self, method: str, path: str, body=None):
+        return http_call(self.socket, method, "/v1" + path, body)
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            CONVOY + ["--socket", str(self.socket), *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        if check:
+            assert result.returncode == 0, f"convoy {' '.join(args)}: {result.returncode}\n{result.stderr}"
+        return result
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else 0
+
+    def cleanup_mounts(self) -> None:
+        """Unmount anything a test left under this daemon's directories."""
+        prefix = str(self.base) + "/"
+        for point in sorted(mounted_points(), reverse=True):
+            if point.startswith(prefix):
+                subprocess.run(["umount", "-l", point], check=False)
