@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import blake3
 import zstandard
 
-from app.errors import ConvoyError
+from app.errors import Conflict
 
 ZSTD_LEVEL = 1  # fast; random data is stored in raw zstd blocks at ~no cost
 _local = threading.local()
@@ -45,10 +45,8 @@ def encode(data: bytes | memoryview) -> bytes:
     return _compressor().compress(data)
 
 
-class BlockDamaged(ConvoyError):
+class BlockDamaged(Conflict):
     """A stored block does not decode to the content its name promises."""
-
-    kind = "conflict"
 
 
 @dataclass(frozen=True)

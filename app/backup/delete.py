@@ -1,0 +1,79 @@
+"""Delete a backup and collect the blocks no other backup uses.
+
+Runs under the store's exclusive lock, so no backup is in flight (a backup
+holds a shared lock from before it looks at the store until its manifest is
+written). It refuses to collect when any manifest cannot be read: a block
+that an unreadable manifest might use is never deleted.
+"""
+
+from __future__ import annotations
+
+import time
+
+from app.errors import Conflict, NotFound
+
+from . import layout, manifest
+from .locks import DEFAULT_TTL, StoreLock, remove_expired_locks
+from .objectstore import ObjectStore
+from .objectstore.vfs import VfsStore
+
+TEMPORARY_AGE = max(3600.0, 4 * DEFAULT_TTL)  # leftovers of killed writers older than this go
+
+
+def delete_backup(store: ObjectStore, volume: str, backup: str) -> dict:
+    """Remove one backup, then garbage-collect; return what was removed."""
+    with StoreLock(store, "exclusive", f"delete of backup {backup} of volume {volume}") as lock:
+        key = layout.backup_key(volume, backup)
+        if not store.exists(key):
+            raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}")
+        referenced = _referenced_blocks(store, skip=(volume, backup))
+        lock.check_held()
+        store.delete(key)
+        if not manifest.list_backup_names(store, volume):
+            store.delete(layout.volume_key(volume))
+        result = _collect(store, referenced)
+        return {"deleted": backup, "volume": volume, **result}
+
+
+def collect_garbage(store: ObjectStore) -> dict:
+    """Garbage collection alone (blocks left by killed backups, stale temporaries)."""
+    with StoreLock(store, "exclusive", "garbage collection"):
+        return _collect(store, _referenced_blocks(store))
+
+
+def _referenced_blocks(store: ObjectStore, skip: tuple[str, str] | None = None) -> set[str]:
+    referenced: set[str] = set()
+    for vol, name in manifest.list_backup_names(store):
+        if (vol, name) == skip:
+            continue
+        try:
+            doc = manifest.read_backup(store, vol, name)
+        except (Conflict, NotFound) as e:
+            raise Conflict(
+                f"cannot collect unused blocks: backup {name} of volume {vol} is unreadable ({e}); "
+                "nothing was deleted. Repair or remove that manifest first"
+            ) from None
+        referenced.update(manifest.block_digests(doc))
+    return referenced
+
+
+def _collect(store: ObjectStore, referenced: set[str]) -> dict:
+    unused = []
+    for key in store.list(layout.BLOCKS):
+        digest = layout.digest_of_block_key(key)
+        if digest is not None and digest not in referenced:
+            unused.append(key)
+    if hasattr(store, "delete_many"):
+        store.delete_many(unused)
+    else:
+        for key in unused:
+            store.delete(key)
+    temporaries = 0
+    if isinstance(store, VfsStore):
+        now = time.time()
+        for rel, mtime in list(store.list_temporaries(layout.ROOT)):
+            if now - mtime > TEMPORARY_AGE:
+                store.remove_temporary(rel)
+                temporaries += 1
+    expired = remove_expired_locks(store)
+    return {"blocks_removed": len(unused), "temporaries_removed": temporaries, "expired_locks_removed": expired}

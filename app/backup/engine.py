@@ -1,0 +1,149 @@
+"""What the volume service calls: one function per user command.
+
+Each takes URLs as the user typed them (Convoy's `\\u0026` accepted), opens
+the store, dispatches between our format and rancher/convoy 0.5.2's, and
+returns plain dicts ready for JSON. Long operations take a `Progress` (with
+an optional cancel event) and are meant to run in a worker thread.
+"""
+
+from __future__ import annotations
+
+from app.errors import Conflict, NotFound
+
+from . import legacy_convoy, manifest
+from .backup import SnapshotSource, create_backup as _create_backup
+from .delete import collect_garbage as _collect_garbage
+from .delete import delete_backup as _delete_backup
+from .objectstore import ObjectStore, open_store
+from .progress import Progress
+from .restore import restore_tree
+from .urls import BackupURL, StoreURL, parse_backup_url, parse_store_url
+from .verify import verify_tree
+
+
+def backup_url(store_url: StoreURL, volume: str, backup: str) -> str:
+    return str(BackupURL(store=store_url, backup=backup, volume=volume))
+
+
+def create_backup(
+    dest: str,
+    volume: str,
+    snapshot: SnapshotSource,
+    *,
+    s3_endpoint: str | None = None,
+    backup_name: str | None = None,
+    previous_snapshot: SnapshotSource | None = None,
+    volume_size: int | None = None,
+    driver: str = "vfs",
+    progress: Progress | None = None,
+) -> dict:
+    """Back up a snapshot directory to `dest`; the result has the backup `url`."""
+    store_url = parse_store_url(dest)
+    with open_store(store_url, s3_endpoint=s3_endpoint, create=True) as store:
+        result = _create_backup(
+            store,
+            volume,
+            snapshot,
+            backup_name=backup_name,
+            previous_snapshot=previous_snapshot,
+            volume_size=volume_size,
+            driver=driver,
+            progress=progress,
+        )
+    return {"url": backup_url(store_url, volume, result["name"]), **result}
+
+
+def _open_backup(url: str, s3_endpoint: str | None) -> tuple[BackupURL, ObjectStore]:
+    parsed = parse_backup_url(url)
+    return parsed, open_store(parsed.store, s3_endpoint=s3_endpoint, create=False)
+
+
+def _kind(store: ObjectStore, parsed: BackupURL) -> str:
+    from . import layout
+
+    if store.exists(layout.backup_key(parsed.volume, parsed.backup)):
+        return "ours"
+    if legacy_convoy.has_backup(store, parsed.volume, parsed.backup):
+        return "convoy"
+    raise NotFound(
+        f"backup {parsed.backup} of volume {parsed.volume} is not in {store.url}: "
+        "check the URL with `convoy backup list`"
+    )
+
+
+def restore_backup(url: str, target: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> dict:
+    """Restore a directory-tree backup into `target` (empty or absent)."""
+    parsed, store = _open_backup(url, s3_endpoint)
+    with store:
+        if _kind(store, parsed) == "ours":
+            result = restore_tree(store, parsed.volume, parsed.backup, target, progress=progress)
+        else:
+            result = legacy_convoy.restore_archive(store, parsed.volume, parsed.backup, target, progress=progress)
+    return {"url": str(parsed), **result}
+
+
+def restore_image(url: str, image_path: str, *, s3_endpoint: str | None = None, size: int | None = None) -> dict:
+    """Restore a Convoy 0.5.2 device-mapper backup into an image file or block device."""
+    parsed, store = _open_backup(url, s3_endpoint)
+    with store:
+        if _kind(store, parsed) != "convoy":
+            raise Conflict(f"{url} is a directory backup; restore it into a directory")
+        result = legacy_convoy.restore_blocks_to_image(store, parsed.volume, parsed.backup, image_path, size)
+    return {"url": str(parsed), **result}
+
+
+def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
+    parsed, store = _open_backup(url, s3_endpoint)
+    with store:
+        if _kind(store, parsed) == "ours":
+            doc = manifest.read_backup(store, parsed.volume, parsed.backup)
+            return {"url": str(parsed), **manifest.summary(doc)}
+        cfg = legacy_convoy.read_backup_cfg(store, parsed.volume, parsed.backup)
+        return {"url": str(parsed), **legacy_convoy.summary(cfg, legacy_convoy.read_volume_cfg(store, parsed.volume))}
+
+
+def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
+    """Every backup in a store (ours and Convoy's), oldest first within a volume."""
+    store_url = parse_store_url(dest)
+    rows = []
+    with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
+        for vol, name in manifest.list_backup_names(store, volume):
+            try:
+                doc = manifest.summary(manifest.read_backup(store, vol, name))
+            except Conflict as e:
+                doc = {"name": name, "volume": vol, "error": str(e)}
+            rows.append({"url": backup_url(store_url, vol, name), **doc})
+        for vol, name in legacy_convoy.list_backups(store, volume):
+            try:
+                doc = legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))
+            except Conflict as e:
+                doc = {"name": name, "volume": vol, "error": str(e)}
+            rows.append({"url": backup_url(store_url, vol, name), **doc})
+    rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))
+    return rows
+
+
+def delete_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
+    parsed, store = _open_backup(url, s3_endpoint)
+    with store:
+        if _kind(store, parsed) == "convoy":
+            raise Conflict(
+                f"{url} was written by rancher/convoy 0.5.2; this Convoy reads such backups "
+                "but does not delete them (their blocks are shared by Convoy's own rules)"
+            )
+        return {"url": str(parsed), **_delete_backup(store, parsed.volume, parsed.backup)}
+
+
+def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> dict:
+    """Read and check every block of a backup; `ok` is False when any is missing or damaged."""
+    parsed, store = _open_backup(url, s3_endpoint)
+    with store:
+        if _kind(store, parsed) == "convoy":
+            return {"url": str(parsed), **legacy_convoy.verify_archive(store, parsed.volume, parsed.backup)}
+        report = verify_tree(store, parsed.volume, parsed.backup, progress=progress)
+    return {"url": str(parsed), "message": report.message(), **report.as_dict()}
+
+
+def collect_garbage(dest: str, *, s3_endpoint: str | None = None) -> dict:
+    with open_store(parse_store_url(dest), s3_endpoint=s3_endpoint, create=False) as store:
+        return _collect_garbage(store)

@@ -1,0 +1,175 @@
+"""Read backups written by rancher/convoy 0.5.2 (its "objectstore" format).
+
+Layout under the destination (a vfs:// directory or an s3:// prefix):
+
+    convoy-objectstore/volumes/<v[0:2]>/<v[2:4]>/<v>/volume.cfg
+    .../<v>/backups/backup_<name>.cfg        JSON, Go field names
+    .../<v>/BackupFiles/<name>.bak           VFS volumes: one tar.gz of the tree
+    .../<v>/blocks/<c[0:2]>/<c[2:4]>/<c>.blk device-mapper: gzip of one 2 MiB block
+
+(volume names shorter than 4 characters are padded with '!' in the
+directory levels). These are read only; new backups use our format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tarfile
+import zlib
+
+from app.errors import Conflict, NotFound
+
+from .objectstore import ObjectStore
+from .progress import Progress
+from .restore import prepare_target
+
+BASE = "convoy-objectstore/volumes/"
+
+
+def volume_dir(volume: str) -> str:
+    padded = volume.ljust(4, "!")
+    return f"{BASE}{padded[0:2]}/{padded[2:4]}/{volume}/"
+
+
+def backup_cfg_key(volume: str, backup: str) -> str:
+    return f"{volume_dir(volume)}backups/backup_{backup}.cfg"
+
+
+def has_backup(store: ObjectStore, volume: str, backup: str) -> bool:
+    return store.exists(backup_cfg_key(volume, backup))
+
+
+def read_backup_cfg(store: ObjectStore, volume: str, backup: str) -> dict:
+    key = backup_cfg_key(volume, backup)
+    try:
+        return json.loads(store.get(key))
+    except NotFound:
+        raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}") from None
+    except ValueError:
+        raise Conflict(f"Convoy backup config {key} in {store.url} is unreadable") from None
+
+
+def list_backups(store: ObjectStore, volume: str | None = None) -> list[tuple[str, str]]:
+    prefix = volume_dir(volume) + "backups/" if volume else BASE
+    found = []
+    for key in store.list(prefix):
+        parts = key.split("/")
+        if len(parts) == 7 and parts[5] == "backups" and parts[6].startswith("backup_") and parts[6].endswith(".cfg"):
+            found.append((parts[4], parts[6][len("backup_") : -len(".cfg")]))
+    return sorted(found)
+
+
+def summary(cfg: dict, volume_cfg: dict | None = None) -> dict:
+    single = (cfg.get("SingleFile") or {}).get("FilePath")
+    return {
+        "format": "convoy-0.5.2",
+        "name": cfg.get("Name"),
+        "volume": cfg.get("VolumeName"),
+        "snapshot": cfg.get("SnapshotName"),
+        "snapshot_created_at": cfg.get("SnapshotCreatedAt"),
+        "created_at": cfg.get("CreatedTime"),
+        "source": "archive" if single else "blocks",
+        "driver": (volume_cfg or {}).get("Driver") or ("vfs" if single else "devicemapper"),
+        "volume_size": (volume_cfg or {}).get("Size"),
+    }
+
+
+def read_volume_cfg(store: ObjectStore, volume: str) -> dict | None:
+    try:
+        return json.loads(store.get(volume_dir(volume) + "volume.cfg"))
+    except (NotFound, ValueError):
+        return None
+
+
+# -- VFS archives ---------------------------------------------------------------
+
+def _member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """Refuse paths that escape `dest` (as the 'tar' filter does) but keep modes as stored."""
+    checked = tarfile.tar_filter(member, dest)
+    return checked.replace(mode=member.mode, deep=False) if checked is not None else None
+
+
+def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None) -> dict:
+    """Restore a Convoy VFS backup (`BackupFiles/*.bak`, a tar.gz) into `target`."""
+    progress = progress or Progress()
+    cfg = read_backup_cfg(store, volume, backup)
+    path = (cfg.get("SingleFile") or {}).get("FilePath")
+    if not path:
+        raise Conflict(f"backup {backup} is a Convoy block backup; restore it to a block volume")
+    prepare_target(target)
+    try:
+        progress.total_bytes = store.size(path)
+    except NotFound:
+        raise NotFound(f"backup {backup}: its archive {path} is missing from {store.url}") from None
+    with store.open(path) as raw:
+        try:
+            with tarfile.open(fileobj=raw, mode="r|gz") as archive:
+                for member in archive:
+                    progress.check("the restore")
+                    archive.extract(member, target, filter=_member_filter, numeric_owner=True)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
+    # tarfile in stream mode sets directory attributes as it goes; set them
+    # again deepest first so extraction of children does not change mtimes.
+    with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|gz") as archive:
+        dirs = [m for m in archive if m.isdir()]
+    for member in sorted(dirs, key=lambda m: m.name.rstrip("/").count("/"), reverse=True):
+        dest = os.path.join(target, member.name)
+        os.chmod(dest, member.mode)
+        os.utime(dest, (member.mtime, member.mtime))
+    progress.done_bytes = progress.total_bytes
+    progress.finish()
+    return summary(cfg, read_volume_cfg(store, volume))
+
+
+def verify_archive(store: ObjectStore, volume: str, backup: str) -> dict:
+    cfg = read_backup_cfg(store, volume, backup)
+    path = (cfg.get("SingleFile") or {}).get("FilePath")
+    problems = []
+    try:
+        with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|gz") as archive:
+            for member in archive:
+                if member.isfile():
+                    f = archive.extractfile(member)
+                    while f.read(1 << 20):
+                        pass
+    except NotFound:
+        problems.append(f"archive {path} is missing")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        problems.append(f"archive {path} is damaged: {e}")
+    return {"backup": backup, "volume": volume, "ok": not problems, "problems": problems}
+
+
+# -- device-mapper blocks ----------------------------------------------------------
+
+def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_path: str, size: int | None = None) -> dict:
+    """Write a Convoy block backup into `image_path` (an image file or block device).
+
+    Unlisted ranges are left unwritten (zeros in a new sparse file or thin volume).
+    Each block is checked against its name (SHA-512, first 64 hex digits).
+    """
+    cfg = read_backup_cfg(store, volume, backup)
+    vol = read_volume_cfg(store, volume) or {}
+    size = size or vol.get("Size")
+    fd = os.open(image_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if size and os.path.isfile(image_path):
+            os.ftruncate(fd, size)
+        for block in cfg.get("Blocks") or []:
+            checksum = block["BlockChecksum"]
+            key = f"{volume_dir(volume)}blocks/{checksum[0:2]}/{checksum[2:4]}/{checksum}.blk"
+            try:
+                data = gzip.decompress(store.get(key))
+            except NotFound:
+                raise NotFound(f"block {checksum} of backup {backup} is missing from {store.url}") from None
+            except (OSError, EOFError, zlib.error):
+                raise Conflict(f"block {checksum} of backup {backup} is corrupted (cannot decompress)") from None
+            if hashlib.sha512(data).hexdigest()[:64] != checksum and hashlib.sha256(data).hexdigest() != checksum:
+                raise Conflict(f"block {checksum} of backup {backup} is corrupted: its content does not match its name")
+            os.pwrite(fd, data, block["Offset"])
+    finally:
+        os.close(fd)
+    return summary(cfg, vol)

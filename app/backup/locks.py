@@ -1,0 +1,146 @@
+"""Store locks with expiry, kept in the store itself.
+
+Backups take a *shared* lock; delete and garbage collection take an
+*exclusive* one. A lock is an object `convoy-store/locks/<id>.json` holding
+its kind, owner and expiry time, renewed by a background thread every third
+of its lifetime, so the lock of a killed process expires by itself.
+
+Acquiring is "write mine, then look at the others" (as restic does): of two
+processes that race, at least one sees the other's lock and backs off, so an
+exclusive lock never coexists with any other live lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from app.errors import Conflict, Unavailable
+
+from . import layout
+from .objectstore import ObjectStore
+
+DEFAULT_TTL = 120.0  # seconds a lock lives without renewal
+
+
+@dataclass
+class LockInfo:
+    id: str
+    kind: str  # "shared" or "exclusive"
+    operation: str
+    host: str
+    pid: int
+    expires_at: float
+
+    def describe(self) -> str:
+        left = int(self.expires_at - time.time())
+        return f"{self.operation} by pid {self.pid} on {self.host} (lock expires in {left}s unless renewed)"
+
+
+def read_locks(store: ObjectStore) -> list[LockInfo]:
+    """Every lock in the store, live or expired (unreadable ones are skipped)."""
+    locks = []
+    for key in store.list(layout.LOCKS):
+        try:
+            raw = json.loads(store.get(key))
+            locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__}))
+        except Exception:  # noqa: BLE001 - a half-gone lock is no lock
+            continue
+    return locks
+
+
+class StoreLock:
+    """Hold with `with StoreLock(store, "shared", "backup of vol"):`."""
+
+    def __init__(self, store: ObjectStore, kind: str, operation: str, ttl: float = DEFAULT_TTL):
+        assert kind in ("shared", "exclusive")
+        self.store = store
+        self.info = LockInfo(
+            id=secrets.token_hex(8),
+            kind=kind,
+            operation=operation,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            expires_at=0.0,
+        )
+        self.ttl = ttl
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_renewal = 0.0
+        self._renew_error: Exception | None = None
+
+    @property
+    def key(self) -> str:
+        return layout.lock_key(self.info.id)
+
+    def _write(self) -> None:
+        now = time.time()
+        self.info.expires_at = now + self.ttl
+        self.store.put(self.key, json.dumps(self.info.__dict__).encode())
+        self._last_renewal = now
+
+    def acquire(self) -> "StoreLock":
+        self._write()
+        now = time.time()
+        blockers = [
+            other
+            for other in read_locks(self.store)
+            if other.id != self.info.id
+            and other.expires_at > now
+            and (self.info.kind == "exclusive" or other.kind == "exclusive")
+        ]
+        if blockers:
+            self.store.delete(self.key)
+            raise Conflict(
+                f"the backup store {self.store.url} is busy: "
+                + "; ".join(b.describe() for b in blockers)
+                + ". Retry when it has finished"
+            )
+        self._thread = threading.Thread(target=self._renew_loop, name="store-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self._write()
+            except Exception as e:  # noqa: BLE001 - checked by still_held()
+                self._renew_error = e
+
+    def check_held(self) -> None:
+        """Raise when the lock may have expired (renewals failed); call before committing."""
+        if time.time() - self._last_renewal > self.ttl * 0.9:
+            raise Unavailable(
+                f"lost the lock on {self.store.url} (could not renew it: {self._renew_error}); "
+                "nothing was committed, retry the operation"
+            )
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        try:
+            self.store.delete(self.key)
+        except Exception:  # noqa: BLE001 - it will expire
+            pass
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def remove_expired_locks(store: ObjectStore) -> int:
+    now = time.time()
+    n = 0
+    for lock in read_locks(store):
+        if lock.expires_at < now:
+            store.delete(layout.lock_key(lock.id))
+            n += 1
+    return n

@@ -1,0 +1,63 @@
+"""A bounded pool of worker threads.
+
+The submitting thread blocks once `max_pending` tasks are queued or running,
+so memory stays bounded (pending tasks hold at most one block each) whatever
+the volume size. The first failure is re-raised by `submit` or `close`; the
+rest of the work is then skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+
+class BoundedPool:
+    def __init__(self, workers: int, max_pending: int | None = None, name: str = "convoy-backup"):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._slots = threading.Semaphore(max_pending or workers * 3)
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def _done(self, fut: Future) -> None:
+        self._slots.release()
+        exc = fut.exception()
+        if exc is not None:
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.raise_error()
+        self._slots.acquire()
+        fut = self._pool.submit(self._run, fn, args)
+        fut.add_done_callback(self._done)
+
+    def _run(self, fn: Callable, args: tuple) -> None:
+        if self._error is None:
+            fn(*args)
+
+    def close(self) -> None:
+        """Wait for everything submitted; re-raise the first failure."""
+        self._pool.shutdown(wait=True)
+        self.raise_error()
+
+    def abort(self) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = RuntimeError("aborted")
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "BoundedPool":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

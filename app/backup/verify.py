@@ -1,0 +1,91 @@
+"""Check a backup without restoring it: read every block and check its hash."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from app.errors import NotFound
+
+from . import blocks, layout, manifest
+from .locks import StoreLock
+from .objectstore import ObjectStore
+from .pipeline import BoundedPool
+from .progress import Progress
+
+WORKERS = 4
+MAX_LISTED = 100
+
+
+@dataclass
+class VerifyReport:
+    backup: str
+    volume: str
+    blocks: int = 0
+    bytes: int = 0
+    missing: list[dict] = field(default_factory=list)  # {"block", "files"}
+    corrupted: list[dict] = field(default_factory=list)  # {"block", "files", "reason"}
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupted
+
+    def as_dict(self) -> dict:
+        return {
+            "backup": self.backup,
+            "volume": self.volume,
+            "ok": self.ok,
+            "blocks": self.blocks,
+            "bytes": self.bytes,
+            "missing": self.missing[:MAX_LISTED],
+            "corrupted": self.corrupted[:MAX_LISTED],
+            "missing_count": len(self.missing),
+            "corrupted_count": len(self.corrupted),
+        }
+
+    def message(self) -> str:
+        if self.ok:
+            return f"backup {self.backup} of {self.volume} is intact: {self.blocks} blocks checked"
+        parts = []
+        for kind, items in (("missing", self.missing), ("corrupted", self.corrupted)):
+            if items:
+                first = items[0]
+                parts.append(f"{len(items)} {kind} block(s) (first: {first['block']} used by {', '.join(first['files'][:3])})")
+        return f"backup {self.backup} of {self.volume} is damaged: " + "; ".join(parts)
+
+
+def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int = WORKERS) -> VerifyReport:
+    progress = progress or Progress()
+    report = VerifyReport(backup=backup, volume=volume)
+    with StoreLock(store, "shared", f"verify of backup {backup} of volume {volume}"):
+        doc = manifest.read_backup(store, volume, backup)
+        users: dict[str, tuple[int, list[str]]] = {}
+        for entry in doc["entries"]:
+            for _offset, length, digest in entry.get("blocks", ()):
+                if digest in users:
+                    users[digest][1].append(entry["path"])
+                else:
+                    users[digest] = (length, [entry["path"]])
+        report.blocks = len(users)
+        progress.total_bytes = sum(length for length, _ in users.values())
+        lock = threading.Lock()
+
+        def check(digest: str, length: int, files: list[str]) -> None:
+            try:
+                blocks.decode(store.get(layout.block_key(digest)), digest, length)
+            except NotFound:
+                with lock:
+                    report.missing.append({"block": digest, "files": files})
+            except blocks.BlockDamaged as e:
+                with lock:
+                    report.corrupted.append({"block": digest, "files": files, "reason": str(e)})
+            with lock:
+                report.bytes += length
+            progress.add(length)
+
+        with BoundedPool(workers, max_pending=workers * 4, name="convoy-verify") as pool:
+            for digest, (length, files) in users.items():
+                progress.check("the verify")
+                pool.submit(check, digest, length, files)
+    progress.finish()
+    return report
