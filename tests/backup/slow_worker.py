@@ -1,0 +1,34 @@
+"""Run one backup or restore in its own process, with the store slowed down so
+a test can kill -9 it half-way. Usage:
+    python -m tests.backup.slow_worker backup DEST VOLUME SNAPDIR
+    python -m tests.backup.slow_worker restore URL TARGET
+"""
+
+import sys
+import time
+
+from app.backup import SnapshotSource, create_backup, restore_backup
+from app.backup.objectstore.vfs import VfsStore
+
+_put, _get = VfsStore.put, VfsStore.get
+
+
+def slow_put(self, key, data):
+    if "/blocks/" in key:
+        time.sleep(0.05)
+    return _put(self, key, data)
+
+
+def slow_get(self, key):
+    if "/blocks/" in key:
+        time.sleep(0.05)
+    return _get(self, key)
+
+
+VfsStore.put, VfsStore.get = slow_put, slow_get
+
+if __name__ == "__main__":
+    if sys.argv[1] == "backup":
+        print(create_backup(sys.argv[2], sys.argv[3], SnapshotSource("snap", sys.argv[4]))["url"], flush=True)
+    else:
+        restore_backup(sys.argv[2], sys.argv[3])
