@@ -1,0 +1,92 @@
+"""Backups written by rancher/convoy 0.5.2 restore byte for byte (vfs:// and s3://)."""
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.backup import inspect_backup, list_backups, restore_backup, restore_image, verify_backup
+from app.backup.objectstore import open_store
+from app.errors import Conflict
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+VFS_FIXTURE = Path(os.environ.get("CONVOY_VFS_FIXTURE", SHARED / "convoy-0.5.2-vfs-backup"))
+DM_FIXTURE = Path(os.environ.get("CONVOY_DM_FIXTURE", SHARED / "convoy-0.5.2-devicemapper-backup"))
+VFS_URL = "vfs://{dest}?backup=backup-90df2b1db9084d50\\u0026volume=fixvol"  # as Convoy printed it
+
+
+def need(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.fail(f"fixture {path} is missing (shared/ must sit beside the repository)")
+    return path
+
+
+def find_listing(root: Path) -> str:
+    out = subprocess.run(["find", ".", "-printf", "%y %m %s %p %l\\n"], cwd=root, capture_output=True, text=True, check=True).stdout
+    # directory sizes depend on the file system, as in the fixture's note they are 4096 on ext4
+    lines = []
+    for line in out.splitlines():
+        kind, mode, size, rest = line.split(" ", 3)
+        lines.append(" ".join([kind, mode, "4096" if kind == "d" else size, rest]))
+    return "\n".join(sorted(lines, key=lambda l: l.encode()))
+
+
+def expected_listing() -> str:
+    lines = (need(VFS_FIXTURE) / "expected-tree.txt").read_text().splitlines()
+    return "\n".join(sorted(lines, key=lambda l: l.encode()))
+
+
+def check_restored(target: Path) -> None:
+    assert find_listing(target) == expected_listing()
+    for line in (VFS_FIXTURE / "expected-sha256.txt").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((target / name).read_bytes()).hexdigest() == digest, name
+    assert (target / "docs" / "hello.txt").stat().st_mtime == 1577934245  # 2020-01-02 03:04:05 UTC, as archived
+
+
+def test_convoy_vfs_backup_restores_byte_for_byte(tmp_path):
+    fixture = need(VFS_FIXTURE)
+    url = VFS_URL.format(dest=fixture)
+    info = inspect_backup(url)
+    assert (info["volume"], info["snapshot"], info["format"]) == ("fixvol", "fixsnap", "convoy-0.5.2")
+    listed = list_backups(f"vfs://{fixture}")
+    assert [r["url"] for r in listed] == [url.replace("\\u0026", "&")]
+    assert verify_backup(url)["ok"]
+    restore_backup(url, str(tmp_path / "restored"))
+    check_restored(tmp_path / "restored")
+
+
+def test_convoy_vfs_backup_restores_from_s3(tmp_path, s3_endpoint, s3_bucket):
+    fixture = need(VFS_FIXTURE)
+    store = open_store(f"s3://{s3_bucket}@us-east-1/convoy", s3_endpoint=s3_endpoint)
+    for path in (fixture / "convoy-objectstore").rglob("*"):
+        if path.is_file():
+            store.put(str(path.relative_to(fixture)), path.read_bytes())
+    url = f"s3://{s3_bucket}@us-east-1/convoy?backup=backup-90df2b1db9084d50\\u0026volume=fixvol"
+    restore_backup(url, str(tmp_path / "restored"), s3_endpoint=s3_endpoint)
+    check_restored(tmp_path / "restored")
+    with pytest.raises(Conflict):  # read, never modified
+        from app.backup import delete_backup
+
+        delete_backup(url, s3_endpoint=s3_endpoint)
+
+
+def read_expected_dm() -> dict:
+    values = {}
+    for line in (need(DM_FIXTURE) / "expected.txt").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            values[k] = v
+    return values
+
+
+@pytest.mark.parametrize("which", ["backup1", "backup2"])
+def test_convoy_devicemapper_backup_restores_to_the_same_image(tmp_path, which):
+    expected = read_expected_dm()
+    url = expected[f"{which}_url_printed"].replace("DEST", str(DM_FIXTURE))
+    image = tmp_path / "dm.img"
+    restore_image(url, str(image))
+    assert image.stat().st_size == int(expected["volume_size"])
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == expected[f"{which}_image_sha256"]
