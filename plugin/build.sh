@@ -40,7 +40,7 @@ log "base $BASE has Python $pyver"
 # 2. The wheelhouse, made on the host for the base image's Python and platform.
 ctx=$BUILD_DIR/context
 rm -rf "$ctx"; mkdir -p "$ctx/wheels"
-cp "$here/Dockerfile" "$ctx/Dockerfile"
+cp "$here/Dockerfile" "$here/entrypoint" "$ctx/"
 "$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps -w "$ctx/wheels" "$root" >/dev/null
 arch=$(uname -m)
 plats=()

@@ -1,0 +1,50 @@
+"""Session fixture: install Debian's Docker engine, start a private dockerd,
+build and install the Convoy managed plugin with `make install`, and stop the
+engine at the end. Skips (with the reason) only when not root; CI runs as root.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.engine import Engine
+
+E2E_ROOT = Path(os.environ.get("CONVOY_E2E_ROOT", "/var/lib/convoy-e2e"))
+
+
+@pytest.fixture(scope="session")
+def engine():
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root: they install Docker and run a real dockerd")
+    e = Engine(E2E_ROOT)
+    e.run("bash", "ci/install-deps.sh", timeout=900)
+    # A run interrupted before its teardown may have left an engine running.
+    e.stop()
+    e.unmount_leftovers()
+    e.start()
+    try:
+        e.reset()
+        e.run("bash", "ci/make-busybox-image.sh", timeout=300)
+        e.install_plugin()
+        yield e
+    finally:
+        e.docker("swarm", "leave", "--force", check=False)
+        ids = e.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            e.docker("rm", "-f", *ids, check=False)
+        e.stop()
+        e.unmount_leftovers()
+
+
+@pytest.fixture
+def vol(engine):
+    """A unique volume name for one test (names must not clash across tests)."""
+    return lambda label="v": f"e2e-{label}-{uuid.uuid4().hex[:6]}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: drives a real dockerd and the installed plugin through the docker CLI")
