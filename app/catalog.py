@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS mount_refs (
     extra_mountpoint TEXT,
     PRIMARY KEY (volume, ref_id)
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY,
+    volume TEXT NOT NULL REFERENCES volumes(name),
+    created_at TEXT NOT NULL,
+    details TEXT NOT NULL
+);
 """
 
 
@@ -115,6 +121,33 @@ class Catalog:
     def remove(self, name: str) -> None:
         self._tx(lambda db: db.execute("DELETE FROM volumes WHERE name=?", (name,)))
 
+    # snapshots
+
+    def put_snapshot(self, record: "SnapshotRecord") -> None:
+        self._tx(
+            lambda db: db.execute(
+                "INSERT INTO snapshots(name, volume, created_at, details) VALUES (?,?,?,?)",
+                (record.name, record.volume, record.created_at, json.dumps(record.details)),
+            )
+        )
+
+    def get_snapshot(self, name: str) -> "SnapshotRecord | None":
+        with self._lock:
+            row = self._db.execute("SELECT name, volume, created_at, details FROM snapshots WHERE name=?", (name,)).fetchone()
+        return SnapshotRecord(row[0], row[1], row[2], json.loads(row[3])) if row else None
+
+    def snapshots(self, volume: str | None = None) -> list["SnapshotRecord"]:
+        query = "SELECT name, volume, created_at, details FROM snapshots"
+        args: tuple = ()
+        if volume is not None:
+            query, args = query + " WHERE volume=?", (volume,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at, name", args).fetchall()
+        return [SnapshotRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def remove_snapshot(self, name: str) -> None:
+        self._tx(lambda db: db.execute("DELETE FROM snapshots WHERE name=?", (name,)))
+
     # mount references
 
     def refs(self, name: str) -> list[MountRef]:
@@ -147,6 +180,14 @@ class Catalog:
             return True
 
         return self._tx(release)
+
+
+@dataclass
+class SnapshotRecord:
+    name: str
+    volume: str
+    created_at: str
+    details: dict = field(default_factory=dict)
 
 
 def _record(row) -> VolumeRecord:

@@ -48,3 +48,9 @@ class ConfigurationError(ConvoyError):
     """The daemon's settings are inconsistent with its state; it cannot start."""
 
     kind = "configuration"
+
+
+def error_from(kind: str, message: str) -> ConvoyError:
+    """Rebuild an error from its kind and message (as sent over the control API)."""
+    classes = {cls.kind: cls for cls in ConvoyError.__subclasses__()}
+    return classes.get(kind, ConvoyError)(message)

@@ -9,8 +9,12 @@ import socket
 
 import uvicorn
 
+from app.backup_service import BackupService
 from app.control.api import build_app as build_control_app
+from app.control.jobs import backup_routes, job_routes, snapshot_routes
+from app.jobs import JobRunner
 from app.service import VolumeService
+from app.snapshot_service import SnapshotService
 from app.volumedriver.api import build_app as build_plugin_app
 
 
@@ -28,7 +32,12 @@ def _server(app) -> _Server:
 
 
 def serve(service: VolumeService, plugin_socket: socket.socket, control_socket: socket.socket) -> None:
-    servers = [_server(build_plugin_app(service)), _server(build_control_app(service))]
+    """Wire the services to both adapters and serve until SIGTERM or SIGINT."""
+    jobs = JobRunner()
+    snapshots = SnapshotService(service)
+    backups = BackupService(service, snapshots, jobs)
+    extra_routes = snapshot_routes(snapshots) + backup_routes(backups) + job_routes(jobs)
+    servers = [_server(build_plugin_app(service, backups)), _server(build_control_app(service, extra_routes))]
 
     async def main():
         loop = asyncio.get_running_loop()

@@ -26,10 +26,12 @@ from app.units import format_size, parse_size
 log = logging.getLogger(__name__)
 
 CLI_REF_PREFIX = "convoy-cli"  # mount references taken by `convoy mount`
+RESTORE_REF = "convoy-restore"  # the mount reference a restore writes through
 READY_TIMEOUT = 90.0  # seconds a mount waits for start-up recovery to finish
 BASE_OPTIONS = {
     "size": "volume size, e.g. 10G",
     "driver": "back-end for this volume",
+    "backup": "restore the new volume from this backup URL",
 }
 
 
@@ -59,6 +61,9 @@ class VolumeService:
                 except Exception as err:  # keep serving the others; report on use
                     log.exception("driver %s failed to start", name)
                     self._driver_errors[name] = f"driver {name} failed to start: {err}"
+                    continue
+                driver.recover_snapshots()
+            self.remove_interrupted_restores()
             self.reconcile_mounts()
         finally:
             self._ready.set()
@@ -75,7 +80,7 @@ class VolumeService:
                 continue
             wanted.add(str(target))
             try:
-                with self._volume_lock(record.name):
+                with self.volume_lock(record.name):
                     if str(target) not in mounted:
                         log.info("remounting %s: %d reference(s) survive a restart", record.name, len(refs))
                         self._mount_volume(record, target)
@@ -97,6 +102,22 @@ class VolumeService:
                 except Exception:
                     log.exception("could not unmount leaked %s", path)
 
+    def remove_interrupted_restores(self) -> None:
+        """A restore killed half-way leaves a volume with partial data: remove it."""
+        for record in self.catalog.all():
+            url = record.details.get("restore_pending")
+            if not url:
+                continue
+            log.warning("removing %s: its restore from %s was interrupted; run the restore again", record.name, url)
+            try:
+                mounts.unmount(self.mountpoint(record.name))
+                self.driver(record.driver).delete_volume(record.name, record.details, keep_data=False)
+                for ref in self.catalog.refs(record.name):
+                    self.catalog.release_ref(record.name, ref.ref_id, all_counts=True)
+                self.catalog.remove(record.name)
+            except Exception:
+                log.exception("could not remove the interrupted restore of %s", record.name)
+
     def _wait_ready(self) -> None:
         if not self._ready.wait(READY_TIMEOUT):
             raise Unavailable("convoy is still recovering mounts after a restart; try again in a minute")
@@ -104,7 +125,7 @@ class VolumeService:
     # helpers
 
     @contextmanager
-    def _volume_lock(self, name: str):
+    def volume_lock(self, name: str):
         with self._locks_guard:
             lock = self._locks[name]
         with lock:
@@ -113,7 +134,7 @@ class VolumeService:
     def mountpoint(self, name: str) -> Path:
         return self.mount_root / name
 
-    def _driver(self, name: str) -> StorageDriver:
+    def driver(self, name: str) -> StorageDriver:
         if name in self._driver_errors:
             raise Unavailable(self._driver_errors[name] + "; fix the driver options and restart convoy")
         try:
@@ -139,7 +160,7 @@ class VolumeService:
                     return record
         return None
 
-    def _require(self, name: str) -> VolumeRecord:
+    def require(self, name: str) -> VolumeRecord:
         check_volume_name(name)
         record = self._lookup(name)
         if record is None:
@@ -172,7 +193,7 @@ class VolumeService:
         }
 
     def get(self, name: str) -> dict:
-        return self.view(self._require(name))
+        return self.view(self.require(name))
 
     def list(self) -> list[dict]:
         mounted = mounts.mounted_paths()
@@ -193,43 +214,72 @@ class VolumeService:
 
     # changes
 
-    def create(self, name: str, options: dict[str, str] | None = None, exist_ok: bool = True) -> dict:
-        """Create a volume; Docker's retries and Swarm's repeats make it idempotent."""
+    def parse_create_options(self, name: str, options: dict | None) -> tuple[str, int | None, dict[str, str]]:
+        """Validate a create request: (driver, size in bytes, the remaining options)."""
         check_volume_name(name)
         options = {str(k): str(v) for k, v in (options or {}).items()}
         driver_name = options.pop("driver", "") or self.settings.default_driver
-        driver = self._driver(driver_name)
+        self.driver(driver_name)
         valid = self.valid_options(driver_name)
         unknown = sorted(set(options) - set(valid))
         if unknown:
             listing = "; ".join(f"{key} ({text})" for key, text in sorted(valid.items()))
             raise InvalidInput(f"unknown option {', '.join(unknown)} for driver {driver_name}: valid options are {listing}")
         size = parse_size(options.pop("size")) if "size" in options else None
-        with self._volume_lock(name):
+        return driver_name, size, options
+
+    def create(self, name: str, options: dict[str, str] | None = None, exist_ok: bool = True) -> dict:
+        """Create a volume; Docker's retries and Swarm's repeats make it idempotent."""
+        driver_name, size, options = self.parse_create_options(name, options)
+        if "backup" in options:
+            raise InvalidInput("restoring a backup is a job: use the backup service (convoy create NAME --backup URL)")
+        with self.volume_lock(name):
             existing = self._lookup(name)
             if existing is not None:
                 if not exist_ok:
                     raise Conflict(f"volume {name} already exists; pick another name or delete it first")
                 return self.view(existing)
-            created_at = now_rfc3339()
-            details = driver.create_volume(VolumeSpec(name, size, created_at, options))
-            record = VolumeRecord(name, driver_name, size, created_at, options, details)
+            return self.view(self._create_locked(name, driver_name, size, options, {}))
+
+    def _create_locked(self, name, driver_name, size, options, extra_details) -> VolumeRecord:
+        created_at = now_rfc3339()
+        details = self.driver(driver_name).create_volume(VolumeSpec(name, size, created_at, options))
+        record = VolumeRecord(name, driver_name, size, created_at, options, {**details, **extra_details})
+        self.catalog.put(record)
+        log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(size))
+        return record
+
+    def create_for_restore(self, name: str, driver_name: str, size: int | None, options: dict, url: str) -> VolumeRecord:
+        """A new volume marked as being restored: Docker cannot mount it, a crash removes it."""
+        with self.volume_lock(name):
+            if self._lookup(name) is not None:
+                raise Conflict(f"volume {name} already exists; restore into a new name")
+            return self._create_locked(name, driver_name, size, {**options, "backup": url}, {"restore_pending": url})
+
+    def finish_restore(self, name: str) -> None:
+        with self.volume_lock(name):
+            record = self.require(name)
+            record.details.pop("restore_pending", None)
             self.catalog.put(record)
-            log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(size))
-            return self.view(record)
 
     def delete(self, name: str, keep_data: bool) -> None:
         """Delete a volume: its data too unless `keep_data` (a reference-only delete)."""
         self._wait_ready()
-        with self._volume_lock(name):
-            record = self._require(name)
+        with self.volume_lock(name):
+            record = self.require(name)
             refs = self.catalog.refs(name)
             if refs:
                 raise Conflict(
                     f"volume {name} is mounted ({len(refs)} reference(s): {', '.join(r.ref_id[:12] for r in refs)}); "
                     "stop the containers that use it, or `convoy umount` it, then delete it"
                 )
-            self._driver(record.driver).delete_volume(name, record.details, keep_data)
+            snapshots = [snapshot.name for snapshot in self.catalog.snapshots(name)]
+            if snapshots:
+                raise Conflict(
+                    f"volume {name} has snapshots ({', '.join(snapshots)}); "
+                    "delete them first with `convoy snapshot delete`"
+                )
+            self.driver(record.driver).delete_volume(name, record.details, keep_data)
             self.catalog.remove(name)
             log.info("deleted volume %s%s", name, " (reference only, data kept)" if keep_data else "")
 
@@ -241,7 +291,7 @@ class VolumeService:
         record = self._lookup(name) if check_volume_name(name) else None
         if record is None:
             return  # already gone: Docker retries, and Remove must be idempotent
-        driver = self._driver(record.driver)
+        driver = self.driver(record.driver)
         self.delete(name, keep_data=driver.data_outside_host)
 
     def mount(self, name: str, ref_id: str, extra_mountpoint: str | None = None, create: bool = False) -> str:
@@ -250,8 +300,13 @@ class VolumeService:
         check_volume_name(name)
         if create and self.settings.create_on_docker_mount and self._lookup(name) is None:
             self.create(name)
-        with self._volume_lock(name):
-            record = self._require(name)
+        with self.volume_lock(name):
+            record = self.require(name)
+            if record.details.get("restore_pending") and ref_id != RESTORE_REF:
+                raise Conflict(
+                    f"volume {name} is still being restored from {record.details['restore_pending']}; "
+                    "mount it when the restore has finished"
+                )
             target = self.mountpoint(name)
             mounted = mounts.mounted_paths()
             if not mounts.is_mounted(target, mounted):
@@ -267,13 +322,13 @@ class VolumeService:
 
     def _mount_volume(self, record: VolumeRecord, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
-        self._driver(record.driver).mount(record.name, record.details, target)
+        self.driver(record.driver).mount(record.name, record.details, target)
 
     def unmount(self, name: str, ref_id: str) -> None:
         """Release one reference; the last one unmounts. An unknown ID is harmless."""
         self._wait_ready()
         check_volume_name(name)
-        with self._volume_lock(name):
+        with self.volume_lock(name):
             record = self.catalog.get(name)
             if record is None:
                 return
@@ -287,8 +342,8 @@ class VolumeService:
     def unmount_cli(self, name: str) -> None:
         """`convoy umount`: release every reference the CLI took."""
         self._wait_ready()
-        with self._volume_lock(name):
-            record = self._require(name)
+        with self.volume_lock(name):
+            record = self.require(name)
             refs = {ref.ref_id: ref for ref in self.catalog.refs(name)}
             cli_refs = [ref for ref in refs.values() if ref.ref_id.startswith(CLI_REF_PREFIX)]
             if not cli_refs:
@@ -305,11 +360,11 @@ class VolumeService:
         if extra_mountpoint and (all_counts or refs[ref_id].count == 1):
             mounts.unmount(extra_mountpoint)
         if total - releasing == 0:
-            self._driver(record.driver).unmount(record.name, record.details, self.mountpoint(record.name))
+            self.driver(record.driver).unmount(record.name, record.details, self.mountpoint(record.name))
         self.catalog.release_ref(record.name, ref_id, all_counts=all_counts)
 
     def path(self, name: str) -> str:
-        record = self._require(name)
+        record = self.require(name)
         target = self.mountpoint(record.name)
         return str(target) if mounts.is_mounted(target) else ""
 

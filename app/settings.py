@@ -29,7 +29,11 @@ ENV_VARS = {
     "mount_root": "CONVOY_MOUNT_ROOT",
     "create_on_docker_mount": "CREATE_ON_DOCKER_MOUNT",
     "ignore_docker_delete": "IGNORE_DOCKER_DELETE",
+    "s3_endpoint": "S3_ENDPOINT",
+    "docker_restore_timeout": "DOCKER_RESTORE_TIMEOUT",
 }
+# Docker gives a volume create 2 minutes; a restore through it must answer before
+DEFAULT_DOCKER_RESTORE_TIMEOUT = 100.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -45,6 +49,8 @@ class Settings:
     mount_root: Path = Path(DEFAULT_ROOT) / "mounts"
     create_on_docker_mount: bool = False
     ignore_docker_delete: bool = False
+    s3_endpoint: str | None = None  # default endpoint for s3:// (MinIO, Ceph); None: AWS
+    docker_restore_timeout: float = DEFAULT_DOCKER_RESTORE_TIMEOUT
 
     @property
     def default_driver(self) -> str:
@@ -92,6 +98,8 @@ def load_settings(
     mount_root: str | None = None,
     create_on_docker_mount: bool | None = None,
     ignore_docker_delete: bool | None = None,
+    s3_endpoint: str | None = None,
+    docker_restore_timeout: float | None = None,
     env: dict[str, str] | None = None,
 ) -> Settings:
     """Merge flags (arguments that are not None) over env vars over defaults."""
@@ -123,4 +131,18 @@ def load_settings(
         mount_root=Path(mount_root_value) if mount_root_value else root_path / "mounts",
         create_on_docker_mount=pick_bool(create_on_docker_mount, "create_on_docker_mount"),
         ignore_docker_delete=pick_bool(ignore_docker_delete, "ignore_docker_delete"),
+        s3_endpoint=pick(s3_endpoint, "s3_endpoint"),
+        docker_restore_timeout=_parse_seconds(pick(docker_restore_timeout, "docker_restore_timeout")),
     )
+
+
+def _parse_seconds(value) -> float:
+    if value is None:
+        return DEFAULT_DOCKER_RESTORE_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InvalidInput(f"{ENV_VARS['docker_restore_timeout']}={value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 115:
+        raise InvalidInput(f"docker restore timeout {value} must be between 0 and 115 seconds (Docker allows 120)")
+    return seconds

@@ -7,9 +7,7 @@ import json
 import socket
 from urllib.parse import quote, urlencode
 
-from app.errors import ConvoyError, Unavailable
-
-ERROR_CLASSES = {cls.kind: cls for cls in ConvoyError.__subclasses__()}
+from app.errors import Unavailable, error_from
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -55,8 +53,7 @@ class ControlClient:
             raise Unavailable(f"the daemon at {self.socket_path} answered with something that is not JSON") from None
         if response.status >= 400:
             error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
-            cls = ERROR_CLASSES.get(error.get("kind"), ConvoyError)
-            raise cls(error.get("message") or f"the daemon answered HTTP {response.status}")
+            raise error_from(error.get("kind", "error"), error.get("message") or f"the daemon answered HTTP {response.status}")
         return decoded
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from typing import List, Optional
 
 import typer
 
-from app.cli.client import ControlClient, volume_path
+from app.cli.client import volume_path
+from app.cli.context import JsonFlag, client, state, user_errors
 from app.cli.output import exit_code_for, fail, print_fields, print_json, print_table
 from app.errors import ConvoyError
 from app.settings import DEFAULT_CONTROL_SOCKET, parse_key_values
@@ -18,29 +18,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-_state = {"socket": None}
-
-JsonFlag = typer.Option(False, "--json", help="print JSON for scripts")
-
-
-def client() -> ControlClient:
-    return ControlClient(_state["socket"] or DEFAULT_CONTROL_SOCKET)
-
-
-def user_errors(fn):
-    """Turn user-facing errors into one line on stderr and an exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ConvoyError as error:
-            fail(error)
-        except KeyboardInterrupt:
-            typer.echo("convoy: interrupted", err=True)
-            raise SystemExit(130)
-
-    return wrapper
 
 
 @app.callback()
@@ -49,7 +26,7 @@ def root(
         None, "--socket", envvar="CONVOY_SOCKET", help=f"control socket of the daemon [default: {DEFAULT_CONTROL_SOCKET}]"
     ),
 ):
-    _state["socket"] = socket
+    state["socket"] = socket
 
 
 @app.command()
@@ -59,10 +36,20 @@ def create(
     driver: Optional[str] = typer.Option(None, "--driver", help="back-end (default: the daemon's first driver)"),
     size: Optional[str] = typer.Option(None, "--size", help="size, e.g. 10G"),
     opt: List[str] = typer.Option([], "-o", "--opt", help="back-end option KEY=VALUE (repeatable)"),
+    backup: Optional[str] = typer.Option(None, "--backup", help="restore the new volume from this backup URL"),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for the backup"),
     as_json: bool = JsonFlag,
 ):
-    """Create a volume."""
+    """Create a volume (from a backup with --backup)."""
     body = {"name": name, "driver": driver, "size": size, "options": parse_key_values(opt, "option")}
+    backup = backup or body["options"].pop("backup", None)
+    if backup:
+        from app.cli.progress import wait_for_job
+
+        connection = client()
+        job = connection.request("POST", "/restores", {**body, "url": backup, "s3_endpoint": s3_endpoint})
+        result = wait_for_job(connection, job)
+        return print_json(result) if as_json else typer.echo(name)
     volume = client().request("POST", "/volumes", body)
     print_json(volume) if as_json else typer.echo(volume["name"])
 
@@ -144,6 +131,10 @@ def daemon(
     mount_root: Optional[str] = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
     create_on_docker_mount: bool = typer.Option(False, "--create-on-docker-mount", help="create unknown volumes on mount"),
     ignore_docker_delete: bool = typer.Option(False, "--ignore-docker-delete", help="ignore Docker's volume removes"),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
+    docker_restore_timeout: Optional[float] = typer.Option(
+        None, "--docker-restore-timeout", help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]"
+    ),
 ):
     """Run the daemon: the Docker volume plugin and the control API."""
     from app import daemon as daemon_module
@@ -155,10 +146,12 @@ def daemon(
             driver_opts=driver_opts or None,
             root=root_dir,
             plugin_socket=plugin_socket,
-            socket=socket or _state["socket"],
+            socket=socket or state["socket"],
             mount_root=mount_root,
             create_on_docker_mount=create_on_docker_mount,
             ignore_docker_delete=ignore_docker_delete,
+            s3_endpoint=s3_endpoint,
+            docker_restore_timeout=docker_restore_timeout,
         )
     except ConvoyError as error:
         fail(error)
@@ -166,6 +159,11 @@ def daemon(
 
 
 def main():
+    from app.cli.snapshots import backup_app, job_app, snapshot_app
+
+    app.add_typer(snapshot_app, name="snapshot")
+    app.add_typer(backup_app, name="backup")
+    app.add_typer(job_app, name="job")
     app()
 
 

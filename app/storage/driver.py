@@ -9,9 +9,12 @@ so a driver keeps no state of its own that the service would need.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
+
+from app.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,23 @@ class StorageDriver(ABC):
     def shared_volumes(self) -> list[SharedVolume]:
         """Volumes recorded on shared storage, so every host that shares it lists them."""
         return []
+
+    # Snapshots. A back-end that supports them overrides all three; the
+    # backup engine reads a snapshot as a directory tree through
+    # `open_snapshot`, whatever the back-end stores underneath.
+
+    def create_snapshot(self, name: str, details: dict, snapshot: str) -> dict:
+        """Take a point-in-time copy of the volume; return the snapshot's details."""
+        raise InvalidInput(f"the {self.name} back-end does not support snapshots")
+
+    def delete_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict) -> None:
+        raise InvalidInput(f"the {self.name} back-end does not support snapshots")
+
+    @contextmanager
+    def open_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict) -> Iterator[Path]:
+        """Yield a directory that holds the snapshot's files, read-only by contract."""
+        raise InvalidInput(f"the {self.name} back-end does not support snapshots")
+        yield Path()  # pragma: no cover - makes this a generator
+
+    def recover_snapshots(self) -> None:
+        """Clean up snapshots that a crash left half-made. Runs at start."""

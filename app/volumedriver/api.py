@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app.backup_service import BackupService
 from app.http_errors import describe, read_json
 from app.service import VolumeService
 
@@ -38,7 +39,7 @@ def _docker_status(view: dict) -> dict:
     }
 
 
-def build_app(service: VolumeService) -> Starlette:
+def build_app(service: VolumeService, backups: BackupService) -> Starlette:
     def handler(work):
         async def endpoint(request):
             try:
@@ -54,7 +55,11 @@ def build_app(service: VolumeService) -> Starlette:
         return {"Implements": ["VolumeDriver"]}
 
     def create(body):
-        service.create(body.get("Name"), body.get("Opts") or {}, exist_ok=True)
+        options = body.get("Opts") or {}
+        if options.get("backup"):  # -o backup=URL: restore, within Docker's create deadline
+            backups.restore_for_docker(body.get("Name"), options, service.settings.docker_restore_timeout)
+        else:
+            service.create(body.get("Name"), options, exist_ok=True)
         return {"Err": ""}
 
     def remove(body):

@@ -1,0 +1,155 @@
+"""Backups of snapshots and restores into new volumes, run as jobs.
+
+Validation (URLs, names, options, whether the backup exists) happens before
+a job starts, so a bad request fails at once; the slow work runs in the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from app.backup import engine, manifest
+from app.backup.backup import SnapshotSource
+from app.backup.objectstore import open_store
+from app.backup.progress import Progress
+from app.backup.urls import parse_backup_url, parse_store_url
+from app.errors import Conflict, ConvoyError, Unavailable, error_from
+from app.jobs import Job, JobRunner
+from app.service import RESTORE_REF, VolumeService
+from app.snapshot_service import SnapshotService
+
+log = logging.getLogger(__name__)
+
+
+class BackupService:
+    def __init__(self, volumes: VolumeService, snapshots: SnapshotService, jobs: JobRunner):
+        self.volumes = volumes
+        self.snapshots = snapshots
+        self.jobs = jobs
+        self.default_s3_endpoint = volumes.settings.s3_endpoint
+        self._restores: dict[str, tuple[str, Job]] = {}  # volume -> (url, job)
+
+    def _endpoint(self, s3_endpoint: str | None) -> str | None:
+        return s3_endpoint or self.default_s3_endpoint
+
+    # backups
+
+    def create(self, snapshot: str, dest: str, s3_endpoint: str | None = None, name: str | None = None) -> Job:
+        parse_store_url(dest)
+        record = self.snapshots.require(snapshot)
+        volume = self.volumes.require(record.volume)
+        endpoint = self._endpoint(s3_endpoint)
+
+        def work(progress: Progress) -> dict:
+            with self.snapshots.reading(snapshot) as (snap, directory):
+                source = SnapshotSource(snap.name, str(directory), snap.created_at)
+                return engine.create_backup(
+                    dest,
+                    snap.volume,
+                    source,
+                    s3_endpoint=endpoint,
+                    backup_name=name,
+                    previous_snapshot=self._previous_snapshot(dest, endpoint, snap.volume, snap.name),
+                    volume_size=volume.size,
+                    driver=volume.driver,
+                    progress=progress,
+                )
+
+        return self.jobs.submit("backup", f"backup of snapshot {snapshot} to {dest}", work)
+
+    def _previous_snapshot(self, dest: str, endpoint: str | None, volume: str, current: str) -> SnapshotSource | None:
+        """The snapshot the volume's last backup in `dest` was made from, when it is still here.
+
+        Its reflinked files let the engine read only the ranges that changed.
+        """
+        try:
+            with open_store(parse_store_url(dest), s3_endpoint=endpoint, create=False) as store:
+                latest = manifest.latest_backup(store, volume)
+        except ConvoyError:
+            return None  # a new store: there is no previous backup
+        name = (latest or {}).get("snapshot")
+        if not name or name == current:
+            return None
+        previous = self.volumes.catalog.get_snapshot(name)
+        if previous is None or previous.volume != volume:
+            return None
+        path = previous.details.get("path")
+        return SnapshotSource(previous.name, path, previous.created_at) if path and os.path.isdir(path) else None
+
+    def list(self, dest: str, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
+        return engine.list_backups(dest, volume=volume, s3_endpoint=self._endpoint(s3_endpoint))
+
+    def inspect(self, url: str, s3_endpoint: str | None = None) -> dict:
+        return engine.inspect_backup(url, s3_endpoint=self._endpoint(s3_endpoint))
+
+    def delete(self, url: str, s3_endpoint: str | None = None) -> Job:
+        parse_backup_url(url)
+        endpoint = self._endpoint(s3_endpoint)
+        return self.jobs.submit("delete", f"delete of {url}", lambda progress: engine.delete_backup(url, s3_endpoint=endpoint))
+
+    def verify(self, url: str, s3_endpoint: str | None = None) -> Job:
+        parse_backup_url(url)
+        endpoint = self._endpoint(s3_endpoint)
+        return self.jobs.submit(
+            "verify", f"verify of {url}", lambda progress: engine.verify_backup(url, s3_endpoint=endpoint, progress=progress)
+        )
+
+    # restores
+
+    def restore(self, name: str, url: str, options: dict | None = None, s3_endpoint: str | None = None) -> Job:
+        """Create volume `name` from a backup. The volume is usable when the job is done."""
+        parsed = parse_backup_url(url)
+        options = {k: v for k, v in (options or {}).items() if k != "backup"}
+        driver_name, size, backend_options = self.volumes.parse_create_options(name, options)
+        endpoint = self._endpoint(s3_endpoint)
+        summary = engine.inspect_backup(url, s3_endpoint=endpoint)  # fails now, not in the job, when it is missing
+        size = size or summary.get("volume_size") or summary.get("size")
+        record = self.volumes.create_for_restore(name, driver_name, size, backend_options, str(parsed))
+
+        def work(progress: Progress) -> dict:
+            try:
+                target = self.volumes.mount(name, RESTORE_REF)
+                try:
+                    if os.listdir(target):
+                        raise Conflict(f"the storage of volume {name} already holds data; restore into a new name")
+                    result = engine.restore_backup(url, target, s3_endpoint=endpoint, progress=progress)
+                finally:
+                    self.volumes.unmount(name, RESTORE_REF)
+            except BaseException:
+                self._abandon(name, record.details.get("adopted", False))
+                raise
+            self.volumes.finish_restore(name)
+            return {"volume": name, **result}
+
+        job = self.jobs.submit("restore", f"restore of {parsed} into volume {name}", work)
+        self._restores[name] = (str(parsed), job)
+        return job
+
+    def _abandon(self, name: str, adopted: bool) -> None:
+        """Remove a volume whose restore failed; an adopted directory keeps its data."""
+        try:
+            self.volumes.delete(name, keep_data=adopted)
+        except Exception:
+            log.exception("could not remove %s after its failed restore; the next start removes it", name)
+
+    def restore_for_docker(self, name: str, options: dict, timeout: float) -> None:
+        """`docker volume create -o backup=URL`: restore within Docker's create deadline."""
+        url = str(parse_backup_url(options["backup"]))
+        running = self._restores.get(name)
+        if running and running[0] == url:
+            job = running[1]  # Docker retried the create: join the restore under way
+        elif self.volumes.catalog.get(name) is not None and self.volumes.catalog.get(name).options.get("backup") == url:
+            return  # restored already: Create is idempotent
+        else:
+            job = self.restore(name, url, options)
+        if not job.done.wait(timeout):
+            job.cancel.set()
+            job.done.wait(60)
+            raise Unavailable(
+                f"restoring {url} takes longer than Docker allows for a volume create ({timeout:.0f} s); "
+                f"restore it with `convoy create {name} --backup '{url}'`, which shows progress, "
+                f"then use it with `docker run -v {name}:/data ...`"
+            )
+        if job.state == "failed":
+            raise error_from(job.error["kind"], job.error["message"])

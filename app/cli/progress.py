@@ -1,0 +1,55 @@
+"""Wait for a daemon job, drawing a progress bar (bytes, rate, ETA) on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from app.cli.client import ControlClient
+from app.errors import error_from
+
+POLL_SECONDS = 0.2
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def render(progress: dict, width: int = 30) -> str:
+    done, total = progress.get("done_bytes", 0), progress.get("total_bytes", 0)
+    fraction = min(1.0, done / total) if total else 0.0
+    bar = "#" * int(fraction * width)
+    eta = progress.get("eta")
+    eta_text = f"ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else "ETA --:--"
+    sizes = f"{_human(done)}/{_human(total)}" if total else _human(done)
+    return f"[{bar:<{width}}] {fraction * 100:5.1f}% {sizes} {_human(progress.get('rate', 0))}/s {eta_text}"
+
+
+def wait_for_job(client: ControlClient, job: dict, show_bar: bool | None = None) -> dict:
+    """Poll until the job ends; its result, or its error raised. Ctrl-C leaves it running."""
+    show_bar = sys.stderr.isatty() if show_bar is None else show_bar
+    job_id = job["id"]
+    try:
+        while job["state"] == "running":
+            if show_bar:
+                print("\r" + render(job["progress"]), end="", file=sys.stderr, flush=True)
+            time.sleep(POLL_SECONDS)
+            job = client.request("GET", f"/jobs/{job_id}")
+    except KeyboardInterrupt:
+        if show_bar:
+            print(file=sys.stderr)
+        print(
+            f"convoy: stopped waiting; job {job_id} goes on in the daemon: "
+            f"`convoy job inspect {job_id}` follows it, `convoy job cancel {job_id}` stops it",
+            file=sys.stderr,
+        )
+        raise SystemExit(130)
+    if show_bar:
+        print("\r" + render({**job["progress"], "eta": 0}), file=sys.stderr, flush=True)
+    if job["state"] == "failed":
+        raise error_from(job["error"]["kind"], job["error"]["message"])
+    return job["result"]

@@ -1,0 +1,142 @@
+"""`convoy snapshot ...` and `convoy backup ...` and `convoy job ...`."""
+
+from __future__ import annotations
+
+from typing import Optional
+from urllib.parse import quote
+
+import typer
+
+from app.cli.context import JsonFlag, user_errors as _guard
+from app.cli.context import client as _client
+from app.cli.output import print_fields, print_json, print_table
+from app.cli.progress import wait_for_job
+
+snapshot_app = typer.Typer(help="Snapshots of volumes, kept on this host.", no_args_is_help=True)
+backup_app = typer.Typer(help="Backups of snapshots to vfs:// or s3:// stores.", no_args_is_help=True)
+job_app = typer.Typer(help="Long operations running in the daemon.", no_args_is_help=True)
+
+EndpointOption = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for MinIO, Ceph... (default: the daemon's)")
+
+
+@snapshot_app.command("create")
+@_guard
+def snapshot_create(volume: str, name: Optional[str] = typer.Option(None, "--name"), as_json: bool = JsonFlag):
+    """Take a snapshot of a volume; prints its name."""
+    snapshot = _client().request("POST", "/snapshots", {"volume": volume, "name": name})
+    print_json(snapshot) if as_json else typer.echo(snapshot["name"])
+
+
+@snapshot_app.command("delete")
+@_guard
+def snapshot_delete(name: str):
+    """Delete a snapshot."""
+    _client().request("DELETE", f"/snapshots/{quote(name, safe='')}")
+
+
+@snapshot_app.command("inspect")
+@_guard
+def snapshot_inspect(name: str, as_json: bool = JsonFlag):
+    """Show a snapshot (and whether it is a reflink or a copy)."""
+    snapshot = _client().request("GET", f"/snapshots/{quote(name, safe='')}")
+    print_json(snapshot) if as_json else print_fields(snapshot)
+
+
+@snapshot_app.command("list")
+@_guard
+def snapshot_list(volume: Optional[str] = typer.Argument(None), as_json: bool = JsonFlag):
+    """List snapshots, of one volume or of all."""
+    snapshots = _client().request("GET", "/snapshots", query={"volume": volume} if volume else None)["snapshots"]
+    if as_json:
+        return print_json(snapshots)
+    print_table(["NAME", "VOLUME", "CREATED", "METHOD"], [[s["name"], s["volume"], s["created_at"], s["method"]] for s in snapshots])
+
+
+@backup_app.command("create")
+@_guard
+def backup_create(
+    snapshot: str,
+    dest: str = typer.Option(..., "--dest", help="vfs:///path or s3://bucket@region/prefix"),
+    s3_endpoint: Optional[str] = EndpointOption,
+    name: Optional[str] = typer.Option(None, "--name", help="backup name (default backup-<hex>)"),
+    as_json: bool = JsonFlag,
+):
+    """Back up a snapshot; prints the backup URL."""
+    client = _client()
+    job = client.request("POST", "/backups", {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name})
+    result = wait_for_job(client, job)
+    print_json(result) if as_json else typer.echo(result["url"])
+
+
+@backup_app.command("list")
+@_guard
+def backup_list(
+    dest: str,
+    volume_name: Optional[str] = typer.Option(None, "--volume-name"),
+    s3_endpoint: Optional[str] = EndpointOption,
+    as_json: bool = JsonFlag,
+):
+    """List the backups in a store."""
+    query = {"dest": dest, **({"volume": volume_name} if volume_name else {}), **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
+    backups = _client().request("GET", "/backups", query=query)["backups"]
+    if as_json:
+        return print_json(backups)
+    print_table(["URL", "VOLUME", "SNAPSHOT", "CREATED"], [[b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")] for b in backups])
+
+
+@backup_app.command("inspect")
+@_guard
+def backup_inspect(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+    """Show one backup."""
+    query = {"url": url, **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
+    backup = _client().request("GET", "/backups/inspect", query=query)
+    print_json(backup) if as_json else print_fields(backup)
+
+
+@backup_app.command("delete")
+@_guard
+def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+    """Delete a backup and the blocks no other backup uses."""
+    client = _client()
+    result = wait_for_job(client, client.request("POST", "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint}))
+    if as_json:
+        print_json(result)
+
+
+@backup_app.command("verify")
+@_guard
+def backup_verify(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+    """Read and check every block of a backup without restoring it."""
+    client = _client()
+    result = wait_for_job(client, client.request("POST", "/backups/verify", {"url": url, "s3_endpoint": s3_endpoint}))
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(result.get("message") or ("ok" if result.get("ok") else "damaged"))
+    if not result.get("ok", False):
+        raise SystemExit(4)
+
+
+@job_app.command("list")
+@_guard
+def job_list(as_json: bool = JsonFlag):
+    """List the daemon's recent jobs."""
+    jobs = _client().request("GET", "/jobs")["jobs"]
+    if as_json:
+        return print_json(jobs)
+    print_table(["ID", "KIND", "STATE", "DESCRIPTION"], [[j["id"], j["kind"], j["state"], j["description"]] for j in jobs])
+
+
+@job_app.command("inspect")
+@_guard
+def job_inspect(job_id: str, as_json: bool = JsonFlag):
+    """Show a job and its progress."""
+    job = _client().request("GET", f"/jobs/{quote(job_id, safe='')}")
+    print_json(job) if as_json else print_fields(job)
+
+
+@job_app.command("cancel")
+@_guard
+def job_cancel(job_id: str):
+    """Cancel a running job; what it did is undone or left for the next run to reuse."""
+    _client().request("POST", f"/jobs/{quote(job_id, safe='')}/cancel", {})

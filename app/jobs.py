@@ -1,0 +1,103 @@
+"""Long operations (backup, restore, verify, delete) run as jobs on the daemon.
+
+A job runs in its own thread and reports progress; the CLI polls it and
+draws a progress bar. Leaving the CLI (Ctrl-C) leaves the job running: the
+operations are crash-safe on their own, so neither a dropped client nor a
+cancel corrupts anything. Jobs live in memory: after a daemon restart the
+CLI is told the job is gone and to run the command again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from app.backup.progress import Progress
+from app.errors import ConvoyError, NotFound
+from app.http_errors import describe
+
+log = logging.getLogger(__name__)
+KEEP_FINISHED = 200
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    description: str
+    progress: Progress
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: str = "running"  # running, done, failed
+    result: dict | None = None
+    error: dict | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def view(self) -> dict:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "description": self.description,
+            "state": self.state,
+            "progress": self.progress.as_dict(),
+            "result": self.result,
+            "error": self.error,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+
+class JobRunner:
+    def __init__(self):
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def submit(self, kind: str, description: str, work: Callable[[Progress], dict]) -> Job:
+        cancel = threading.Event()
+        job = Job(secrets.token_hex(6), kind, description, Progress(cancel=cancel), cancel=cancel)
+        with self._lock:
+            self._jobs[job.id] = job
+            self._forget_old()
+        threading.Thread(target=self._run, args=(job, work), name=f"job-{kind}-{job.id}", daemon=True).start()
+        return job
+
+    def _run(self, job: Job, work) -> None:
+        log.info("job %s started: %s", job.id, job.description)
+        try:
+            job.result = work(job.progress)
+            job.state = "done"
+            log.info("job %s done: %s", job.id, job.description)
+        except Exception as error:  # the job's error is the user's answer
+            _, kind, message = describe(error)
+            job.error = {"kind": kind, "message": message}
+            job.state = "failed"
+            level = logging.INFO if isinstance(error, ConvoyError) else logging.ERROR
+            log.log(level, "job %s failed: %s: %s", job.id, job.description, message)
+        finally:
+            job.finished = time.time()
+            job.done.set()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.state != "running"]
+        for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            self._jobs.pop(job.id, None)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} is not known: the daemon may have restarted since; run the command again")
+        return job
+
+    def list(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def running(self) -> list[Job]:
+        return [job for job in self.list() if job.state == "running"]

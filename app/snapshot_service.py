@@ -1,0 +1,92 @@
+"""Snapshots of volumes: point-in-time copies kept on this host, the source of backups."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from app.catalog import SnapshotRecord
+from app.errors import Conflict, NotFound
+from app.names import check_name
+from app.service import VolumeService
+
+log = logging.getLogger(__name__)
+
+
+def _timestamp() -> str:
+    # milliseconds: snapshots of one volume are ordered by it
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SnapshotService:
+    def __init__(self, volumes: VolumeService):
+        self.volumes = volumes
+        self.catalog = volumes.catalog
+        self._in_use: dict[str, int] = {}  # snapshot -> readers (running backups)
+        self._in_use_lock = threading.Lock()
+
+    def view(self, record: SnapshotRecord) -> dict:
+        return {
+            "name": record.name,
+            "volume": record.volume,
+            "created_at": record.created_at,
+            "method": record.details.get("method"),
+            "details": record.details,
+        }
+
+    def require(self, name: str) -> SnapshotRecord:
+        check_name("snapshot", name)
+        record = self.catalog.get_snapshot(name)
+        if record is None:
+            raise NotFound(f"snapshot {name} does not exist: `convoy snapshot list` shows the snapshots")
+        return record
+
+    def create(self, volume: str, name: str | None = None) -> dict:
+        name = check_name("snapshot", name) if name else "snapshot-" + secrets.token_hex(8)
+        with self.volumes.volume_lock(volume):
+            record = self.volumes.require(volume)
+            if self.catalog.get_snapshot(name) is not None:
+                raise Conflict(f"snapshot {name} already exists; pick another name")
+            driver = self.volumes.driver(record.driver)
+            details = driver.create_snapshot(volume, record.details, name)
+            snapshot = SnapshotRecord(name, volume, _timestamp(), details)
+            self.catalog.put_snapshot(snapshot)
+        log.info("snapshot %s of %s taken (%s)", name, volume, details.get("method"))
+        return self.view(snapshot)
+
+    def delete(self, name: str) -> None:
+        snapshot = self.require(name)
+        with self.volumes.volume_lock(snapshot.volume):
+            with self._in_use_lock:
+                if self._in_use.get(name):
+                    raise Conflict(f"snapshot {name} is being backed up; delete it when the backup has finished")
+            record = self.volumes.require(snapshot.volume)
+            self.volumes.driver(record.driver).delete_snapshot(snapshot.volume, record.details, name, snapshot.details)
+            self.catalog.remove_snapshot(name)
+        log.info("snapshot %s of %s deleted", name, snapshot.volume)
+
+    def get(self, name: str) -> dict:
+        return self.view(self.require(name))
+
+    def list(self, volume: str | None = None) -> list[dict]:
+        if volume is not None:
+            self.volumes.require(volume)
+        return [self.view(record) for record in self.catalog.snapshots(volume)]
+
+    @contextmanager
+    def reading(self, name: str):
+        """Hold a snapshot open for a backup: it cannot be deleted meanwhile. Yields (record, directory)."""
+        snapshot = self.require(name)
+        with self._in_use_lock:
+            self._in_use[name] = self._in_use.get(name, 0) + 1
+        try:
+            record = self.volumes.require(snapshot.volume)
+            driver = self.volumes.driver(record.driver)
+            with driver.open_snapshot(snapshot.volume, record.details, name, snapshot.details) as directory:
+                yield snapshot, directory
+        finally:
+            with self._in_use_lock:
+                self._in_use[name] -= 1
