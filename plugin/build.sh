@@ -12,6 +12,9 @@
 #                  .venv/bin/python if present, else python3)
 #   DOCKER         docker CLI (default docker; honours DOCKER_HOST)
 #   BUILD_DIR      output directory (default plugin/build)
+#   BOTOCORE_SERVICES  botocore API models kept in the rootfs (default "s3 ec2 sts":
+#                  S3 backups, EBS volumes and snapshots); the other ~400 are dropped
+#                  to keep the bundle small. "all" keeps every one.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -61,4 +64,21 @@ cid=$($DOCKER create "$img")
 trap '$DOCKER rm -f "$cid" >/dev/null 2>&1 || true' EXIT
 $DOCKER export "$cid" | tar -C "$bundle/rootfs" -x
 cp "$here/config.json" "$bundle/config.json"
-log "bundle $bundle: $(du -sh "$bundle" | cut -f1)"
+
+# 4. Trim what the plugin never loads: debug symbols of the wheels' extension
+#    modules (zstandard ships ~24 MB of them) and botocore's models of AWS
+#    services that no back-end calls.
+site=$(echo "$bundle"/rootfs/opt/convoy/lib/python3*/site-packages)
+if command -v strip >/dev/null; then
+  find "$site" -name '*.so' -type f -exec strip --strip-unneeded {} +
+else
+  log "strip not found (binutils): extension modules keep their debug symbols"
+fi
+keep=${BOTOCORE_SERVICES:-s3 ec2 sts}
+if [ "$keep" != all ] && [ -d "$site/botocore/data" ]; then
+  for d in "$site"/botocore/data/*/; do
+    svc=$(basename "$d")
+    case " $keep " in *" $svc "*) ;; *) rm -rf "$d" ;; esac
+  done
+fi
+log "bundle $bundle: $(du -sh "$bundle" | cut -f1) ($(tar -C "$bundle" -c . | gzip -1 | wc -c | awk '{printf "%.0f MB", $1/1e6}') gzipped)"
