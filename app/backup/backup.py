@@ -97,7 +97,7 @@ class _Uploader:
             with self.lock:
                 self.new_blocks += 1
                 self.new_bytes += length
-                self.stored_bytes += len(stored)
+                self.stored_bytes += blocks.stored_size(stored)
         self.progress.add(length)
 
 

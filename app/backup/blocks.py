@@ -41,8 +41,48 @@ def digest(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def encode(data: bytes | memoryview) -> bytes:
-    return _compressor().compress(data)
+SAMPLE = 64 * 1024
+INCOMPRESSIBLE = 0.97  # a sample that shrinks less than 3% is stored raw
+_RAW_BLOCK = 128 * 1024  # zstd's largest block
+_MAGIC = (0xFD2FB528).to_bytes(4, "little")
+
+
+def _raw_frame(data: memoryview) -> list:
+    """A standard zstd frame of raw (stored) blocks: no compression work, no copy.
+
+    Frame header: magic, descriptor 0xE0 (single segment, 8-byte content
+    size), content size; then 3-byte block headers each followed by up to
+    128 KiB of the data itself. Any zstd decoder reads it.
+    """
+    n = len(data)
+    parts: list = [_MAGIC + bytes([0xE0]) + n.to_bytes(8, "little")]
+    if n == 0:
+        parts.append((1).to_bytes(3, "little"))  # last, raw, empty
+        return parts
+    for start in range(0, n, _RAW_BLOCK):
+        size = min(_RAW_BLOCK, n - start)
+        last = 1 if start + size >= n else 0
+        parts.append((last | (size << 3)).to_bytes(3, "little"))
+        parts.append(data[start : start + size])
+    return parts
+
+
+def encode(data: bytes | memoryview) -> bytes | list:
+    """The stored form of a block: bytes, or a list of byte strings to write in order.
+
+    Incompressible data (judged from a 64 KiB sample) becomes a raw zstd
+    frame that references the data instead of copying it through zstd.
+    """
+    view = memoryview(data).cast("B")
+    if len(view) > 2 * SAMPLE:
+        sample = _compressor().compress(view[:SAMPLE])
+        if len(sample) > SAMPLE * INCOMPRESSIBLE:
+            return _raw_frame(view)
+    return _compressor().compress(view)
+
+
+def stored_size(encoded: bytes | list) -> int:
+    return len(encoded) if isinstance(encoded, (bytes, bytearray)) else sum(len(p) for p in encoded)
 
 
 class BlockDamaged(Conflict):

@@ -20,8 +20,11 @@ class ObjectStore(ABC):
     url: str
 
     @abstractmethod
-    def put(self, key: str, data: bytes | memoryview) -> None:
-        """Store `data` under `key` atomically, replacing any older object."""
+    def put(self, key: str, data: bytes | memoryview | list) -> None:
+        """Store `data` under `key` atomically, replacing any older object.
+
+        `data` may be a list of byte strings, stored concatenated.
+        """
 
     @abstractmethod
     def get(self, key: str) -> bytes:

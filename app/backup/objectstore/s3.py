@@ -108,9 +108,10 @@ class S3Store(ObjectStore):
             raise self._error(e, "open the bucket") from None
 
     # -- interface ------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | memoryview | list) -> None:
+        body = b"".join(data) if isinstance(data, list) else bytes(data)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=bytes(data))
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"write {key}") from None
 
