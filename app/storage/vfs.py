@@ -18,7 +18,7 @@ from app import mounts
 from app.errors import InvalidInput, Unavailable
 from app.fsutil import write_json_atomic
 from app.storage.driver import SharedVolume, StorageDriver, VolumeSpec
-from app.storage.treecopy import copy_tree
+from app.storage.treecopy import COPY, REFLINK, copy_tree, supports_reflink
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class VfsDriver(StorageDriver):
         if shared not in ("", "true", "false"):
             raise InvalidInput(f"vfs.shared={shared!r}: use true or false")
         self._shared = None if not shared else shared == "true"
+        self._snapshot_method: str | None = None
 
     @property
     def data_outside_host(self) -> bool:
@@ -59,6 +60,15 @@ class VfsDriver(StorageDriver):
     def start(self) -> None:
         self.records_dir.mkdir(parents=True, exist_ok=True)
         _ = self.data_outside_host  # detect once, off the request path
+        _ = self.snapshot_method
+
+    @property
+    def snapshot_method(self) -> str:
+        """How snapshots are taken here: "reflink" (instant) or "copy"."""
+        if self._snapshot_method is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._snapshot_method = REFLINK if supports_reflink(self.path) else COPY
+        return self._snapshot_method
 
     def volume_dir(self, name: str) -> Path:
         return self.path / name
@@ -95,7 +105,7 @@ class VfsDriver(StorageDriver):
         mounts.unmount(target)
 
     def status(self, name: str, details: dict) -> dict:
-        return {"path": str(self.volume_dir(name)), "shared": self.data_outside_host}
+        return {"path": str(self.volume_dir(name)), "shared": self.data_outside_host, "snapshots": self.snapshot_method}
 
     def settings_problem(self, name: str, details: dict) -> str | None:
         old = details.get("vfs_path")
