@@ -193,3 +193,34 @@ def test_unreachable_s3_endpoint_is_reported(daemon):
     result = daemon.cli("backup", "create", snapshot, "--dest", "s3://bucket1@us-east-1/p", "--s3-endpoint", "http://127.0.0.1:9")
     assert result.returncode == 5, result.stderr
     assert "127.0.0.1:9" in result.stderr
+
+
+def test_ctrl_c_on_the_cli_leaves_the_job_running_to_a_good_end(daemon, tmp_path):
+    import signal
+    import subprocess
+
+    from tests.daemon_harness import CONVOY, REPO
+
+    daemon.cli("create", "big", check=True)
+    with open(daemon.root / "vfs" / "big" / "blob", "wb") as f:
+        for _ in range(24):
+            f.write(os.urandom(16 << 20))
+    snapshot = daemon.cli("snapshot", "create", "big", check=True).stdout.strip()
+    store = f"vfs://{tmp_path / 'store'}"
+    cli = subprocess.Popen(
+        CONVOY + ["--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", store],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not daemon.control("GET", "/jobs")[1]["jobs"]:
+        time.sleep(0.005)
+    cli.send_signal(signal.SIGINT)
+    _, stderr = cli.communicate(timeout=30)
+    assert cli.returncode == 130 and "goes on in the daemon" in stderr
+
+    job = daemon.control("GET", "/jobs")[1]["jobs"][0]
+    while job["state"] == "running":
+        time.sleep(0.05)
+        job = daemon.control("GET", f"/jobs/{job['id']}")[1]
+    assert job["state"] == "done", job
+    assert "intact" in daemon.cli("backup", "verify", job["result"]["url"], check=True).stdout
