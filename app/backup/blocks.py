@@ -95,6 +95,27 @@ class Block:
     length: int
 
 
+def decode_into(stored: bytes | memoryview, expected_digest: str, expected_length: int, out: memoryview) -> memoryview:
+    """`decode` into the caller's buffer `out` (at least `expected_length` bytes)."""
+    try:
+        reader = _decompressor().stream_reader(stored, read_across_frames=False)
+        got = 0
+        while got < expected_length:
+            n = reader.readinto(out[got:expected_length])
+            if not n:
+                break
+            got += n
+        extra = reader.read(1)
+    except zstandard.ZstdError as e:
+        raise BlockDamaged(f"block {expected_digest} is corrupted (cannot decompress: {e})") from None
+    if got != expected_length or extra:
+        raise BlockDamaged(f"block {expected_digest} is corrupted: it does not hold {expected_length} bytes")
+    data = out[:expected_length]
+    if digest(data) != expected_digest:
+        raise BlockDamaged(f"block {expected_digest} is corrupted: its content does not match its hash")
+    return data
+
+
 def decode(stored: bytes, expected_digest: str, expected_length: int | None = None) -> bytes:
     """Decompress a stored block and check it against its name."""
     try:

@@ -3,13 +3,18 @@
 Every block is fetched, decompressed and checked against its BLAKE3 name
 before it is written; a missing or damaged block stops the restore with an
 error naming the file. Files are created at their full size first, so the
-ranges no block covers stay holes (sparse files come back sparse). Modes,
+ranges no block covers stay holes (sparse files come back sparse). Blocks
+are read and decompressed into per-thread page-aligned buffers and written
+with O_DIRECT where the file system allows it (tails and unaligned pieces
+through the page cache), which on these VMs is several times faster than
+filling fresh page cache. Modes,
 owners and mtimes are applied after the data (directories last, deepest
 first), symlinks and hard links are recreated.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -18,6 +23,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from . import blocks, layout, manifest
 from .locks import StoreLock
 from .objectstore import ObjectStore
+from .objectstore.vfs import ALIGN, aligned_buffer
 from .pipeline import BoundedPool
 from .progress import Progress
 
@@ -48,19 +54,27 @@ class _BlockWriter:
         self.store = store
         self.progress = progress
 
-    def __call__(self, fd: int, rel: str, offset: int, length: int, digest: str) -> None:
+    def __call__(self, fds: tuple[int, int], rel: str, offset: int, length: int, digest: str) -> None:
+        fd, direct_fd = fds
         try:
-            stored = self.store.get(layout.block_key(digest))
+            stored = self.store.get_view(layout.block_key(digest))
         except NotFound:
             raise NotFound(
                 f"block {digest} of {rel} (offset {offset}) is missing from {self.store.url}; "
                 "this backup cannot be restored completely"
             ) from None
         try:
-            data = blocks.decode(stored, digest, length)
+            out = memoryview(aligned_buffer(length + ALIGN, "decoded"))
+            view = blocks.decode_into(stored, digest, length, out)
         except blocks.BlockDamaged as e:
             raise blocks.BlockDamaged(f"{e} (in {rel} at offset {offset}); this backup cannot be restored completely") from None
-        view = memoryview(data)
+        if direct_fd >= 0 and offset % ALIGN == 0:
+            aligned = length - length % ALIGN
+            done = 0
+            while done < aligned:
+                done += os.pwrite(direct_fd, view[done:aligned], offset + done)
+            view = view[aligned:]
+            offset += aligned
         while view:
             n = os.pwrite(fd, view, offset)
             view = view[n:]
@@ -73,33 +87,49 @@ class _FileHandles:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.remaining: dict[int, int] = {}
+        self.remaining: dict[tuple[int, int], int] = {}
+        self.direct = True
 
-    def open(self, path: str, mode: int, count: int, size: int) -> int:
+    def open(self, path: str, mode: int, count: int, size: int) -> tuple[int, int]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         os.ftruncate(fd, size)
         if count == 0:
             os.close(fd)
-            return -1
+            return (-1, -1)
+        direct_fd = -1
+        if self.direct and size >= 2 * ALIGN:
+            try:
+                direct_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECT)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.direct = False
+        fds = (fd, direct_fd)
         with self.lock:
-            self.remaining[fd] = count
-        return fd
+            self.remaining[fds] = count
+        return fds
 
-    def done(self, fd: int) -> None:
+    def done(self, fds: tuple[int, int]) -> None:
         with self.lock:
-            self.remaining[fd] -= 1
-            last = self.remaining[fd] == 0
+            self.remaining[fds] -= 1
+            last = self.remaining[fds] == 0
             if last:
-                del self.remaining[fd]
+                del self.remaining[fds]
         if last:
-            os.close(fd)
+            self._close(fds)
+
+    @staticmethod
+    def _close(fds: tuple[int, int]) -> None:
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def close_all(self) -> None:
-        for fd in list(self.remaining):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        for fds in list(self.remaining):
+            self._close(fds)
         self.remaining.clear()
 
 
@@ -172,7 +202,7 @@ def restore_tree(
         return manifest.summary(doc)
 
 
-def _write_then_release(writer: _BlockWriter, handles: _FileHandles, fd: int, rel: str, offset: int, length: int, digest: str) -> None:
+def _write_then_release(writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str) -> None:
     try:
         writer(fd, rel, offset, length, digest)
     finally:

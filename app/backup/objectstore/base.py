@@ -30,6 +30,11 @@ class ObjectStore(ABC):
     def get(self, key: str) -> bytes:
         """The whole object; NotFound when it does not exist."""
 
+    def get_view(self, key: str) -> bytes | memoryview:
+        """Like `get`, but the result may be a view into a per-thread buffer
+        that stays valid only until this thread's next `get_view`."""
+        return self.get(key)
+
     @abstractmethod
     def open(self, key: str) -> BinaryIO:
         """A readable stream of the object (for objects too big to hold in memory)."""

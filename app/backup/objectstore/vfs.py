@@ -36,10 +36,12 @@ ALIGN = 4096
 _direct_buffers = threading.local()
 
 
-def _aligned_buffer(size: int) -> mmap.mmap:
-    buf = getattr(_direct_buffers, "buf", None)
+def aligned_buffer(size: int, slot: str = "write") -> mmap.mmap:
+    """A page-aligned buffer of at least `size` bytes, one per thread and slot."""
+    buf = getattr(_direct_buffers, slot, None)
     if buf is None or len(buf) < size:
-        buf = _direct_buffers.buf = mmap.mmap(-1, max(size, 2 << 20))
+        buf = mmap.mmap(-1, max(size, 2 << 20))
+        setattr(_direct_buffers, slot, buf)
     return buf
 
 
@@ -116,7 +118,7 @@ class VfsStore(ObjectStore):
             raise
         try:
             aligned = total - total % ALIGN
-            buf = _aligned_buffer(total)
+            buf = aligned_buffer(total)
             pos = 0
             for part in parts:
                 buf[pos : pos + len(part)] = part
@@ -146,6 +148,41 @@ class VfsStore(ObjectStore):
             raise NotFound(f"{key} is missing from {self.url}") from None
         except OSError as e:
             raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
+
+    def get_view(self, key: str) -> bytes | memoryview:
+        """Read with O_DIRECT into this thread's buffer (no page-cache allocation)."""
+        if not self._direct:
+            return self.get(key)
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+        except FileNotFoundError:
+            raise NotFound(f"{key} is missing from {self.url}") from None
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                self._direct = False
+                return self.get(key)
+            raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
+        try:
+            size = os.fstat(fd).st_size
+            if size < DIRECT_MIN:
+                return os.pread(fd, size, 0)
+            buf = aligned_buffer(size + ALIGN, "read")
+            view = memoryview(buf)
+            pos = 0
+            while pos < size:
+                n = os.preadv(fd, [view[pos : pos + (size - pos + ALIGN - 1) // ALIGN * ALIGN]], pos)
+                if n <= 0:
+                    break
+                pos += n
+            return view[:pos]
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                self._direct = False
+                return self.get(key)
+            raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
+        finally:
+            os.close(fd)
 
     def open(self, key: str) -> BinaryIO:
         try:
