@@ -18,7 +18,7 @@ from app import mounts
 from app.errors import InvalidInput, Unavailable
 from app.fsutil import write_json_atomic
 from app.storage.driver import SharedVolume, StorageDriver, VolumeSpec
-from app.storage.treecopy import COPY, REFLINK, copy_tree, supports_reflink
+from app.storage.vfs_snapshot import snapshot_directory, supports_reflink
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class VfsDriver(StorageDriver):
         """How snapshots are taken here: "reflink" (instant) or "copy"."""
         if self._snapshot_method is None:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._snapshot_method = REFLINK if supports_reflink(self.path) else COPY
+            self._snapshot_method = "reflink" if supports_reflink(str(self.path)) else "copy"
         return self._snapshot_method
 
     def volume_dir(self, name: str) -> Path:
@@ -147,8 +147,10 @@ class VfsDriver(StorageDriver):
         final.parent.mkdir(parents=True, exist_ok=True)
         if partial.exists():
             shutil.rmtree(partial)
-        method = copy_tree(self.volume_dir(name), partial)
+        method = snapshot_directory(str(self.volume_dir(name)), str(partial))
         partial.rename(final)
+        if method == "empty":  # no file data to clone: say what a file would get
+            method = self.snapshot_method
         return {"path": str(final), "method": method}
 
     def delete_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict) -> None:
