@@ -38,6 +38,17 @@ def _flag(request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
 
+def create_options(body: dict) -> dict[str, str]:
+    """A create request's options, with `driver` and `size` given as fields folded in."""
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidInput("options must be an object of KEY: VALUE strings")
+    for key in ("driver", "size"):
+        if body.get(key):
+            options[key] = str(body[key])
+    return options
+
+
 def volume_routes(service: VolumeService) -> list[Route]:
     def info(request, body):
         return 200, service.info()
@@ -46,13 +57,7 @@ def volume_routes(service: VolumeService) -> list[Route]:
         return 200, {"volumes": service.list()}
 
     def create(request, body):
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            raise InvalidInput("options must be an object of KEY: VALUE strings")
-        for key in ("driver", "size"):
-            if body.get(key):
-                options[key] = str(body[key])
-        return 201, service.create(body.get("name"), options, exist_ok=False)
+        return 201, service.create(body.get("name"), create_options(body), exist_ok=False)
 
     def inspect(request, body):
         return 200, service.get(request.path_params["name"])

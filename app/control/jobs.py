@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from app.backup_service import BackupService
-from app.control.api import API_VERSION, json_endpoint
+from app.control.api import API_VERSION, create_options, json_endpoint
 from app.errors import InvalidInput
 from app.jobs import JobRunner
 from app.snapshot_service import SnapshotService
@@ -72,16 +72,10 @@ def backup_routes(backups: BackupService) -> list[Route]:
         return 202, backups.verify(_required(body, "url", "vfs:///b?backup=B&volume=V"), body.get("s3_endpoint")).view()
 
     def restore(request, body):
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            raise InvalidInput("options must be an object of KEY: VALUE strings")
-        for key in ("driver", "size"):
-            if body.get(key):
-                options[key] = str(body[key])
         job = backups.restore(
             _required(body, "name", "restored1"),
             _required(body, "url", "vfs:///b?backup=B&volume=V"),
-            options,
+            create_options(body),
             body.get("s3_endpoint"),
         )
         return 202, job.view()
