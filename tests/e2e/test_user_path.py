@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
-from tests.e2e.engine import PLUGIN, TEST_IMAGE, CommandFailed, wait_for
+from tests.e2e.engine import PLUGIN, REPO, TEST_IMAGE, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -204,8 +205,12 @@ def test_plugin_set_takes_effect_and_the_catalog_survives(engine, vol):
     engine.docker("plugin", "disable", "-f", PLUGIN)
     engine.docker("plugin", "set", PLUGIN, "DRIVER=vfs", "IGNORE_DOCKER_DELETE=true",
                   "DRIVER_OPTS=vfs.path=/var/lib/convoy/vfs")
+    started = time.monotonic()
     engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+    took = time.monotonic() - started
     try:
+        # Docker gives a starting plugin ~12 s to bind its socket; stay well inside that.
+        assert took < 6, f"docker plugin enable took {took:.1f} s"
         env = engine.plugin_env()
         assert env["IGNORE_DOCKER_DELETE"] == "true" and env["DRIVER_OPTS"] == "vfs.path=/var/lib/convoy/vfs"
         # The catalog survived: every volume is listed, with its options and data.
@@ -342,3 +347,56 @@ def test_plugin_rm_and_reinstall_keeps_every_volume(engine, vol):
     assert engine.volumes() == before
     assert engine.inspect_volume(name)["Status"]["size"] == "1G"
     assert run_in(engine, f"{name}:/data", "cat /data/f") == "before-reinstall\n"
+
+
+# -- docker plugin upgrade, through a registry on 127.0.0.1 -----------------------------
+
+def test_plugin_upgrade_keeps_every_volume_and_setting(engine, vol, tmp_path):
+    registry_env = {"CONVOY_REGISTRY_ROOT": str(engine.root / "registry")}
+    engine.env.update(registry_env)
+    addr = engine.run("bash", "ci/registry.sh", "addr").stdout.strip()
+    engine.run("bash", "ci/registry.sh", "start", timeout=600)
+    try:
+        # The next release: the same bundle with a release marker and its own description.
+        bundle = tmp_path / "bundle"
+        if engine.run("cp", "-al", REPO / "plugin" / "build" / "bundle", bundle, check=False).returncode:
+            engine.run("cp", "-a", REPO / "plugin" / "build" / "bundle", bundle)
+        (bundle / "rootfs" / "etc" / "convoy-release").write_text("next\n")
+        config = json.loads((REPO / "plugin" / "config.json").read_text())
+        config["description"] += " (next)"
+        (bundle / "config.json").unlink()
+        (bundle / "config.json").write_text(json.dumps(config))
+        next_ref = f"{addr}/convoy:next"
+        engine.docker("plugin", "create", next_ref, bundle)
+        engine.docker("plugin", "push", next_ref, timeout=600)
+        engine.docker("plugin", "rm", next_ref)
+
+        name = vol("upgrade")
+        engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=2G", name)
+        run_in(engine, f"{name}:/data", "echo before-upgrade > /data/f")
+        before = engine.volumes()
+
+        engine.docker("plugin", "disable", "-f", PLUGIN)
+        engine.docker("plugin", "set", PLUGIN, "DEFAULT_SIZE=5G")
+        # `upgrade` asks to confirm that the images differ: the user answers y.
+        out = engine.docker("plugin", "upgrade", "--grant-all-permissions", PLUGIN, next_ref,
+                            input="y\n", timeout=600).stdout
+        assert f"Upgraded plugin {PLUGIN}:latest to {next_ref}" in out
+        # Docker 20.10 starts an upgraded plugin with the manifest's default mount
+        # sources while still showing the old ones; the README tells users to set them again.
+        engine.docker("plugin", "set", PLUGIN, f"state.source={engine.state}", f"control.source={engine.control}")
+        engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+
+        ref, description = engine.docker("plugin", "inspect", "-f", "{{.PluginReference}}|{{.Config.Description}}",
+                                         PLUGIN).stdout.strip().split("|")
+        assert ref == next_ref and description.endswith("(next)")
+        assert engine.plugin_env()["DEFAULT_SIZE"] == "5G", "settings survive the upgrade"
+        # Every volume is still there, with its options and its data, and usable.
+        assert engine.volumes() == before
+        assert engine.inspect_volume(name)["Status"]["size"] == "2G"
+        assert run_in(engine, f"{name}:/data", "cat /data/f") == "before-upgrade\n"
+        fresh = vol("afterupgrade")
+        engine.docker("volume", "create", "-d", PLUGIN, fresh)
+        assert run_in(engine, f"{fresh}:/data", "echo ok > /data/f; cat /data/f") == "ok\n"
+    finally:
+        engine.run("bash", "ci/registry.sh", "stop", check=False)
