@@ -10,7 +10,7 @@ import time
 from app.backup import SnapshotSource, create_backup, restore_backup
 from app.backup.objectstore.vfs import VfsStore
 
-_put, _get = VfsStore.put, VfsStore.get
+_put, _get = VfsStore.put, VfsStore.get_view
 
 
 def slow_put(self, key, data):
@@ -25,7 +25,7 @@ def slow_get(self, key):
     return _get(self, key)
 
 
-VfsStore.put, VfsStore.get = slow_put, slow_get
+VfsStore.put, VfsStore.get_view = slow_put, slow_get
 
 if __name__ == "__main__":
     if sys.argv[1] == "backup":

@@ -26,7 +26,7 @@ def wait_for(cond, timeout=30):
 
 
 def count_blocks(store_dir):
-    return sum(len(f) for _d, _s, f in os.walk(store_dir / layout.BLOCKS))
+    return sum(1 for _d, _s, files in os.walk(store_dir / layout.BLOCKS) for f in files if ".tmp-" not in f)
 
 
 def make_volume(path):
