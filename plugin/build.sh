@@ -31,8 +31,12 @@ log() { echo "plugin/build: $*" >&2; }
 if ! $DOCKER image inspect "$BASE" >/dev/null 2>&1; then
   log "pulling $BASE"
   if ! timeout 300 $DOCKER pull -q "$BASE" >/dev/null 2>&1; then
-    log "cannot pull $BASE (no registry reachable?); making $FALLBACK_BASE with debootstrap"
-    DOCKER=$DOCKER "$root/ci/make-base-image.sh" "$FALLBACK_BASE"
+    if $DOCKER image inspect "$FALLBACK_BASE" >/dev/null 2>&1; then
+      log "cannot pull $BASE (no registry reachable?); using $FALLBACK_BASE made earlier with debootstrap"
+    else
+      log "cannot pull $BASE (no registry reachable?); making $FALLBACK_BASE with debootstrap"
+      DOCKER=$DOCKER "$root/ci/make-base-image.sh" "$FALLBACK_BASE"
+    fi
     BASE=$FALLBACK_BASE
   fi
 fi
