@@ -5,6 +5,7 @@ engine at the end. Skips (with the reason) only when not root; CI runs as root.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from pathlib import Path
@@ -21,6 +22,10 @@ def engine():
     if os.geteuid() != 0:
         pytest.skip("end-to-end tests need root: they install Docker and run a real dockerd")
     e = Engine(E2E_ROOT)
+    # One session at a time per engine root: a second one waits here.
+    E2E_ROOT.mkdir(parents=True, exist_ok=True)
+    lock = open(E2E_ROOT / ".session.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     e.run("bash", "ci/install-deps.sh", timeout=900)
     # A run interrupted before its teardown may have left an engine running.
     e.stop()
@@ -38,6 +43,7 @@ def engine():
             e.docker("rm", "-f", *ids, check=False)
         e.stop()
         e.unmount_leftovers()
+        lock.close()
 
 
 @pytest.fixture
