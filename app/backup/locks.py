@@ -13,6 +13,7 @@ exclusive lock never coexists with any other live lock.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -24,6 +25,8 @@ from app.errors import Conflict, Unavailable
 
 from . import layout
 from .objectstore import ObjectStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 120.0  # seconds a lock lives without renewal
 
@@ -57,8 +60,14 @@ def read_locks(store: ObjectStore) -> list[LockInfo]:
 class StoreLock:
     """Hold with `with StoreLock(store, "shared", "backup of vol"):`."""
 
-    def __init__(self, store: ObjectStore, kind: str, operation: str, ttl: float = DEFAULT_TTL):
+    def __init__(self, store: ObjectStore, kind: str, operation: str, ttl: float = DEFAULT_TTL, optional: bool = False):
+        """`optional`: for readers (restore, verify) of a store they cannot write
+        (a read-only mount, read-only S3 credentials): go on without a lock.
+        Nobody who cannot write can collect garbage there either."""
         assert kind in ("shared", "exclusive")
+        assert not optional or kind == "shared"
+        self.optional = optional
+        self.held = False
         self.store = store
         self.info = LockInfo(
             id=secrets.token_hex(8),
@@ -85,7 +94,14 @@ class StoreLock:
         self._last_renewal = now
 
     def acquire(self) -> "StoreLock":
-        self._write()
+        try:
+            self._write()
+        except Unavailable:
+            if not self.optional:
+                raise
+            log.warning("cannot write a lock in %s; reading it without one", self.store.url)
+            return self
+        self.held = True
         now = time.time()
         blockers = [
             other
@@ -121,6 +137,9 @@ class StoreLock:
             )
 
     def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
         self._stop.set()
         if self._thread:
             self._thread.join()

@@ -149,7 +149,21 @@ def list_backup_names(store: ObjectStore, volume: str | None = None) -> list[tup
 
 
 def latest_backup(store: ObjectStore, volume: str) -> dict | None:
-    """The newest readable backup manifest of a volume (the base of an incremental)."""
+    """The newest readable backup manifest of a volume (the base of an incremental).
+
+    The per-volume manifest names the last one written, which costs one read
+    (any readable backup is a correct base; the newest is merely the best);
+    when that hint is missing or stale, every manifest is read to find it.
+    """
+    try:
+        hint = json.loads(store.get(layout.volume_key(volume))).get("last_backup")
+    except (NotFound, ValueError):
+        hint = None
+    if hint:
+        try:
+            return read_backup(store, volume, hint)
+        except (NotFound, Conflict):
+            pass  # deleted or damaged: look at them all
     best = None
     for vol, name in list_backup_names(store, volume):
         try:

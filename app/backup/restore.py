@@ -154,7 +154,7 @@ def restore_tree(
 ) -> dict:
     """Restore our-format backup `backup` of `volume` into `target`; return its summary."""
     progress = progress or Progress()
-    with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}"):
+    with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
         prepare_target(target)
         entries = doc["entries"]
@@ -174,6 +174,7 @@ def restore_tree(
                         blist = entry.get("blocks", ())
                         fd = handles.open(path, entry["mode"], len(blist), entry["size"])
                         for offset, length, digest in blist:
+                            progress.check("the restore")
                             pool.submit(_write_then_release, writer, handles, fd, entry["path"], offset, length, digest)
                     elif kind == "symlink":
                         os.symlink(entry["target"], path)

@@ -10,6 +10,7 @@ from app.errors import NotFound
 from . import blocks, layout, manifest
 from .locks import StoreLock
 from .objectstore import ObjectStore
+from .objectstore.vfs import ALIGN, aligned_buffer
 from .pipeline import BoundedPool
 from .progress import Progress
 
@@ -57,7 +58,7 @@ class VerifyReport:
 def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int = WORKERS) -> VerifyReport:
     progress = progress or Progress()
     report = VerifyReport(backup=backup, volume=volume)
-    with StoreLock(store, "shared", f"verify of backup {backup} of volume {volume}"):
+    with StoreLock(store, "shared", f"verify of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
         users: dict[str, tuple[int, list[str]]] = {}
         for entry in doc["entries"]:
@@ -72,7 +73,8 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
 
         def check(digest: str, length: int, files: list[str]) -> None:
             try:
-                blocks.decode(store.get(layout.block_key(digest)), digest, length)
+                out = memoryview(aligned_buffer(length + ALIGN, "decoded"))
+                blocks.decode_into(store.get_view(layout.block_key(digest)), digest, length, out)
             except NotFound:
                 with lock:
                     report.missing.append({"block": digest, "files": files})

@@ -133,3 +133,24 @@ def test_backup_url_round_trips(tmp_path):
     assert str(parse_backup_url(result["url"])) == result["url"] == f"vfs://{tmp_path}/store?backup=nightly-1&volume=vol1"
     with pytest.raises(Conflict):
         create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s", str(vol)), backup_name="nightly-1")
+
+
+def test_restore_and_verify_from_a_read_only_store(tmp_path):
+    """Another host may mount the store read-only (or hold read-only S3 credentials)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a read-only bind mount")
+    vol = make_sample_tree(tmp_path / "vol")
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s", str(vol)))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(tmp_path / "store"), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        url = result["url"].replace(f"{tmp_path}/store", str(ro))
+        assert verify_backup(url)["ok"]
+        restore_backup(url, str(tmp_path / "r"))
+        assert describe(tmp_path / "r") == describe(vol)
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
