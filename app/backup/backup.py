@@ -111,7 +111,7 @@ def create_backup(
     volume_size: int | None = None,
     driver: str = "vfs",
     progress: Progress | None = None,
-    workers: int = WORKERS,
+    workers: int | None = None,
 ) -> dict:
     """Back up `snapshot.path` as a new backup of `volume`; return its summary.
 
@@ -122,6 +122,7 @@ def create_backup(
     check_name("volume", volume)
     name = check_name("backup", backup_name) if backup_name else new_backup_name()
     progress = progress or Progress()
+    workers = workers or max(WORKERS, store.parallelism)
     config = manifest.ensure_config(store)
     bs = config.block_size
     with StoreLock(store, "shared", f"backup {name} of volume {volume}") as lock:

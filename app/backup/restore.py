@@ -150,10 +150,11 @@ def restore_tree(
     target: str,
     *,
     progress: Progress | None = None,
-    workers: int = WORKERS,
+    workers: int | None = None,
 ) -> dict:
     """Restore our-format backup `backup` of `volume` into `target`; return its summary."""
     progress = progress or Progress()
+    workers = workers or max(WORKERS, store.parallelism)
     with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
         prepare_target(target)

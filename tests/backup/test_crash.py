@@ -73,3 +73,38 @@ def test_kill_during_restore_then_restore_again_succeeds(tmp_path):
     assert verify_backup(url)["ok"]  # the store is untouched
     restore_backup(url, str(tmp_path / "again"))
     assert describe(tmp_path / "again") == describe(vol)
+
+
+def test_lock_of_a_killed_backup_blocks_delete_until_it_expires(tmp_path):
+    import json
+
+    import pytest
+
+    from app.backup import delete_backup
+    from app.errors import Conflict
+
+    vol = make_volume(tmp_path / "vol")
+    store_dir = tmp_path / "store"
+    dest = f"vfs://{store_dir}"
+    kept = create_backup(dest, "other", SnapshotSource("snap", str(vol)))
+    (vol / "new.bin").write_bytes(os.urandom(6 << 20))
+    proc = start("backup", dest, "vol1", str(vol))
+    wait_for(lambda: count_blocks(store_dir) >= kept["stats"]["new_blocks"] + 2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    with pytest.raises(Conflict) as err:
+        delete_backup(kept["url"])
+    assert f"pid {proc.pid}" in str(err.value) and "expires" in str(err.value)
+
+    # the killed process no longer renews its lock: once expired, delete goes ahead
+    for lock in (store_dir / layout.LOCKS).glob("*.json"):
+        doc = json.loads(lock.read_text())
+        doc["expires_at"] = 0
+        lock.write_text(json.dumps(doc))
+    before = count_blocks(store_dir)
+    result = delete_backup(kept["url"])
+    assert result["expired_locks_removed"] == 1
+    # no manifest is left: the deleted backup's blocks and the killed one's all go
+    assert result["blocks_removed"] == before and count_blocks(store_dir) == 0
+    assert list((store_dir / layout.LOCKS).glob("*.json")) == []

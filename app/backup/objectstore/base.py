@@ -18,6 +18,8 @@ class ObjectStore(ABC):
 
     #: a short description for messages ("vfs:///srv/backups")
     url: str
+    #: how many blocks to move at once: a local disk wants few, a network store many
+    parallelism: int = 3
 
     @abstractmethod
     def put(self, key: str, data: bytes | memoryview | list) -> None:

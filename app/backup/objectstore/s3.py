@@ -27,6 +27,7 @@ def _describe(exc: Exception) -> str:
 
 
 class S3Store(ObjectStore):
+    parallelism = 12  # requests in flight hide the round trips
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
         import boto3
         import botocore.config
