@@ -111,7 +111,9 @@ class VolumeService:
             log.warning("removing %s: its restore from %s was interrupted; run the restore again", record.name, url)
             try:
                 mounts.unmount(self.mountpoint(record.name))
-                self.driver(record.driver).delete_volume(record.name, record.details, keep_data=False)
+                # a directory that was adopted held the user's own (empty) directory: keep it
+                adopted = record.details.get("adopted", False)
+                self.driver(record.driver).delete_volume(record.name, record.details, keep_data=adopted)
                 for ref in self.catalog.refs(record.name):
                     self.catalog.release_ref(record.name, ref.ref_id, all_counts=True)
                 self.catalog.remove(record.name)
