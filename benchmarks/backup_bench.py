@@ -71,8 +71,10 @@ class LoopFS:
         self.image = work / f"{kind}.img"
         self.mnt = work / f"{kind}-mnt"
         self.mnt.mkdir()
+        # allocated up front, as a disk is: a sparse image would make every first
+        # write also allocate space in the host file system under the loop device
         with open(self.image, "wb") as f:
-            f.truncate(size_gib << 30)
+            os.posix_fallocate(f.fileno(), 0, size_gib << 30)
         # direct I/O on the loop device: the file system reads and writes the
         # disk as on a real host, not through a second page cache of the image file
         self.dev = sh("losetup", "-f", "--show", "--direct-io=on", str(self.image)).stdout.strip()
