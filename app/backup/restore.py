@@ -164,10 +164,23 @@ def restore_tree(
         handles = _FileHandles()
         try:
             with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
+                made_dirs = {"."}
+                made_files: set[str] = set()
                 for entry in entries:
                     progress.check("the restore")
                     path = _safe_join(target, entry["path"])
                     kind = entry["type"]
+                    parent = entry["path"].rpartition("/")[0] or "."
+                    if entry["path"] != "." and parent not in made_dirs:
+                        # never write through a symlink a crafted manifest made
+                        raise Conflict(
+                            f"backup manifest lists {entry['path']!r} before its directory; "
+                            "refusing to restore it"
+                        )
+                    if kind == "dir":
+                        made_dirs.add(entry["path"])
+                    elif kind == "file":
+                        made_files.add(entry["path"])
                     if kind == "dir":
                         if entry["path"] != ".":
                             os.mkdir(path, 0o700)
@@ -180,7 +193,12 @@ def restore_tree(
                     elif kind == "symlink":
                         os.symlink(entry["target"], path)
                     elif kind == "hardlink":
-                        os.link(_safe_join(target, entry["target"]), path)
+                        if entry["target"] not in made_files:
+                            raise Conflict(
+                                f"backup manifest links {entry['path']!r} to {entry['target']!r}, "
+                                "which is not a file restored before it; refusing to restore it"
+                            )
+                        os.link(_safe_join(target, entry["target"]), path, follow_symlinks=False)
                     elif kind == "fifo":
                         os.mkfifo(path, 0o600)
                     elif kind in ("chardev", "blockdev"):

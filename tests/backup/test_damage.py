@@ -1,5 +1,7 @@
 """A corrupted or missing block is found by verify and stops a restore, naming the file."""
 
+import os
+
 import pytest
 
 from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
@@ -66,3 +68,42 @@ def test_block_swapped_for_another_valid_block_is_caught(backed_up, tmp_path):
     report = verify_backup(url)
     assert report["corrupted_count"] == 1
     assert report["corrupted"][0]["files"] == ["a/one.bin"]
+
+
+def test_a_crafted_manifest_cannot_write_outside_the_target(tmp_path):
+    """A store is input: a manifest that routes a file through a symlink, or
+    hard-links to one, is refused and nothing lands outside the target."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host file\n")
+    store = open_store(f"vfs://{tmp_path}/store")
+    manifest.ensure_config(store)
+    from app.backup import blocks as b
+
+    data = b"pwned\n"
+    store.put(layout.block_key(b.digest(data)), b.encode(data))
+    base = {"mode": 0o755, "uid": 0, "gid": 0, "mtime_ns": 0}
+    crafted = [
+        [  # a symlink to the outside, then a file "inside" it
+            {"path": ".", "type": "dir", **base},
+            {"path": "esc", "type": "symlink", "target": str(outside), **base},
+            {"path": "esc/secret", "type": "file", "size": len(data), "blocks": [[0, len(data), b.digest(data)]], **base},
+        ],
+        [  # a hard link to a symlink that points outside
+            {"path": ".", "type": "dir", **base},
+            {"path": "esc", "type": "symlink", "target": str(outside / "secret"), **base},
+            {"path": "hl", "type": "hardlink", "target": "esc", **base},
+        ],
+        [{"path": ".", "type": "dir", **base}, {"path": "../x", "type": "dir", **base}],
+    ]
+    for i, entries in enumerate(crafted):
+        doc = {
+            "format": manifest.BACKUP_FORMAT, "version": 1, "name": f"evil-{i}", "volume": "vol1",
+            "snapshot": "s", "created_at": "x", "block_size": 1 << 20, "entries": entries,
+        }
+        manifest.write_backup(store, doc)
+        with pytest.raises(Conflict) as err:
+            restore_backup(f"vfs://{tmp_path}/store?backup=evil-{i}&volume=vol1", str(tmp_path / f"r{i}"))
+        assert "refusing" in str(err.value)
+    assert (outside / "secret").read_text() == "host file\n"
+    assert os.listdir(outside) == ["secret"]
