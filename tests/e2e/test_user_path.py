@@ -161,6 +161,33 @@ def test_volume_rm_refuses_while_in_use_then_deletes(engine, vol):
     assert not engine.volume_dir(name).exists(), "VFS on local disk: docker volume rm deletes the data"
 
 
+def test_volume_rm_on_shared_vfs_deletes_only_the_reference(engine, vol):
+    """VFS on shared storage (NFS, or vfs.shared=true): Docker's remove keeps the data, as Convoy did."""
+    name = vol("shared-rm")
+    engine.docker("plugin", "disable", "-f", PLUGIN)
+    engine.docker("plugin", "set", PLUGIN, "DRIVER_OPTS=vfs.shared=true")
+    engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+    try:
+        engine.docker("volume", "create", "-d", PLUGIN, name)
+        assert engine.inspect_volume(name)["Status"]["backend.shared"] is True
+        run_in(engine, f"{name}:/data", "echo on-shared-storage > /data/f")
+
+        engine.docker("volume", "rm", name)
+        assert name not in engine.volumes()
+        assert name not in {v["name"] for v in engine.convoy_json("list")}
+        assert (engine.volume_dir(name) / "f").read_text() == "on-shared-storage\n", "the data stays"
+
+        # Creating it again (here, or on another host sharing the path) adopts the data.
+        engine.docker("volume", "create", "-d", PLUGIN, name)
+        assert run_in(engine, f"{name}:/data", "cat /data/f") == "on-shared-storage\n"
+        engine.convoy("delete", name)  # convoy delete removes the data too
+        assert not engine.volume_dir(name).exists()
+    finally:
+        engine.docker("plugin", "disable", "-f", PLUGIN, check=False)
+        engine.docker("plugin", "set", PLUGIN, "DRIVER_OPTS=")
+        engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+
+
 # -- the host's convoy CLI through the control socket ------------------------------
 
 def test_host_convoy_cli_sees_and_manages_the_same_volumes(engine, vol):
