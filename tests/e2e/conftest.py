@@ -30,6 +30,9 @@ def engine():
     # A run interrupted before its teardown may have left an engine running.
     e.stop()
     e.unmount_leftovers()
+    log = E2E_ROOT / "dockerd.log"
+    if log.exists():  # this session's log starts empty; the previous one is kept beside it
+        log.replace(E2E_ROOT / "dockerd.log.1")
     e.start()
     try:
         e.reset()
@@ -54,3 +57,18 @@ def vol(engine):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: drives a real dockerd and the installed plugin through the docker CLI")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed e2e test, show the engine's and the plugin's recent log lines."""
+    report = yield
+    if report.failed and call.when in ("call", "setup"):
+        log = E2E_ROOT / "dockerd.log"
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        interesting = [l for l in lines if "level=info" not in l or "plugin=" in l]
+        report.sections.append(("dockerd and plugin log (last 60 lines)", "\n".join(interesting[-60:])))
+    return report
