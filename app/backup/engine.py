@@ -139,7 +139,7 @@ def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progres
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "convoy":
-            return {"url": str(parsed), **legacy_convoy.verify_archive(store, parsed.volume, parsed.backup)}
+            return {"url": str(parsed), **legacy_convoy.verify_backup(store, parsed.volume, parsed.backup)}
         report = verify_tree(store, parsed.volume, parsed.backup, progress=progress)
     return {"url": str(parsed), "message": report.message(), **report.as_dict()}
 

@@ -125,8 +125,44 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
     return summary(cfg, read_volume_cfg(store, volume))
 
 
-def verify_archive(store: ObjectStore, volume: str, backup: str) -> dict:
+def verify_backup(store: ObjectStore, volume: str, backup: str) -> dict:
+    """Read a Convoy backup through (archive or blocks) and check it, writing nothing."""
     cfg = read_backup_cfg(store, volume, backup)
+    if (cfg.get("SingleFile") or {}).get("FilePath"):
+        return verify_archive(store, volume, backup, cfg)
+    return verify_blocks(store, volume, backup, cfg)
+
+
+def _block_key(volume: str, checksum: str) -> str:
+    return f"{volume_dir(volume)}blocks/{checksum[0:2]}/{checksum[2:4]}/{checksum}.blk"
+
+
+def _read_block(store: ObjectStore, volume: str, backup: str, checksum: str) -> bytes:
+    try:
+        data = gzip.decompress(store.get(_block_key(volume, checksum)))
+    except NotFound:
+        raise NotFound(f"block {checksum} of backup {backup} is missing from {store.url}") from None
+    except (OSError, EOFError, zlib.error):
+        raise Conflict(f"block {checksum} of backup {backup} is corrupted (cannot decompress)") from None
+    if hashlib.sha512(data).hexdigest()[:64] != checksum and hashlib.sha256(data).hexdigest() != checksum:
+        raise Conflict(f"block {checksum} of backup {backup} is corrupted: its content does not match its name")
+    return data
+
+
+def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
+    cfg = cfg or read_backup_cfg(store, volume, backup)
+    problems = []
+    checksums = sorted({b["BlockChecksum"] for b in cfg.get("Blocks") or []})
+    for checksum in checksums:
+        try:
+            _read_block(store, volume, backup, checksum)
+        except (NotFound, Conflict) as e:
+            problems.append(str(e))
+    return {"backup": backup, "volume": volume, "ok": not problems, "blocks": len(checksums), "problems": problems}
+
+
+def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
+    cfg = cfg or read_backup_cfg(store, volume, backup)
     path = (cfg.get("SingleFile") or {}).get("FilePath")
     problems = []
     try:
@@ -159,16 +195,7 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
         if size and os.path.isfile(image_path):
             os.ftruncate(fd, size)
         for block in cfg.get("Blocks") or []:
-            checksum = block["BlockChecksum"]
-            key = f"{volume_dir(volume)}blocks/{checksum[0:2]}/{checksum[2:4]}/{checksum}.blk"
-            try:
-                data = gzip.decompress(store.get(key))
-            except NotFound:
-                raise NotFound(f"block {checksum} of backup {backup} is missing from {store.url}") from None
-            except (OSError, EOFError, zlib.error):
-                raise Conflict(f"block {checksum} of backup {backup} is corrupted (cannot decompress)") from None
-            if hashlib.sha512(data).hexdigest()[:64] != checksum and hashlib.sha256(data).hexdigest() != checksum:
-                raise Conflict(f"block {checksum} of backup {backup} is corrupted: its content does not match its name")
+            data = _read_block(store, volume, backup, block["BlockChecksum"])
             os.pwrite(fd, data, block["Offset"])
     finally:
         os.close(fd)

@@ -90,3 +90,28 @@ def test_convoy_devicemapper_backup_restores_to_the_same_image(tmp_path, which):
     restore_image(url, str(image))
     assert image.stat().st_size == int(expected["volume_size"])
     assert hashlib.sha256(image.read_bytes()).hexdigest() == expected[f"{which}_image_sha256"]
+
+
+def test_convoy_devicemapper_backups_are_listed_and_verified(tmp_path):
+    import shutil
+
+    expected = read_expected_dm()
+    listed = list_backups(f"vfs://{DM_FIXTURE}")
+    assert sorted(r["name"] for r in listed) == sorted([expected["backup1_name"], expected["backup2_name"]])
+    assert {r["source"] for r in listed} == {"blocks"}
+    url = expected["backup1_url_printed"].replace("DEST", str(DM_FIXTURE))
+    report = verify_backup(url)
+    assert report["ok"] and report["blocks"] == int(expected["backup1_cfg_unique_checksums"])
+
+    # a damaged copy is reported, and a restore of it stops
+    copy = tmp_path / "copy"
+    shutil.copytree(DM_FIXTURE / "convoy-objectstore", copy / "convoy-objectstore")
+    import json
+
+    cfg = json.loads(next((copy / "convoy-objectstore").rglob(f"backup_{expected['backup2_name']}.cfg")).read_text())
+    checksum = cfg["Blocks"][0]["BlockChecksum"]
+    victim = next((copy / "convoy-objectstore").rglob(f"{checksum}.blk"))
+    victim.chmod(0o644)
+    victim.write_bytes(victim.read_bytes()[:1000])
+    damaged = verify_backup(expected["backup2_url_printed"].replace("DEST", str(copy)))
+    assert not damaged["ok"] and victim.name[:-4] in damaged["problems"][0]
