@@ -18,7 +18,7 @@ Without --setup it uses the engine at DOCKER_HOST, which must have the plugin
 (`make install`) and the test image (ci/make-busybox-image.sh). With --setup it
 starts the private engine of ci/dockerd.sh (under CONVOY_CI_ROOT, default
 /var/lib/convoy-ci), installs the plugin there with `make install` and stops
-the engine afterwards. Needs root.
+the engine afterwards (it replaces a plugin named convoy installed there). Needs root.
 """
 
 from __future__ import annotations
@@ -68,11 +68,10 @@ def setup_engine(env):
     sh("bash", "ci/dockerd.sh", "start", env=env)
     sh("bash", "ci/make-busybox-image.sh", env=env)
     state, control = root / "bench-state", root / "bench-control"
-    enabled = subprocess.run(["docker", "plugin", "inspect", "-f", "{{.Enabled}}", "convoy"],
-                             env=env, capture_output=True, text=True)
-    if enabled.stdout.strip() != "true":
-        sh("make", "--no-print-directory", "install", f"PLUGIN_STATE={state}", f"PLUGIN_CONTROL={control}",
-           env=env, timeout=1200)
+    # Always the plugin built from this checkout: replace whatever was installed.
+    subprocess.run(["docker", "plugin", "rm", "-f", "convoy"], env=env, capture_output=True)
+    sh("make", "--no-print-directory", "install", f"PLUGIN_STATE={state}", f"PLUGIN_CONTROL={control}",
+       env=env, timeout=1200)
 
 
 def main():
