@@ -6,6 +6,8 @@
 #                 (docker plugin enable --timeout 120: the 30 s default also caps
 #                 every later call to the plugin while that enable is in force)
 #   make uninstall  disable and remove the plugin (volumes and data stay in PLUGIN_STATE)
+#   make e2e      only the end-to-end tests (own dockerd, plugin built and installed; root)
+#   make bench-plugin  volume lifecycle benchmark, convoy vs local (own dockerd; root)
 #
 # Settable: NAME/PLUGIN_NAME (convoy), TAG/PLUGIN_TAG (latest), BASE (base image
 # of the rootfs; when it can't be pulled one is made offline with debootstrap),
@@ -23,7 +25,7 @@ PLUGIN_STATE ?= /var/lib/convoy
 PLUGIN_CONTROL ?= /run/convoy
 PLUGIN_SETTINGS ?=
 
-.PHONY: plugin install uninstall
+.PHONY: plugin install uninstall e2e bench-plugin
 plugin:
 	BASE='$(BASE)' DOCKER='$(DOCKER)' plugin/build.sh
 	DOCKER='$(DOCKER)' plugin/create.sh '$(PLUGIN_REF)' plugin/build/bundle
@@ -35,5 +37,11 @@ install: plugin
 	@echo "installed $(PLUGIN_REF); host CLI: CONVOY_SOCKET=$(PLUGIN_CONTROL)/convoy.sock convoy list"
 
 uninstall:
-	-$(DOCKER) plugin disable '$(PLUGIN_REF)'
-	$(DOCKER) plugin rm '$(PLUGIN_REF)'
+	-$(DOCKER) plugin disable -f '$(PLUGIN_REF)'
+	$(DOCKER) plugin rm -f '$(PLUGIN_REF)'
+
+e2e: setup
+	.venv/bin/python -m pytest tests/e2e
+
+bench-plugin: setup
+	.venv/bin/python benchmarks/volume_lifecycle.py --setup
