@@ -376,16 +376,17 @@ def test_plugin_rm_and_reinstall_keeps_every_volume(engine, vol):
     assert run_in(engine, f"{name}:/data", "cat /data/f") == "before-reinstall\n"
 
 
-# -- docker plugin upgrade, through a registry on 127.0.0.1 -----------------------------
+# -- docker plugin upgrade / install, through a registry on 127.0.0.1 -------------------
 
-def test_plugin_upgrade_keeps_every_volume_and_setting(engine, vol, tmp_path):
-    registry_env = {"CONVOY_REGISTRY_ROOT": str(engine.root / "registry")}
-    engine.env.update(registry_env)
+@pytest.fixture(scope="module")
+def next_release(engine, tmp_path_factory):
+    """A registry on 127.0.0.1 holding the next release: the same bundle with a
+    release marker and its own description. Yields its reference."""
+    engine.env["CONVOY_REGISTRY_ROOT"] = str(engine.root / "registry")
     addr = engine.run("bash", "ci/registry.sh", "addr").stdout.strip()
     engine.run("bash", "ci/registry.sh", "start", timeout=600)
     try:
-        # The next release: the same bundle with a release marker and its own description.
-        bundle = tmp_path / "bundle"
+        bundle = tmp_path_factory.mktemp("next") / "bundle"
         if engine.run("cp", "-al", REPO / "plugin" / "build" / "bundle", bundle, check=False).returncode:
             engine.run("cp", "-a", REPO / "plugin" / "build" / "bundle", bundle)
         (bundle / "rootfs" / "etc" / "convoy-release").write_text("next\n")
@@ -393,37 +394,65 @@ def test_plugin_upgrade_keeps_every_volume_and_setting(engine, vol, tmp_path):
         config["description"] += " (next)"
         (bundle / "config.json").unlink()
         (bundle / "config.json").write_text(json.dumps(config))
-        next_ref = f"{addr}/convoy:next"
-        engine.docker("plugin", "create", next_ref, bundle)
-        engine.docker("plugin", "push", next_ref, timeout=600)
-        engine.docker("plugin", "rm", next_ref)
-
-        name = vol("upgrade")
-        engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=2G", name)
-        run_in(engine, f"{name}:/data", "echo before-upgrade > /data/f")
-        before = engine.volumes()
-
-        engine.docker("plugin", "disable", "-f", PLUGIN)
-        engine.docker("plugin", "set", PLUGIN, "DEFAULT_SIZE=5G")
-        # `upgrade` asks to confirm that the images differ: the user answers y.
-        out = engine.docker("plugin", "upgrade", "--grant-all-permissions", PLUGIN, next_ref,
-                            input="y\n", timeout=600).stdout
-        assert f"Upgraded plugin {PLUGIN}:latest to {next_ref}" in out
-        # Docker 20.10 starts an upgraded plugin with the manifest's default mount
-        # sources while still showing the old ones; the README tells users to set them again.
-        engine.docker("plugin", "set", PLUGIN, f"state.source={engine.state}", f"control.source={engine.control}")
-        engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
-
-        ref, description = engine.docker("plugin", "inspect", "-f", "{{.PluginReference}}|{{.Config.Description}}",
-                                         PLUGIN).stdout.strip().split("|")
-        assert ref == next_ref and description.endswith("(next)")
-        assert engine.plugin_env()["DEFAULT_SIZE"] == "5G", "settings survive the upgrade"
-        # Every volume is still there, with its options and its data, and usable.
-        assert engine.volumes() == before
-        assert engine.inspect_volume(name)["Status"]["size"] == "2G"
-        assert run_in(engine, f"{name}:/data", "cat /data/f") == "before-upgrade\n"
-        fresh = vol("afterupgrade")
-        engine.docker("volume", "create", "-d", PLUGIN, fresh)
-        assert run_in(engine, f"{fresh}:/data", "echo ok > /data/f; cat /data/f") == "ok\n"
+        ref = f"{addr}/convoy:next"
+        engine.docker("plugin", "create", ref, bundle)
+        engine.docker("plugin", "push", ref, timeout=600)
+        engine.docker("plugin", "rm", ref)
+        yield ref
     finally:
         engine.run("bash", "ci/registry.sh", "stop", check=False)
+
+
+def _release(engine):
+    ref, description = engine.docker("plugin", "inspect", "-f", "{{.PluginReference}}|{{.Config.Description}}",
+                                     PLUGIN).stdout.strip().split("|")
+    return ref, description
+
+
+def test_plugin_upgrade_keeps_every_volume_and_setting(engine, vol, next_release):
+    name = vol("upgrade")
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=2G", name)
+    run_in(engine, f"{name}:/data", "echo before-upgrade > /data/f")
+    before = engine.volumes()
+
+    engine.docker("plugin", "disable", "-f", PLUGIN)
+    engine.docker("plugin", "set", PLUGIN, "DEFAULT_SIZE=5G")
+    # `upgrade` asks to confirm that the images differ: the user answers y.
+    out = engine.docker("plugin", "upgrade", "--grant-all-permissions", PLUGIN, next_release,
+                        input="y\n", timeout=600).stdout
+    assert f"Upgraded plugin {PLUGIN}:latest to {next_release}" in out
+    # Docker 20.10 starts an upgraded plugin with the manifest's default mount
+    # sources while still showing the old ones; the README tells users to set them again.
+    engine.docker("plugin", "set", PLUGIN, f"state.source={engine.state}", f"control.source={engine.control}")
+    engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+
+    ref, description = _release(engine)
+    assert ref == next_release and description.endswith("(next)")
+    assert engine.plugin_env()["DEFAULT_SIZE"] == "5G", "settings survive the upgrade"
+    # Every volume is still there, with its options and its data, and usable.
+    assert engine.volumes() == before
+    assert engine.inspect_volume(name)["Status"]["size"] == "2G"
+    assert run_in(engine, f"{name}:/data", "cat /data/f") == "before-upgrade\n"
+    fresh = vol("afterupgrade")
+    engine.docker("volume", "create", "-d", PLUGIN, fresh)
+    assert run_in(engine, f"{fresh}:/data", "echo ok > /data/f; cat /data/f") == "ok\n"
+
+
+def test_plugin_install_from_a_registry_with_settings_finds_every_volume(engine, vol, next_release):
+    name = vol("install")
+    engine.docker("volume", "create", "-d", PLUGIN, name)
+    run_in(engine, f"{name}:/data", "echo before-install > /data/f")
+    before = engine.volumes()
+    engine.docker("plugin", "disable", "-f", PLUGIN)
+    engine.docker("plugin", "rm", "-f", PLUGIN)
+
+    # How users install a released plugin: settings given on the install line.
+    engine.docker("plugin", "install", "--grant-all-permissions", "--alias", PLUGIN, next_release,
+                  f"state.source={engine.state}", f"control.source={engine.control}", "DEFAULT_SIZE=7G",
+                  timeout=600)
+    assert engine.plugin_enabled()
+    assert _release(engine)[0] == next_release
+    assert engine.plugin_env()["DEFAULT_SIZE"] == "7G"
+    assert engine.volumes() == before
+    assert run_in(engine, f"{name}:/data", "cat /data/f") == "before-install\n"
+    assert name in {v["name"] for v in engine.convoy_json("list")}
