@@ -139,7 +139,13 @@ def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progres
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "convoy":
-            return {"url": str(parsed), **legacy_convoy.verify_backup(store, parsed.volume, parsed.backup)}
+            result = legacy_convoy.verify_backup(store, parsed.volume, parsed.backup)
+            what = f"Convoy 0.5.2 backup {parsed.backup} of {parsed.volume}"
+            if result["ok"]:
+                message = f"{what} is intact"
+            else:
+                message = f"{what} is damaged: " + "; ".join(result["problems"][:3])
+            return {"url": str(parsed), "message": message, **result}
         report = verify_tree(store, parsed.volume, parsed.backup, progress=progress)
     return {"url": str(parsed), "message": report.message(), **report.as_dict()}
 

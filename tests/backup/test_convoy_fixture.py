@@ -115,3 +115,4 @@ def test_convoy_devicemapper_backups_are_listed_and_verified(tmp_path):
     victim.write_bytes(victim.read_bytes()[:1000])
     damaged = verify_backup(expected["backup2_url_printed"].replace("DEST", str(copy)))
     assert not damaged["ok"] and victim.name[:-4] in damaged["problems"][0]
+    assert "damaged" in damaged["message"] and victim.name[:-4] in damaged["message"]
