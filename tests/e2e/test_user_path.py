@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -216,6 +217,69 @@ def test_host_convoy_cli_without_daemon_says_how_to_reach_it(engine, tmp_path):
     r = engine.convoy("--socket", str(tmp_path / "nothing.sock"), "list", check=False)
     assert r.returncode != 0
     assert r.stderr.strip(), "an error on stderr"
+
+
+# -- backups from inside the plugin to S3 (host network), restored through Docker ------
+
+@pytest.fixture
+def s3_bucket(engine):
+    """A real S3-compatible endpoint on 127.0.0.1 (moto's server) with one bucket."""
+    import socket
+    import subprocess
+    import sys
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="e2e", aws_secret_access_key="e2e")
+        def listening():
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+        wait_for("moto's S3 server to listen", listening, timeout=60)
+        client.create_bucket(Bucket="convoy-e2e")
+        yield endpoint, client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_backup_to_s3_from_the_plugin_and_restore_with_docker_volume_create(engine, vol, s3_bucket):
+    endpoint, client = s3_bucket
+    engine.docker("plugin", "disable", "-f", PLUGIN)
+    engine.docker("plugin", "set", PLUGIN, f"S3_ENDPOINT={endpoint}", "AWS_ACCESS_KEY_ID=e2e",
+                  "AWS_SECRET_ACCESS_KEY=e2e", "AWS_REGION=us-east-1")
+    engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+    try:
+        name = vol("backup")
+        engine.docker("volume", "create", "-d", PLUGIN, name)
+        run_in(engine, f"{name}:/data", "echo back-me-up > /data/f; mkdir /data/d; "
+               "dd if=/dev/urandom of=/data/d/random bs=1M count=3 2>/dev/null")
+        digest = run_in(engine, f"{name}:/data", "md5sum /data/d/random").split()[0]
+
+        snapshot = engine.convoy("snapshot", "create", name).stdout.strip()
+        url = engine.convoy("backup", "create", snapshot, "--dest", "s3://convoy-e2e@us-east-1/e2e").stdout.strip()
+        assert url.startswith("s3://convoy-e2e@us-east-1/e2e")
+        # The plugin reached the endpoint on the host's loopback: host networking works.
+        assert client.list_objects_v2(Bucket="convoy-e2e", Prefix="e2e/")["KeyCount"] > 0
+        assert "intact" in engine.convoy("backup", "verify", url).stdout
+
+        restored = vol("restored")
+        engine.docker("volume", "create", "-d", PLUGIN, "-o", f"backup={url}", restored)
+        assert run_in(engine, f"{restored}:/data", "cat /data/f") == "back-me-up\n"
+        assert run_in(engine, f"{restored}:/data", "md5sum /data/d/random").split()[0] == digest
+    finally:
+        engine.docker("plugin", "disable", "-f", PLUGIN, check=False)
+        engine.docker("plugin", "set", PLUGIN, "S3_ENDPOINT=", "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
+                      "AWS_REGION=")
+        engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
 
 
 # -- docker plugin disable / set / enable --------------------------------------------
