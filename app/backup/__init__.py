@@ -1,7 +1,8 @@
 """The backup engine: snapshots of volumes to object stores and back.
 
 Public API (what the volume service calls), all in `engine`:
-create_backup, restore_backup, restore_image, list_backups, inspect_backup,
+create_backup, create_image_backup, restore_backup, restore_image,
+list_backups, inspect_backup,
 delete_backup, verify_backup, collect_garbage. See docs/backup-format.md.
 """
 
@@ -9,6 +10,7 @@ from .backup import SnapshotSource, new_backup_name
 from .engine import (
     collect_garbage,
     create_backup,
+    create_image_backup,
     delete_backup,
     inspect_backup,
     list_backups,
@@ -24,6 +26,7 @@ __all__ = [
     "SnapshotSource",
     "collect_garbage",
     "create_backup",
+    "create_image_backup",
     "delete_backup",
     "inspect_backup",
     "list_backups",

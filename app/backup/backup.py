@@ -168,47 +168,64 @@ def create_backup(
             plan = _plan_file(entry, path, old, previous_snapshot.path if use_fiemap else None, bs, stats)
             if plan.reads:
                 plans.append(plan)
-        progress.total_bytes = sum(length for p in plans for _i, _o, length in p.reads)
-
-        uploader = _Uploader(store, known, progress, bs)
-        with BoundedPool(workers, max_pending=workers * 4) as pool:
-            for plan in plans:
-                _read_file(plan, pool, uploader, progress)
-        for plan in plans:
-            plan.entry["blocks"] = [b for b in plan.entry["blocks"] if b is not None]
-        progress.check("the backup")
-
-        store.sync()  # every block durable before the manifest names it
-        lock.check_held()
-        doc = {
-            "format": manifest.BACKUP_FORMAT,
-            "version": manifest.FORMAT_VERSION,
-            "name": name,
-            "volume": volume,
-            "snapshot": snapshot.name,
-            "snapshot_created_at": snapshot.created_at or _mtime_rfc3339(snapshot.path),
-            "created_at": manifest.now_rfc3339(),
-            "source": "tree",
-            "driver": driver,
-            "volume_size": volume_size,
-            "block_size": bs,
-            "block_hash": "blake3",
-            "compression": "zstd",
-            "base_backup": previous["name"] if previous else None,
-            "stats": {
-                **stats,
-                "read_bytes": progress.total_bytes,
-                "new_blocks": uploader.new_blocks,
-                "new_bytes": uploader.new_bytes,
-                "stored_bytes": uploader.stored_bytes,
+        return upload_and_commit(
+            store,
+            lock,
+            plans,
+            known,
+            progress,
+            workers,
+            {
+                "name": name,
+                "volume": volume,
+                "snapshot": snapshot.name,
+                "snapshot_created_at": snapshot.created_at or _mtime_rfc3339(snapshot.path),
+                "source": "tree",
+                "driver": driver,
+                "volume_size": volume_size,
+                "block_size": bs,
+                "base_backup": previous["name"] if previous else None,
+                "stats": stats,
+                "entries": entries,
             },
-            "entries": entries,
-        }
-        manifest.write_backup(store, doc)
-        store.sync()
-        manifest.write_volume(store, volume, size=volume_size, driver=driver, last_backup=name)
-        progress.finish()
-        return manifest.summary(doc)
+        )
+
+
+def upload_and_commit(
+    store: ObjectStore, lock: StoreLock, plans: list, known: set[str], progress: Progress, workers: int, doc: dict
+) -> dict:
+    """Read and upload the planned blocks, then commit the manifest `doc`; return its summary."""
+    progress.total_bytes = sum(length for p in plans for _i, _o, length in p.reads)
+    uploader = _Uploader(store, known, progress, doc["block_size"])
+    with BoundedPool(workers, max_pending=workers * 4) as pool:
+        for plan in plans:
+            _read_file(plan, pool, uploader, progress)
+    for plan in plans:
+        plan.entry["blocks"] = [b for b in plan.entry["blocks"] if b is not None]
+    progress.check("the backup")
+
+    store.sync()  # every block durable before the manifest names it
+    lock.check_held()
+    doc = {
+        "format": manifest.BACKUP_FORMAT,
+        "version": manifest.FORMAT_VERSION,
+        "created_at": manifest.now_rfc3339(),
+        "block_hash": "blake3",
+        "compression": "zstd",
+        **doc,
+        "stats": {
+            **doc["stats"],
+            "read_bytes": progress.total_bytes,
+            "new_blocks": uploader.new_blocks,
+            "new_bytes": uploader.new_bytes,
+            "stored_bytes": uploader.stored_bytes,
+        },
+    }
+    manifest.write_backup(store, doc)
+    store.sync()
+    manifest.write_volume(store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"])
+    progress.finish()
+    return manifest.summary(doc)
 
 
 def _plan_file(entry: dict, path: str, old: dict | None, prev_root: str | None, bs: int, stats: dict) -> _FilePlan:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from app.errors import Conflict, NotFound
 
-from . import legacy_convoy, manifest
+from . import image, legacy_convoy, manifest
 from .backup import SnapshotSource, create_backup as _create_backup
 from .delete import collect_garbage as _collect_garbage
 from .delete import delete_backup as _delete_backup
@@ -82,13 +82,32 @@ def restore_backup(url: str, target: str, *, s3_endpoint: str | None = None, pro
     return {"url": str(parsed), **result}
 
 
-def restore_image(url: str, image_path: str, *, s3_endpoint: str | None = None, size: int | None = None) -> dict:
-    """Restore a Convoy 0.5.2 device-mapper backup into an image file or block device."""
+def create_image_backup(
+    dest: str,
+    volume: str,
+    snapshot_name: str,
+    image_path: str,
+    *,
+    s3_endpoint: str | None = None,
+    **options,
+) -> dict:
+    """Back up a block device or image file (see `image.create_image_backup` for options)."""
+    store_url = parse_store_url(dest)
+    with open_store(store_url, s3_endpoint=s3_endpoint, create=True) as store:
+        result = image.create_image_backup(store, volume, snapshot_name, image_path, **options)
+    return {"url": backup_url(store_url, volume, result["name"]), **result}
+
+
+def restore_image(
+    url: str, image_path: str, *, s3_endpoint: str | None = None, size: int | None = None, progress: Progress | None = None
+) -> dict:
+    """Restore an image backup (ours, or Convoy 0.5.2 device-mapper) into a new image file or a block device."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
-        if _kind(store, parsed) != "convoy":
-            raise Conflict(f"{url} is a directory backup; restore it into a directory")
-        result = legacy_convoy.restore_blocks_to_image(store, parsed.volume, parsed.backup, image_path, size)
+        if _kind(store, parsed) == "ours":
+            result = image.restore_image_backup(store, parsed.volume, parsed.backup, image_path, progress=progress)
+        else:
+            result = legacy_convoy.restore_blocks_to_image(store, parsed.volume, parsed.backup, image_path, size)
     return {"url": str(parsed), **result}
 
 

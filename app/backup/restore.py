@@ -157,6 +157,8 @@ def restore_tree(
     workers = workers or max(WORKERS, store.parallelism)
     with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
+        if doc.get("source", "tree") != "tree":
+            raise Conflict(f"backup {backup} of {volume} is an image of a block volume; restore it to a block volume")
         prepare_target(target)
         entries = doc["entries"]
         progress.total_bytes = sum(b[1] for e in entries for b in e.get("blocks", ()))

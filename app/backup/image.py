@@ -1,0 +1,209 @@
+"""Backups of block volumes and image files ("image" backups).
+
+For back-ends whose snapshot is a block device or an image file (device
+mapper, EBS, a VFS image) rather than a directory tree. The manifest has
+`"source": "image"` and one entry, path "image", type "file", with the image
+size and its complete block map, so verify, delete and garbage collection
+treat it like any other backup.
+
+What is read:
+- `data_ranges`: where the snapshot holds data (for a thin device, its
+  mapped ranges); default: SEEK_DATA/SEEK_HOLE on an image file, the whole
+  device otherwise. Nothing outside them is read or stored.
+- `changed_ranges`: what changed since the snapshot of the volume's last
+  backup in this store (thin_delta for device mapper, FIEMAP for reflinked
+  images); blocks outside them keep the previous backup's hash unread. Only
+  trusted when the caller names that previous snapshot (`previous_snapshot`)
+  and it is the one the last backup was made from.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from app.errors import Conflict, InvalidInput
+
+from . import fiemap, layout, manifest, sparse
+from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
+from .locks import StoreLock
+from .objectstore import ObjectStore
+from .progress import Progress
+from .restore import _BlockWriter, _FileHandles, _write_then_release
+from .pipeline import BoundedPool
+from .urls import check_name
+
+IMAGE_PATH = "image"
+
+
+def _overlaps(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s < end and start < e for s, e in ranges)
+
+
+def _device_size(fd: int) -> int:
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+def create_image_backup(
+    store: ObjectStore,
+    volume: str,
+    snapshot_name: str,
+    image_path: str,
+    *,
+    snapshot_created_at: str | None = None,
+    backup_name: str | None = None,
+    data_ranges: list[tuple[int, int]] | None = None,
+    changed_ranges: list[tuple[int, int]] | None = None,
+    previous_snapshot: str | None = None,
+    volume_size: int | None = None,
+    driver: str = "",
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Back up the block device or image file `image_path` as a backup of `volume`."""
+    check_name("volume", volume)
+    name = check_name("backup", backup_name) if backup_name else new_backup_name()
+    progress = progress or Progress()
+    workers = workers or max(WORKERS, store.parallelism)
+    config = manifest.ensure_config(store)
+    bs = config.block_size
+    fd = os.open(image_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise InvalidInput(f"{image_path} is neither an image file nor a block device")
+        size = st.st_size if stat.S_ISREG(st.st_mode) else _device_size(fd)
+        if data_ranges is None:
+            data_ranges = sparse.data_ranges(fd, size) if stat.S_ISREG(st.st_mode) else [(0, size)]
+    finally:
+        os.close(fd)
+    data_ranges = sorted((max(0, s), min(size, e)) for s, e in data_ranges if s < min(size, e))
+    with StoreLock(store, "shared", f"backup {name} of volume {volume}") as lock:
+        if store.exists(layout.backup_key(volume, name)):
+            raise Conflict(f"backup {name} of volume {volume} already exists in {store.url}: choose another name")
+        previous = manifest.latest_backup(store, volume)
+        known = set(manifest.block_digests(previous)) if previous else set()
+        old_map: dict[tuple[int, int], str] = {}
+        trust_changes = bool(
+            previous
+            and changed_ranges is not None
+            and previous_snapshot
+            and previous.get("snapshot") == previous_snapshot
+            and previous.get("source") == "image"
+            and previous.get("block_size") == bs
+        )
+        if trust_changes:
+            old = previous["entries"][0]
+            old_map = {(b[0], b[1]): b[2] for b in old.get("blocks", ())}
+        cut = sparse.cut(data_ranges, bs)
+        entry = {"path": IMAGE_PATH, "type": "file", "mode": 0o600, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size}
+        slots: list = [None] * len(cut)
+        reads = []
+        skipped = 0
+        for i, (offset, length) in enumerate(cut):
+            digest = old_map.get((offset, length))
+            if trust_changes and digest and not _overlaps(changed_ranges, offset, offset + length):
+                slots[i] = [offset, length, digest]
+                skipped += length
+            else:
+                reads.append((i, offset, length))
+        entry["blocks"] = slots
+        stats = {
+            "files": 1,
+            "bytes": size,
+            "data_bytes": sum(length for _o, length in cut),
+            "unchanged_files": 0,
+            "unchanged_bytes": skipped,
+        }
+        return upload_and_commit(
+            store,
+            lock,
+            [_FilePlan(entry=entry, path=image_path, reads=reads)],
+            known,
+            progress,
+            workers,
+            {
+                "name": name,
+                "volume": volume,
+                "snapshot": snapshot_name,
+                "snapshot_created_at": snapshot_created_at,
+                "source": "image",
+                "driver": driver,
+                "volume_size": volume_size or size,
+                "block_size": bs,
+                "base_backup": previous["name"] if previous else None,
+                "stats": stats,
+                "entries": [entry],
+            },
+        )
+
+
+def changed_ranges_by_fiemap(previous_image: str, image: str) -> list[tuple[int, int]]:
+    """What differs between two reflinked image files: the complement of their shared extents."""
+    a = os.open(previous_image, os.O_RDONLY | os.O_CLOEXEC)
+    b = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        shared = fiemap.shared_ranges(a, b)
+        size = os.fstat(b).st_size
+    finally:
+        os.close(a)
+        os.close(b)
+    changed, pos = [], 0
+    for s, e in shared:
+        if s > pos:
+            changed.append((pos, s))
+        pos = max(pos, e)
+    if pos < size:
+        changed.append((pos, size))
+    return changed
+
+
+def restore_image_backup(
+    store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None, workers: int | None = None
+) -> dict:
+    """Write an image backup into `target`: a new image file (created sparse) or a block device.
+
+    On a device, ranges no block covers are not written: a fresh thin volume
+    reads zeros there; anything else must be zeroed by the caller first.
+    """
+    progress = progress or Progress()
+    workers = workers or max(WORKERS, store.parallelism)
+    with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}", optional=True):
+        doc = manifest.read_backup(store, volume, backup)
+        if doc.get("source") != "image":
+            raise Conflict(f"backup {backup} of {volume} is a directory backup; restore it into a directory volume")
+        entry = doc["entries"][0]
+        blist = entry.get("blocks", ())
+        progress.total_bytes = sum(b[1] for b in blist)
+        is_device = os.path.exists(target) and stat.S_ISBLK(os.stat(target).st_mode)
+        if not is_device and os.path.exists(target):
+            raise Conflict(f"restore target {target} exists; give a new image path or a block device")
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if is_device else os.O_CREAT | os.O_EXCL)
+        fd = os.open(target, flags, 0o600)
+        direct_fd = -1
+        try:
+            if not is_device:
+                os.ftruncate(fd, entry["size"])
+            elif _device_size(fd) < entry["size"]:
+                raise Conflict(f"block device {target} is smaller than the backed-up image ({entry['size']} bytes)")
+            try:
+                direct_fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
+            except OSError:
+                direct_fd = -1
+            writer = _BlockWriter(store, progress)
+            handles = _FileHandles()
+            fds = (fd, direct_fd)
+            handles.remaining[fds] = len(blist) + 1  # +1: closed by us below, not by the last block
+            with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
+                for offset, length, digest in blist:
+                    progress.check("the restore")
+                    pool.submit(_write_then_release, writer, handles, fds, IMAGE_PATH, offset, length, digest)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            if direct_fd >= 0:
+                os.close(direct_fd)
+        progress.finish()
+        return manifest.summary(doc)
+
+
