@@ -20,7 +20,9 @@ unreferenced blocks, which the next try reuses and garbage collection drops.
 
 from __future__ import annotations
 
+import mmap
 import os
+import queue
 import secrets
 import threading
 from dataclasses import dataclass
@@ -197,9 +199,11 @@ def upload_and_commit(
     """Read and upload the planned blocks, then commit the manifest `doc`; return its summary."""
     progress.total_bytes = sum(length for p in plans for _i, _o, length in p.reads)
     uploader = _Uploader(store, known, progress, doc["block_size"])
-    with BoundedPool(workers, max_pending=workers * 4) as pool:
+    pending = workers * 4
+    buffers = _Buffers(pending + 2, doc["block_size"])
+    with BoundedPool(workers, max_pending=pending) as pool:
         for plan in plans:
-            _read_file(plan, pool, uploader, progress)
+            _read_file(plan, pool, uploader, progress, buffers)
     for plan in plans:
         plan.entry["blocks"] = [b for b in plan.entry["blocks"] if b is not None]
     progress.check("the backup")
@@ -262,7 +266,33 @@ def _plan_file(entry: dict, path: str, old: dict | None, prev_root: str | None, 
         os.close(fd)
 
 
-def _read_file(plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress: Progress) -> None:
+class _Buffers:
+    """A fixed set of block buffers (anonymous mmaps, outside malloc), reused.
+
+    Reading waits for a free buffer, so memory is `count * block_size`
+    whatever the volume size, and no allocator churn can grow it.
+    """
+
+    def __init__(self, count: int, size: int):
+        self._free = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(mmap.mmap(-1, size))
+
+    def take(self) -> mmap.mmap:
+        return self._free.get()
+
+    def give(self, buf: mmap.mmap) -> None:
+        self._free.put(buf)
+
+
+def _upload_block(uploader: _Uploader, buffers: _Buffers, buf: mmap.mmap, slots: list, index: int, offset: int, length: int) -> None:
+    try:
+        uploader(slots, index, offset, memoryview(buf)[:length])
+    finally:
+        buffers.give(buf)
+
+
+def _read_file(plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress: Progress, buffers: _Buffers) -> None:
     try:
         fd = os.open(plan.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -272,12 +302,24 @@ def _read_file(plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress
         slots = plan.entry["blocks"]
         for index, offset, length in plan.reads:
             progress.check("the backup")
-            data = os.pread(fd, length, offset)
-            if len(data) != length:
-                raise Conflict(
-                    f"{plan.entry['path']} changed during the backup (shorter than expected); "
-                    "back up a snapshot, not a live volume"
-                )
-            pool.submit(uploader, slots, index, offset, data)
+            buf = buffers.take()
+            try:
+                view = memoryview(buf)[:length]
+                got = 0
+                while got < length:
+                    n = os.preadv(fd, [view[got:]], offset + got)
+                    if n <= 0:
+                        break
+                    got += n
+                del view
+                if got != length:
+                    raise Conflict(
+                        f"{plan.entry['path']} changed during the backup (shorter than expected); "
+                        "back up a snapshot, not a live volume"
+                    )
+                pool.submit(_upload_block, uploader, buffers, buf, slots, index, offset, length)
+            except BaseException:
+                buffers.give(buf)
+                raise
     finally:
         os.close(fd)

@@ -7,13 +7,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# VmHWM (peak RSS of this process image); ru_maxrss would include the parent's
+# size at fork time, since Linux keeps it across execve.
 SCRIPT = """
-import resource, sys
+import sys
 from app.backup import SnapshotSource, create_backup, restore_backup
+
+def peak_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
 r = create_backup(sys.argv[1], "bigvol", SnapshotSource("s", sys.argv[2]))
-after_backup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after_backup = peak_kib()
 restore_backup(r["url"], sys.argv[3])
-print(after_backup, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(after_backup, peak_kib())
 """
 
 
