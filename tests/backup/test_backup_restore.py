@@ -154,3 +154,16 @@ def test_restore_and_verify_from_a_read_only_store(tmp_path):
         assert describe(tmp_path / "r") == describe(vol)
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_odd_file_names_survive(tmp_path):
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    names = [b"with space", b"new\nline", b"latin1-\xe9\xff", "ünïcødé-名前".encode(), b"-dash", b".hidden"]
+    for name in names:
+        with open(os.path.join(os.fsencode(vol), name), "wb") as f:
+            f.write(name * 3)
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s", str(vol)))
+    restore_backup(result["url"], str(tmp_path / "r"))
+    assert sorted(os.listdir(os.fsencode(tmp_path / "r"))) == sorted(names)
+    assert describe(tmp_path / "r") == describe(vol)
