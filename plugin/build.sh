@@ -30,7 +30,7 @@ log() { echo "plugin/build: $*" >&2; }
 # 1. A base image: present, pulled, or made offline.
 if ! $DOCKER image inspect "$BASE" >/dev/null 2>&1; then
   log "pulling $BASE"
-  if ! timeout 300 $DOCKER pull -q "$BASE" >/dev/null 2>&1; then
+  if ! timeout 120 $DOCKER pull -q "$BASE" >/dev/null 2>&1; then
     if $DOCKER image inspect "$FALLBACK_BASE" >/dev/null 2>&1; then
       log "cannot pull $BASE (no registry reachable?); using $FALLBACK_BASE made earlier with debootstrap"
     else

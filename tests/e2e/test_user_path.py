@@ -214,9 +214,11 @@ def test_host_convoy_cli_sees_and_manages_the_same_volumes(engine, vol):
 
 
 def test_host_convoy_cli_without_daemon_says_how_to_reach_it(engine, tmp_path):
-    r = engine.convoy("--socket", str(tmp_path / "nothing.sock"), "list", check=False)
+    sock = tmp_path / "nothing.sock"
+    r = engine.convoy("--socket", str(sock), "list", check=False)
     assert r.returncode != 0
-    assert r.stderr.strip(), "an error on stderr"
+    # One line that names the socket it tried, not a traceback.
+    assert str(sock) in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 # -- backups from inside the plugin to S3 (host network), restored through Docker ------
@@ -301,7 +303,7 @@ def test_plugin_set_takes_effect_and_the_catalog_survives(engine, vol):
     took = time.monotonic() - started
     try:
         # Docker gives a starting plugin ~12 s to bind its socket; stay well inside that.
-        assert took < 6, f"docker plugin enable took {took:.1f} s"
+        assert took < 8, f"docker plugin enable took {took:.1f} s"
         env = engine.plugin_env()
         assert env["IGNORE_DOCKER_DELETE"] == "true" and env["DRIVER_OPTS"] == "vfs.path=/var/lib/convoy/vfs"
         # The catalog survived: every volume is listed, with its options and data.
