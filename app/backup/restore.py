@@ -20,7 +20,7 @@ import threading
 
 from app.errors import Conflict, InvalidInput, NotFound
 
-from . import blocks, layout, manifest
+from . import blocks, layout, manifest, xattrs
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
@@ -138,6 +138,7 @@ def _apply_metadata(path: str, entry: dict, is_link: bool) -> None:
         os.chown(path, entry["uid"], entry["gid"], follow_symlinks=False)
     except PermissionError:
         pass  # not root: keep our own ownership
+    xattrs.write(path, entry.get("xattrs"))  # after chown, which drops capabilities
     if not is_link:
         os.chmod(path, entry["mode"])
     os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 from app.errors import InvalidInput, NotFound
 
+from . import xattrs
+
 
 def _entry(rel: str, st: os.stat_result) -> dict:
     return {
@@ -22,6 +24,12 @@ def _entry(rel: str, st: os.stat_result) -> dict:
         "gid": st.st_gid,
         "mtime_ns": st.st_mtime_ns,
     }
+
+
+def _add_xattrs(entry: dict, path: str) -> None:
+    values = xattrs.read(path)
+    if values:
+        entry["xattrs"] = values
 
 
 def walk(root: str) -> Iterator[tuple[dict, os.stat_result]]:
@@ -34,6 +42,7 @@ def walk(root: str) -> Iterator[tuple[dict, os.stat_result]]:
         raise InvalidInput(f"{root} is not a directory")
     root_entry = _entry(".", st)
     root_entry["type"] = "dir"
+    _add_xattrs(root_entry, root)
     yield root_entry, st
     seen_inodes: dict[tuple[int, int], str] = {}
     stack = [("", root)]
@@ -70,6 +79,8 @@ def walk(root: str) -> Iterator[tuple[dict, os.stat_result]]:
                 entry["rdev"] = st.st_rdev
             else:  # sockets are not data; skip them
                 continue
+            if entry["type"] != "hardlink":
+                _add_xattrs(entry, child.path)
             yield entry, st
         # push in reverse so directories come out in sorted order
         stack.extend(reversed(subdirs))

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 
+from app.backup import xattrs
 from app.errors import Conflict, NotFound
 
 FICLONE = 0x40049409
@@ -80,8 +81,10 @@ def supports_reflink(directory: str) -> bool:
                 pass
 
 
-def _copy_meta(path: str, st: os.stat_result, is_link: bool = False) -> None:
+def _copy_meta(path: str, st: os.stat_result, is_link: bool = False, src: str | None = None) -> None:
     os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+    if src is not None:
+        xattrs.copy(src, path)  # after chown, which drops file capabilities
     if not is_link:
         os.chmod(path, stat.S_IMODE(st.st_mode))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
@@ -102,7 +105,7 @@ def snapshot_directory(volume_dir: str, snapshot_dir: str) -> str:
             rel = os.path.relpath(root, volume_dir)
             dst_root = snapshot_dir if rel == "." else os.path.join(snapshot_dir, rel)
             os.mkdir(dst_root, 0o700)
-            dirs.append((dst_root, os.lstat(root)))
+            dirs.append((dst_root, root, os.lstat(root)))
             for name in dirnames[:]:
                 src = os.path.join(root, name)
                 if os.path.islink(src):  # os.walk lists symlinks to dirs as dirs
@@ -114,7 +117,7 @@ def snapshot_directory(volume_dir: str, snapshot_dir: str) -> str:
                 st = os.lstat(src)
                 if stat.S_ISLNK(st.st_mode):
                     os.symlink(os.readlink(src), dst)
-                    _copy_meta(dst, st, is_link=True)
+                    _copy_meta(dst, st, is_link=True, src=src)
                 elif stat.S_ISREG(st.st_mode):
                     key = (st.st_dev, st.st_ino)
                     if st.st_nlink > 1 and key in links:
@@ -122,15 +125,15 @@ def snapshot_directory(volume_dir: str, snapshot_dir: str) -> str:
                         continue
                     links[key] = dst
                     _clone_or_copy(src, dst, st, state)
-                    _copy_meta(dst, st)
+                    _copy_meta(dst, st, src=src)
                 elif stat.S_ISFIFO(st.st_mode):
                     os.mkfifo(dst)
-                    _copy_meta(dst, st)
+                    _copy_meta(dst, st, src=src)
                 elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                     os.mknod(dst, st.st_mode, st.st_rdev)
-                    _copy_meta(dst, st)
-        for path, st in reversed(dirs):
-            _copy_meta(path, st)
+                    _copy_meta(dst, st, src=src)
+        for path, src_dir, st in reversed(dirs):
+            _copy_meta(path, st, src=src_dir)
     except BaseException:
         shutil.rmtree(snapshot_dir, ignore_errors=True)
         raise

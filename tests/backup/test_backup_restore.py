@@ -167,3 +167,14 @@ def test_odd_file_names_survive(tmp_path):
     restore_backup(result["url"], str(tmp_path / "r"))
     assert sorted(os.listdir(os.fsencode(tmp_path / "r"))) == sorted(names)
     assert describe(tmp_path / "r") == describe(vol)
+
+
+def test_snapshot_and_restore_keep_extended_attributes(xfs_dir, tmp_path):
+    vol = make_sample_tree(xfs_dir / "vol")
+    assert snapshot_directory(str(vol), str(xfs_dir / "snap")) == "reflink"
+    assert describe(xfs_dir / "snap") == describe(vol)
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("snap", str(xfs_dir / "snap")))
+    restore_backup(result["url"], str(tmp_path / "r"))
+    assert os.getxattr(tmp_path / "r" / "docs" / "hello.txt", "user.comment") == b"kept with the file"
+    assert os.getxattr(tmp_path / "r" / "owned", "security.capability") == os.getxattr(vol / "owned", "security.capability")
+    assert describe(tmp_path / "r") == describe(vol)

@@ -30,7 +30,11 @@ def describe(root: str | Path, *, mtimes: bool = True) -> dict[str, tuple]:
                 kind, extra, digest = "f", st.st_size, h.hexdigest()
             else:
                 kind, extra, digest = "o", st.st_rdev, ""
-            entry = (kind, stat.S_IMODE(mode), st.st_uid, st.st_gid, extra, digest)
+            try:
+                attrs = {n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
+            except OSError:
+                attrs = {}
+            entry = (kind, stat.S_IMODE(mode), st.st_uid, st.st_gid, extra, digest, sorted(attrs.items()))
             if mtimes and kind != "l":
                 entry += (st.st_mtime_ns,)
             out[rel] = entry
@@ -61,6 +65,10 @@ def make_sample_tree(root: Path, *, big: int = 3 * 1024 * 1024 + 12345, seed: by
     os.chown(root / "owned", 1234, 5678)
     os.chmod(root / "owned", 0o4755)
     os.mkfifo(root / "fifo")
+    os.setxattr(root / "docs" / "hello.txt", "user.comment", b"kept with the file")
+    os.setxattr(root / "docs", "user.note", b"\x00binary\xff")
+    os.setxattr(root / "owned", "security.capability",  # cap_net_bind_service=ep, as setcap writes it
+                bytes.fromhex("0000000200040000000000000000000000000000"))
     os.chmod(root / "empty", 0o711)
     os.utime(root / "docs", ns=(1600000000_000000000, 1600000000_000000000))
     return root

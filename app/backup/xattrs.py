@@ -1,0 +1,44 @@
+"""Extended attributes (capabilities, SELinux labels, user.*): read and write.
+
+Values are kept base64-encoded in manifests. File systems without xattr
+support simply have none; attributes a restore may not set (for example
+security.* without privilege) are skipped rather than failing the restore.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+
+_UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.EACCES)
+
+
+def read(path: str) -> dict[str, str] | None:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return None
+        raise
+    out = {}
+    for name in sorted(names):
+        try:
+            out[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode()
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
+    return out or None
+
+
+def write(path: str, values: dict[str, str] | None) -> None:
+    for name, value in (values or {}).items():
+        try:
+            os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
+
+
+def copy(src: str, dst: str) -> None:
+    write(dst, read(src))
