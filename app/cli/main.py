@@ -44,11 +44,9 @@ def create(
     body = {"name": name, "driver": driver, "size": size, "options": parse_key_values(opt, "option")}
     backup = backup or body["options"].pop("backup", None)
     if backup:
-        from app.cli.progress import wait_for_job
+        from app.cli.progress import run_job
 
-        connection = client()
-        job = connection.request("POST", "/restores", {**body, "url": backup, "s3_endpoint": s3_endpoint})
-        result = wait_for_job(connection, job)
+        result = run_job(client(), "/restores", {**body, "url": backup, "s3_endpoint": s3_endpoint})
         return print_json(result) if as_json else typer.echo(name)
     volume = client().request("POST", "/volumes", body)
     print_json(volume) if as_json else typer.echo(volume["name"])

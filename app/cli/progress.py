@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -29,25 +30,37 @@ def render(progress: dict, width: int = 30) -> str:
     return f"[{bar:<{width}}] {fraction * 100:5.1f}% {sizes} {_human(progress.get('rate', 0))}/s {eta_text}"
 
 
-def wait_for_job(client: ControlClient, job: dict, show_bar: bool | None = None) -> dict:
-    """Poll until the job ends; its result, or its error raised. Ctrl-C leaves it running."""
+def run_job(client: ControlClient, path: str, body: dict, show_bar: bool | None = None) -> dict:
+    """Start a job and wait for it; its result, or its error raised.
+
+    Ctrl-C stops only the waiting: the job goes on in the daemon, and the
+    user is told its ID. Ctrl-C is held back while the job is being started,
+    so whenever it comes, the ID is known.
+    """
     show_bar = sys.stderr.isatty() if show_bar is None else show_bar
-    job_id = job["id"]
+    job = None
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
+        job = client.request("POST", path, body)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C held back arrives here
         while job["state"] == "running":
             if show_bar:
                 print("\r" + render(job["progress"]), end="", file=sys.stderr, flush=True)
             time.sleep(POLL_SECONDS)
-            job = client.request("GET", f"/jobs/{job_id}")
+            job = client.request("GET", f"/jobs/{job['id']}")
     except KeyboardInterrupt:
+        if job is None:
+            raise
         if show_bar:
             print(file=sys.stderr)
         print(
-            f"convoy: stopped waiting; job {job_id} goes on in the daemon: "
-            f"`convoy job inspect {job_id}` follows it, `convoy job cancel {job_id}` stops it",
+            f"convoy: stopped waiting; job {job['id']} goes on in the daemon: "
+            f"`convoy job inspect {job['id']}` follows it, `convoy job cancel {job['id']}` stops it",
             file=sys.stderr,
         )
         raise SystemExit(130)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if show_bar:
         print("\r" + render({**job["progress"], "eta": 0}), file=sys.stderr, flush=True)
     if job["state"] == "failed":

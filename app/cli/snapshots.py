@@ -10,7 +10,7 @@ import typer
 from app.cli.context import JsonFlag, user_errors as _guard
 from app.cli.context import client as _client
 from app.cli.output import print_fields, print_json, print_table
-from app.cli.progress import wait_for_job
+from app.cli.progress import run_job
 
 snapshot_app = typer.Typer(help="Snapshots of volumes, kept on this host.", no_args_is_help=True)
 backup_app = typer.Typer(help="Backups of snapshots to vfs:// or s3:// stores.", no_args_is_help=True)
@@ -62,9 +62,8 @@ def backup_create(
     as_json: bool = JsonFlag,
 ):
     """Back up a snapshot; prints the backup URL."""
-    client = _client()
-    job = client.request("POST", "/backups", {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name})
-    result = wait_for_job(client, job)
+    body = {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name}
+    result = run_job(_client(), "/backups", body)
     print_json(result) if as_json else typer.echo(result["url"])
 
 
@@ -97,8 +96,7 @@ def backup_inspect(url: str, s3_endpoint: Optional[str] = EndpointOption, as_jso
 @_guard
 def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
     """Delete a backup and the blocks no other backup uses."""
-    client = _client()
-    result = wait_for_job(client, client.request("POST", "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint}))
+    result = run_job(_client(), "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
         print_json(result)
 
@@ -107,8 +105,7 @@ def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json
 @_guard
 def backup_verify(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
     """Read and check every block of a backup without restoring it."""
-    client = _client()
-    result = wait_for_job(client, client.request("POST", "/backups/verify", {"url": url, "s3_endpoint": s3_endpoint}))
+    result = run_job(_client(), "/backups/verify", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
         print_json(result)
     else:
