@@ -17,8 +17,16 @@ dir=$(mktemp -d /var/tmp/convoy-base.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 echo "ci/make-base-image: debootstrap $SUITE into $dir (about a minute)" >&2
 # python3: the daemon's interpreter. util-linux/mount: mount(8) for the back-ends.
-debootstrap --variant=minbase --include=python3 "$SUITE" "$dir/root" "$MIRROR" >"$dir/debootstrap.log" 2>&1 || {
-  tail -n 30 "$dir/debootstrap.log" >&2; exit 1; }
+# A second try after a failure: a dropped connection to the mirror should not fail CI.
+for attempt in 1 2; do
+  if debootstrap --variant=minbase --include=python3 "$SUITE" "$dir/root" "$MIRROR" >"$dir/debootstrap.log" 2>&1; then
+    break
+  fi
+  tail -n 30 "$dir/debootstrap.log" >&2
+  [ "$attempt" = 2 ] && { echo "ci/make-base-image: debootstrap failed twice" >&2; exit 1; }
+  echo "ci/make-base-image: debootstrap failed; trying again" >&2
+  rm -rf "$dir/root"; sleep 5
+done
 # Trim what a plugin never uses: package caches, docs, man pages, locales.
 rm -rf "$dir"/root/var/cache/apt/archives/*.deb "$dir"/root/var/lib/apt/lists/* \
        "$dir"/root/usr/share/doc/* "$dir"/root/usr/share/man/* "$dir"/root/usr/share/info/* \
