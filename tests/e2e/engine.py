@@ -136,20 +136,34 @@ class Engine:
         return dict(item.split("=", 1) for item in env)
 
     def plugin_pids(self) -> list[int]:
-        """Host pids of the plugin's daemon: processes in the plugin's cgroup."""
-        pid_id = self.plugin_id()
-        pids = []
+        """Host pids of the plugin's `convoy daemon`: in the plugin's cgroup, or
+        below the containerd shim that runs the plugin's task."""
+        plugin_id = self.plugin_id()
+        procs = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 cgroup = Path(f"/proc/{entry}/cgroup").read_text()
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if pid_id in cgroup and "convoy" in cmdline and "daemon" in cmdline:
-                pids.append(int(entry))
-        return pids
+            procs[int(entry)] = (cgroup, cmdline, ppid)
+
+        def is_daemon(cmdline):
+            return "convoy" in cmdline and " daemon" in cmdline
+
+        pids = [p for p, (cg, cmd, _) in procs.items() if plugin_id in cg and is_daemon(cmd)]
+        if pids:
+            return pids
+        shims = {p for p, (_, cmd, _) in procs.items() if "containerd-shim" in cmd and plugin_id in cmd}
+
+        def below_shim(pid, depth=0):
+            parent = procs.get(pid, (None, None, 0))[2]
+            return parent in shims or (depth < 5 and parent in procs and below_shim(parent, depth + 1))
+
+        return [p for p, (_, cmd, _) in procs.items() if is_daemon(cmd) and below_shim(p)]
 
     def host_mountpoint(self, volume: str) -> str:
         """Where the host (and so Docker) sees the volume mounted: the propagated mount."""
