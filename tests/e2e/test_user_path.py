@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -449,6 +450,7 @@ def next_release(engine, tmp_path_factory):
     """A registry on 127.0.0.1 holding the next release: the same bundle with a
     release marker and its own description. Yields its reference."""
     engine.env["CONVOY_REGISTRY_ROOT"] = str(engine.root / "registry")
+    shutil.rmtree(engine.root / "registry" / "data", ignore_errors=True)  # earlier sessions' releases
     addr = engine.run("bash", "ci/registry.sh", "addr").stdout.strip()
     engine.run("bash", "ci/registry.sh", "start", timeout=600)
     try:
