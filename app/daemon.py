@@ -11,14 +11,14 @@ import errno
 import fcntl
 import logging
 import os
-import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
 from app.catalog import Catalog
 from app.errors import ConfigurationError, ConvoyError
-from app.settings import Settings
+from app.settings import Settings, start_error_file
 from app.storage.registry import build_driver
 
 log = logging.getLogger("convoy")
@@ -48,15 +48,9 @@ def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     """Listen on `path`, replacing a stale socket file but never a live one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody answers: a leftover of a killed daemon
-        else:
+        if _someone_listens(path):
             raise ConfigurationError(f"{path} is in use by another process; stop it or choose another socket path")
-        finally:
-            probe.close()
+        path.unlink()  # nobody answers: a leftover of a killed daemon
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # no window in which the socket is open to others
     try:
@@ -109,6 +103,7 @@ def run(settings: Settings) -> None:
     check_volumes_reachable(catalog, drivers)
     plugin_socket = bind_unix_socket(settings.plugin_socket, 0o660)
     control_socket = bind_unix_socket(settings.socket, 0o600)
+    start_error_file(settings.socket).unlink(missing_ok=True)
     log.info("listening on %s (Docker) and %s (control)", settings.plugin_socket, settings.socket)
 
     from app.server import serve  # imports the web stack after the sockets listen
@@ -130,7 +125,30 @@ def main(settings: Settings) -> int:
     try:
         run(settings)
     except ConvoyError as error:
-        logging.getLogger("convoy").error("%s", error)
-        print(f"convoy daemon: {error}", flush=True, file=__import__("sys").stderr)
+        log.error("%s", error)
+        print(f"convoy daemon: {error}", flush=True, file=sys.stderr)
+        _leave_start_error(settings, error)
         return 1
     return 0
+
+
+def _someone_listens(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _leave_start_error(settings: Settings, error: ConvoyError) -> None:
+    """Leave the reason where the host's CLI finds it, unless another daemon serves that socket."""
+    if _someone_listens(settings.socket):
+        return
+    try:
+        settings.socket.parent.mkdir(parents=True, exist_ok=True)
+        start_error_file(settings.socket).write_text(f"{error}\n")
+    except OSError:
+        pass  # the message is in the log either way

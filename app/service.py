@@ -227,7 +227,7 @@ class VolumeService:
         if unknown:
             listing = "; ".join(f"{key} ({text})" for key, text in sorted(valid.items()))
             raise InvalidInput(f"unknown option {', '.join(unknown)} for driver {driver_name}: valid options are {listing}")
-        size = parse_size(options.pop("size")) if "size" in options else None
+        size = parse_size(options.pop("size")) if "size" in options else self.settings.default_size
         return driver_name, size, options
 
     def create(self, name: str, options: dict[str, str] | None = None, exist_ok: bool = True) -> dict:

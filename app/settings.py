@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import InvalidInput
+from app.units import parse_size
 
 DEFAULT_ROOT = "/var/lib/convoy"
 DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/convoy.sock"
@@ -29,6 +30,7 @@ ENV_VARS = {
     "mount_root": "CONVOY_MOUNT_ROOT",
     "create_on_docker_mount": "CREATE_ON_DOCKER_MOUNT",
     "ignore_docker_delete": "IGNORE_DOCKER_DELETE",
+    "default_size": "DEFAULT_SIZE",
     "s3_endpoint": "S3_ENDPOINT",
     "docker_restore_timeout": "DOCKER_RESTORE_TIMEOUT",
 }
@@ -49,6 +51,7 @@ class Settings:
     mount_root: Path = Path(DEFAULT_ROOT) / "mounts"
     create_on_docker_mount: bool = False
     ignore_docker_delete: bool = False
+    default_size: int | None = None  # bytes, for volumes created without a size
     s3_endpoint: str | None = None  # default endpoint for s3:// (MinIO, Ceph); None: AWS
     docker_restore_timeout: float = DEFAULT_DOCKER_RESTORE_TIMEOUT
 
@@ -60,6 +63,15 @@ class Settings:
         """The `--driver-opts` of one driver: keys `DRIVER.rest` (Convoy's spelling)."""
         prefix = driver + "."
         return {k: v for k, v in self.driver_opts.items() if k.startswith(prefix)}
+
+
+def start_error_file(control_socket: Path) -> Path:
+    """Where a daemon that refused to start leaves its reason, beside its control socket.
+
+    Through the plugin, Docker shows only "cannot dial the socket"; the CLI
+    on the host reads this file and says why.
+    """
+    return control_socket.with_name(control_socket.name + ".error")
 
 
 def parse_key_values(items: list[str], what: str) -> dict[str, str]:
@@ -98,6 +110,7 @@ def load_settings(
     mount_root: str | None = None,
     create_on_docker_mount: bool | None = None,
     ignore_docker_delete: bool | None = None,
+    default_size: str | None = None,
     s3_endpoint: str | None = None,
     docker_restore_timeout: float | None = None,
     env: dict[str, str] | None = None,
@@ -131,9 +144,19 @@ def load_settings(
         mount_root=Path(mount_root_value) if mount_root_value else root_path / "mounts",
         create_on_docker_mount=pick_bool(create_on_docker_mount, "create_on_docker_mount"),
         ignore_docker_delete=pick_bool(ignore_docker_delete, "ignore_docker_delete"),
+        default_size=_parse_default_size(pick(default_size, "default_size")),
         s3_endpoint=pick(s3_endpoint, "s3_endpoint"),
         docker_restore_timeout=_parse_seconds(pick(docker_restore_timeout, "docker_restore_timeout")),
     )
+
+
+def _parse_default_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except InvalidInput as error:
+        raise InvalidInput(f"default size: {error}") from None
 
 
 def _parse_seconds(value) -> float:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from app.errors import Unavailable, error_from
+from app.settings import start_error_file
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -36,11 +38,7 @@ class ControlClient:
             response = connection.getresponse()
             data = response.read()
         except (FileNotFoundError, ConnectionRefusedError):
-            raise Unavailable(
-                f"cannot reach the convoy daemon at {self.socket_path}: it is not running. "
-                "Start it with `convoy daemon` (or install the plugin), or point --socket / CONVOY_SOCKET "
-                "at its control socket"
-            ) from None
+            raise Unavailable(self._not_running_message()) from None
         except PermissionError:
             raise Unavailable(f"no permission to use {self.socket_path}: run convoy as root") from None
         except (TimeoutError, socket.timeout):
@@ -55,6 +53,22 @@ class ControlClient:
             error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
             raise error_from(error.get("kind", "error"), error.get("message") or f"the daemon answered HTTP {response.status}")
         return decoded
+
+
+    def _not_running_message(self) -> str:
+        error_file = start_error_file(Path(self.socket_path))
+        if error_file.exists():
+            reason = error_file.read_text(errors="replace").strip()
+            return (
+                f"the convoy daemon at {self.socket_path} refused to start: {reason} "
+                "(for the plugin: docker plugin disable -f convoy; docker plugin set convoy KEY=VALUE; "
+                "docker plugin enable convoy)"
+            )
+        return (
+            f"cannot reach the convoy daemon at {self.socket_path}: it is not running. "
+            "Start it with `convoy daemon` (or install the plugin), or point --socket / CONVOY_SOCKET "
+            "at its control socket"
+        )
 
 
 def volume_path(name: str, suffix: str = "") -> str:

@@ -129,6 +129,7 @@ def daemon(
     mount_root: Optional[str] = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
     create_on_docker_mount: bool = typer.Option(False, "--create-on-docker-mount", help="create unknown volumes on mount"),
     ignore_docker_delete: bool = typer.Option(False, "--ignore-docker-delete", help="ignore Docker's volume removes"),
+    default_size: Optional[str] = typer.Option(None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
     docker_restore_timeout: Optional[float] = typer.Option(
         None, "--docker-restore-timeout", help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]"
@@ -148,6 +149,7 @@ def daemon(
             mount_root=mount_root,
             create_on_docker_mount=create_on_docker_mount,
             ignore_docker_delete=ignore_docker_delete,
+            default_size=default_size,
             s3_endpoint=s3_endpoint,
             docker_restore_timeout=docker_restore_timeout,
         )

@@ -93,6 +93,9 @@ def test_a_changed_vfs_path_with_volumes_in_the_old_one_stops_the_start(make_dae
     assert result.returncode != 0
     assert "vol1 lives in" in result.stderr and "vol2 lives in" in result.stderr
     assert f"vfs.path={new_path}" not in result.stderr and "vfs.path=<old path>" in result.stderr
+    # the host's CLI tells why the daemon is not there (through the plugin, Docker cannot)
+    told = daemon.cli("list")
+    assert told.returncode == 5 and "refused to start" in told.stderr and "vol1 lives in" in told.stderr
 
     # moving the data to the new path is the other way out
     new_path.mkdir()
@@ -102,6 +105,7 @@ def test_a_changed_vfs_path_with_volumes_in_the_old_one_stops_the_start(make_dae
     daemon.start()
     assert [v["Name"] for v in daemon.docker_ok("List")["Volumes"]] == ["vol1", "vol2"]
     daemon.docker_ok("Mount", {"Name": "vol1", "ID": "x"})
+    assert daemon.cli("list").returncode == 0
 
 
 def test_settings_come_from_env_vars_and_flags_win(make_daemon, tmp_path):
@@ -115,3 +119,9 @@ def test_settings_come_from_env_vars_and_flags_win(make_daemon, tmp_path):
     flagged = make_daemon("--driver-opts", f"vfs.path={flag_path}", env={"DRIVER_OPTS": f"vfs.path={env_path}"}, name="flag")
     flagged.docker_ok("Create", {"Name": "f1"})
     assert (flag_path / "f1").is_dir() and not (env_path / "f1").exists()
+
+    sized = make_daemon(env={"DEFAULT_SIZE": "5G"}, name="sized")
+    sized.docker_ok("Create", {"Name": "d1"})
+    sized.docker_ok("Create", {"Name": "d2", "Opts": {"size": "1G"}})
+    assert sized.docker_ok("Get", {"Name": "d1"})["Volume"]["Status"]["size"] == "5G"
+    assert sized.docker_ok("Get", {"Name": "d2"})["Volume"]["Status"]["size"] == "1G"

@@ -60,3 +60,10 @@ def test_flags_win_over_env_vars():
 def test_bad_boolean_env_var_is_named():
     with pytest.raises(InvalidInput, match="IGNORE_DOCKER_DELETE='maybe' is not a boolean"):
         load_settings(env={"IGNORE_DOCKER_DELETE": "maybe"})
+
+
+def test_default_size_from_the_environment():
+    assert load_settings(env={"DEFAULT_SIZE": "10G"}).default_size == 10 << 30
+    assert load_settings(env={"DEFAULT_SIZE": ""}).default_size is None  # Docker passes unset settings as ""
+    with pytest.raises(InvalidInput, match="default size: size 'big' is not a size"):
+        load_settings(env={"DEFAULT_SIZE": "big"})

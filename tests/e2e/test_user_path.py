@@ -336,6 +336,9 @@ def test_plugin_set_that_would_strand_volumes_is_refused_with_the_reason(engine,
         # Docker only says it could not dial; the plugin's reason is in the engine's log.
         reason = engine.logs()[log_start:]
         assert "cannot reach these volumes" in reason and stranded in reason, reason[-2000:]
+        # the host's convoy CLI says why, where Docker could only say it could not dial
+        told = engine.convoy("list", check=False)
+        assert told.returncode == 5 and "refused to start" in told.stderr and stranded in told.stderr, told.stderr
     finally:
         engine.docker("plugin", "disable", "-f", PLUGIN, check=False)
         engine.docker("plugin", "set", PLUGIN, "DRIVER_OPTS=")
