@@ -24,7 +24,7 @@ from app.errors import Conflict, NotFound
 
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore import prepare_target
+from .restore import make_durable, prepare_target
 
 BASE = "convoy-objectstore/volumes/"
 
@@ -120,6 +120,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
         dest = os.path.join(target, member.name)
         os.chmod(dest, member.mode)
         os.utime(dest, (member.mtime, member.mtime))
+    make_durable(target)
     progress.done_bytes = progress.total_bytes
     progress.finish()
     return summary(cfg, read_volume_cfg(store, volume))
@@ -197,6 +198,7 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
         for block in cfg.get("Blocks") or []:
             data = _read_block(store, volume, backup, block["BlockChecksum"])
             os.pwrite(fd, data, block["Offset"])
+        os.fsync(fd)  # durable before the volume is handed out
     finally:
         os.close(fd)
     return summary(cfg, vol)

@@ -18,7 +18,8 @@ import errno
 import os
 import threading
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.fsutil import sync_filesystem
 
 from . import blocks, layout, manifest, xattrs
 from .locks import StoreLock
@@ -39,6 +40,19 @@ def prepare_target(target: str) -> None:
             raise Conflict(f"restore target {target} is not empty; restore into a new volume")
     else:
         os.makedirs(target)
+
+
+def make_durable(target: str) -> None:
+    """Flush the restored tree (data, metadata, directory entries) to disk.
+
+    A restore returns only once a power loss can no longer take back what it
+    wrote: the daemon marks the volume usable right after. One syncfs of the
+    target's file system covers every file and directory at once.
+    """
+    try:
+        sync_filesystem(target)
+    except OSError as e:
+        raise Unavailable(f"cannot flush the restored data in {target} to disk: {e.strerror}") from e
 
 
 def _safe_join(root: str, rel: str) -> str:
@@ -221,6 +235,7 @@ def restore_tree(
                 _apply_metadata(_safe_join(target, entry["path"]), entry, entry["type"] == "symlink")
         for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
             _apply_metadata(_safe_join(target, entry["path"]), entry, False)
+        make_durable(target)
         progress.finish()
         return manifest.summary(doc)
 

@@ -178,3 +178,23 @@ def test_snapshot_and_restore_keep_extended_attributes(xfs_dir, tmp_path):
     assert os.getxattr(tmp_path / "r" / "docs" / "hello.txt", "user.comment") == b"kept with the file"
     assert os.getxattr(tmp_path / "r" / "owned", "security.capability") == os.getxattr(vol / "owned", "security.capability")
     assert describe(tmp_path / "r") == describe(vol)
+
+
+def test_restore_is_flushed_to_disk_before_it_returns(tmp_path, monkeypatch):
+    """The daemon hands the volume out when the restore returns: by then the whole
+    tree, data and metadata, must have been flushed (one syncfs of its file system)."""
+    from app.backup import restore as restore_module
+
+    vol = make_sample_tree(tmp_path / "vol")
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s", str(vol)))
+    restored = tmp_path / "restored"
+    flushed = []
+    real = restore_module.sync_filesystem
+
+    def sync(path):
+        flushed.append((path, describe(restored)))  # everything is in place when it is flushed
+        real(path)
+
+    monkeypatch.setattr(restore_module, "sync_filesystem", sync)
+    restore_backup(result["url"], str(restored))
+    assert flushed == [(str(restored), describe(vol))]
