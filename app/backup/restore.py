@@ -9,7 +9,8 @@ with O_DIRECT where the file system allows it (tails and unaligned pieces
 through the page cache), which on these VMs is several times faster than
 filling fresh page cache. Modes,
 owners and mtimes are applied after the data (directories last, deepest
-first), symlinks and hard links are recreated.
+first), symlinks and hard links are recreated, and the target's file system
+is flushed (syncfs) before the restore returns.
 """
 
 from __future__ import annotations
