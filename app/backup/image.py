@@ -29,7 +29,7 @@ from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore import _BlockWriter, _FileHandles, _write_then_release
+from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
 from .pipeline import BoundedPool
 from .urls import check_name
 
@@ -194,10 +194,15 @@ def restore_image_backup(
             handles = _FileHandles()
             fds = (fd, direct_fd)
             handles.remaining[fds] = len(blist) + 1  # +1: closed by us below, not by the last block
-            with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
-                for offset, length, digest in blist:
-                    progress.check("the restore")
-                    pool.submit(_write_then_release, writer, handles, fds, IMAGE_PATH, offset, length, digest)
+            lookahead = Lookahead(store, (b[2] for b in blist))
+            try:
+                with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
+                    for offset, length, digest in blist:
+                        progress.check("the restore")
+                        pool.submit(_write_then_release, writer, handles, fds, IMAGE_PATH, offset, length, digest)
+                        lookahead.advance()
+            finally:
+                lookahead.close()
             os.fsync(fd)
         finally:
             os.close(fd)

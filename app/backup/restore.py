@@ -97,6 +97,57 @@ class _BlockWriter:
         self.progress.add(length)
 
 
+class Lookahead:
+    """Warms the store's next blocks (`ObjectStore.warm`) a bounded distance
+    ahead of the blocks handed to the workers.
+
+    On vfs:// each block is a file; opening it cold costs a few small reads
+    (directories, inode) that queue behind the data reads in flight, and the
+    worker waits for each in turn. Looked up ahead by two threads, a 1 GiB
+    restore took ~1.27 s instead of ~1.37 s (medians of 8 alternating cold
+    runs here). At most `ahead` blocks are warmed beyond those submitted, so
+    nothing grows with the volume.
+    """
+
+    def __init__(self, store: ObjectStore, digests, ahead: int = 64, threads: int = 2):
+        self._store = store
+        self._digests = iter(digests)
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(ahead)
+        self._stopped = False
+        self._threads = []
+        if store.warms:
+            self._threads = [
+                threading.Thread(target=self._run, name="convoy-lookahead", daemon=True) for _ in range(threads)
+            ]
+            for t in self._threads:
+                t.start()
+
+    def _run(self) -> None:
+        while True:
+            self._slots.acquire()
+            with self._lock:
+                digest = None if self._stopped else next(self._digests, None)
+            if digest is None:
+                return
+            try:
+                self._store.warm(layout.block_key(digest))
+            except Exception:  # a hint only: the read of the block reports any problem
+                pass
+
+    def advance(self) -> None:
+        """One more block was handed to the workers: warm one more."""
+        self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopped = True
+        for _ in self._threads:
+            self._slots.release()
+        for t in self._threads:
+            t.join()
+
+
 class _FileHandles:
     """Open file descriptors, closed when the last block of a file is written."""
 
@@ -180,6 +231,7 @@ def restore_tree(
         progress.total_bytes = sum(b[1] for e in entries for b in e.get("blocks", ()))
         writer = _BlockWriter(store, progress)
         handles = _FileHandles()
+        lookahead = Lookahead(store, (b[2] for e in entries for b in e.get("blocks", ())))
         try:
             with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
                 made_dirs = {"."}
@@ -208,6 +260,7 @@ def restore_tree(
                         for offset, length, digest in blist:
                             progress.check("the restore")
                             pool.submit(_write_then_release, writer, handles, fd, entry["path"], offset, length, digest)
+                            lookahead.advance()
                     elif kind == "symlink":
                         os.symlink(entry["target"], path)
                     elif kind == "hardlink":
@@ -225,6 +278,7 @@ def restore_tree(
                         flag = _stat.S_IFCHR if kind == "chardev" else _stat.S_IFBLK
                         os.mknod(path, 0o600 | flag, entry["rdev"])
         finally:
+            lookahead.close()
             handles.close_all()
         progress.check("the restore")
         # metadata after data; directories deepest first so their mtimes stick

@@ -198,3 +198,43 @@ def test_restore_is_flushed_to_disk_before_it_returns(tmp_path, monkeypatch):
     monkeypatch.setattr(restore_module, "sync_filesystem", sync)
     restore_backup(result["url"], str(restored))
     assert flushed == [(str(restored), describe(vol))]
+
+
+def test_lookahead_warms_a_bounded_distance_ahead_and_stops():
+    """The look-ahead of a restore never runs more than `ahead` blocks past the
+    blocks handed to the workers (memory and kernel caches stay bounded)."""
+    import threading
+    import time
+
+    from app.backup.restore import Lookahead
+
+    class Store:
+        warms = True
+
+        def __init__(self):
+            self.keys = []
+            self.lock = threading.Lock()
+
+        def warm(self, key):
+            with self.lock:
+                self.keys.append(key)
+
+    def settle(store, n):
+        deadline = time.monotonic() + 5
+        while len(store.keys) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        return len(store.keys)
+
+    store = Store()
+    digests = [f"{i:064x}" for i in range(1000)]
+    look = Lookahead(store, iter(digests), ahead=8, threads=2)
+    try:
+        assert settle(store, 8) == 8
+        for _ in range(5):
+            look.advance()
+        assert settle(store, 13) == 13
+    finally:
+        look.close()
+    assert len(store.keys) == 13
+    assert sorted(k.rsplit("/", 1)[1] for k in store.keys) == digests[:13]

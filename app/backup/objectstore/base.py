@@ -53,6 +53,12 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove `key`; no error when it is already gone."""
 
+    #: whether `warm` does anything (a reader starts no look-ahead otherwise)
+    warms: bool = False
+
+    def warm(self, key: str) -> None:
+        """A hint that `key` will be read soon; never raises. Nothing by default."""
+
     def size(self, key: str) -> int:
         """Size in bytes of the stored object."""
         return len(self.get(key))
