@@ -104,7 +104,7 @@ class BackupService:
         driver_name, size, backend_options = self.volumes.parse_create_options(name, options)
         endpoint = self._endpoint(s3_endpoint)
         summary = engine.inspect_backup(url, s3_endpoint=endpoint)  # fails now, not in the job, when it is missing
-        size = size or summary.get("volume_size") or summary.get("size")
+        size = size or summary.get("volume_size")
         record = self.volumes.create_for_restore(name, driver_name, size, backend_options, str(parsed))
 
         def work(progress: Progress) -> dict:
@@ -123,6 +123,7 @@ class BackupService:
             return {"volume": name, **result}
 
         job = self.jobs.submit("restore", f"restore of {parsed} into volume {name}", work)
+        self._restores = {k: v for k, v in self._restores.items() if v[1].state == "running"}
         self._restores[name] = (str(parsed), job)
         return job
 
@@ -137,7 +138,7 @@ class BackupService:
         """`docker volume create -o backup=URL`: restore within Docker's create deadline."""
         url = str(parse_backup_url(options["backup"]))
         running = self._restores.get(name)
-        if running and running[0] == url:
+        if running and running[0] == url and running[1].state == "running":
             job = running[1]  # Docker retried the create: join the restore under way
         elif self.volumes.catalog.get(name) is not None and self.volumes.catalog.get(name).options.get("backup") == url:
             return  # restored already: Create is idempotent

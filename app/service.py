@@ -290,7 +290,8 @@ class VolumeService:
         if self.settings.ignore_docker_delete:
             log.info("ignoring Docker's remove of %s (--ignore-docker-delete)", name)
             return
-        record = self._lookup(name) if check_volume_name(name) else None
+        check_volume_name(name)
+        record = self._lookup(name)
         if record is None:
             return  # already gone: Docker retries, and Remove must be idempotent
         driver = self.driver(record.driver)
