@@ -1,4 +1,13 @@
+"""Real parts shared by every test folder: daemons, a moto S3 server, a loop-mounted XFS."""
+
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +46,88 @@ def make_daemon(tmp_path):
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3 HTTP endpoint (moto_server), reached through the custom-endpoint option."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            break
+        except Exception:  # noqa: BLE001
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"moto_server did not start on {endpoint}")
+            time.sleep(0.1)
+    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield endpoint
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket; returns its name."""
+    import boto3
+
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40] + f"-{os.getpid()}"
+    name = "".join(c for c in name if c.isalnum() or c in "-.")[:60]
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def xfs_root(tmp_path_factory):
+    """A loop-mounted XFS with reflink=1 (as on hosts that run Docker on XFS)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to loop-mount XFS")
+    if not shutil.which("mkfs.xfs"):
+        pytest.fail("mkfs.xfs is missing: apt-get install xfsprogs (listed in ci/apt-packages.txt)")
+    base = tmp_path_factory.mktemp("xfs")
+    image = base / "xfs.img"
+    mnt = base / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(2 << 30)
+    dev = subprocess.run(["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", dev], check=True)
+        subprocess.run(["mount", dev, str(mnt)], check=True)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        subprocess.run(["losetup", "-d", dev], check=False)
+        image.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def xfs_dir(xfs_root, request):
+    path = xfs_root / request.node.name.replace("[", "-").replace("]", "")
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

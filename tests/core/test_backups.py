@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from app.mounts import filesystem_type
-from tests.backup.conftest import s3_bucket, s3_endpoint, xfs_dir, xfs_root  # noqa: F401 - shared real parts
 from tests.backup.treecheck import describe, make_sample_tree
 from tests.daemon_harness import mounted_points
 
@@ -160,7 +159,7 @@ def test_docker_restore_past_its_deadline_fails_cleanly_and_points_to_the_cli(ma
     url = _big_backup(daemon, tmp_path, size=256 << 20)
     status, data = daemon.docker("Create", {"Name": "slow", "Opts": {"backup": url}})
     assert status != 200
-    assert "takes longer than Docker allows" in data["Err"] and f"convoy create slow --backup" in data["Err"]
+    assert "takes longer than Docker allows" in data["Err"] and "convoy create slow --backup" in data["Err"]
     assert [v["Name"] for v in daemon.docker_ok("List")["Volumes"]] == ["big"]
     assert not (daemon.root / "vfs" / "slow").exists()
     daemon.cli("create", "slow", "--backup", url, check=True)

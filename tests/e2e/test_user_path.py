@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -225,37 +224,18 @@ def test_host_convoy_cli_without_daemon_says_how_to_reach_it(engine, tmp_path):
 # -- backups from inside the plugin to S3 (host network), restored through Docker ------
 
 @pytest.fixture
-def s3_bucket(engine):
-    """A real S3-compatible endpoint on 127.0.0.1 (moto's server) with one bucket."""
-    import socket
-    import subprocess
-    import sys
-
+def e2e_bucket(engine, s3_endpoint):
+    """A bucket on the real S3-compatible endpoint (moto's server on 127.0.0.1)."""
     import boto3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="e2e", aws_secret_access_key="e2e")
-        def listening():
-            with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", port)) == 0
-        wait_for("moto's S3 server to listen", listening, timeout=60)
-        client.create_bucket(Bucket="convoy-e2e")
-        yield endpoint, client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="e2e", aws_secret_access_key="e2e")
+    client.create_bucket(Bucket="convoy-e2e")
+    return s3_endpoint, client
 
 
-def test_backup_to_s3_from_the_plugin_and_restore_with_docker_volume_create(engine, vol, s3_bucket):
-    endpoint, client = s3_bucket
+def test_backup_to_s3_from_the_plugin_and_restore_with_docker_volume_create(engine, vol, e2e_bucket):
+    endpoint, client = e2e_bucket
     engine.docker("plugin", "disable", "-f", PLUGIN)
     engine.docker("plugin", "set", PLUGIN, f"S3_ENDPOINT={endpoint}", "AWS_ACCESS_KEY_ID=e2e",
                   "AWS_SECRET_ACCESS_KEY=e2e", "AWS_REGION=us-east-1")
