@@ -57,15 +57,19 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def mounted_paths() -> set[str]:
-    """Every mount point this process's mount namespace sees."""
-    paths = set()
+def _mount_table():
+    """(mount point, file system type) of every mount this mount namespace sees."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
         for line in info:
-            parts = line.split(" ", 5)
-            if len(parts) > 4:
-                paths.add(_unescape(parts[4]))
-    return paths
+            left, _, right = line.partition(" - ")
+            fields = left.split(" ")
+            if len(fields) > 4:
+                yield _unescape(fields[4]), right.split(" ")[0]
+
+
+def mounted_paths() -> set[str]:
+    """Every mount point this process's mount namespace sees."""
+    return {point for point, _ in _mount_table()}
 
 
 def is_mounted(path: Path, mounted: set[str] | None = None) -> bool:
@@ -76,11 +80,8 @@ def filesystem_type(path: Path) -> str:
     """The file system type of the mount that holds `path` (longest matching mount point)."""
     target = os.path.realpath(path)
     best, best_type = "", ""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-        for line in info:
-            left, _, right = line.partition(" - ")
-            point = _unescape(left.split(" ")[4])
-            inside = target == point or target.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, best_type = point, right.split(" ")[0]
+    for point, fstype in _mount_table():
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fstype
     return best_type
