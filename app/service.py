@@ -61,8 +61,6 @@ class VolumeService:
                 except Exception as err:  # keep serving the others; report on use
                     log.exception("driver %s failed to start", name)
                     self._driver_errors[name] = f"driver {name} failed to start: {err}"
-                    continue
-                driver.recover_snapshots()
             self.remove_interrupted_restores()
             self.reconcile_mounts()
         finally:

@@ -67,7 +67,9 @@ class StorageDriver(ABC):
         """
 
     def start(self) -> None:
-        """Slow preparation (scans, cloud calls). Runs after the sockets listen."""
+        """Slow preparation (scans, cloud calls, cleaning up what a crash left half-made).
+
+        Runs after the sockets listen."""
 
     @abstractmethod
     def create_volume(self, spec: VolumeSpec) -> dict:
@@ -117,6 +119,3 @@ class StorageDriver(ABC):
         """Yield a directory that holds the snapshot's files, read-only by contract."""
         raise InvalidInput(f"the {self.name} back-end does not support snapshots")
         yield Path()  # pragma: no cover - makes this a generator
-
-    def recover_snapshots(self) -> None:
-        """Clean up snapshots that a crash left half-made. Runs at start."""

@@ -61,6 +61,9 @@ class VfsDriver(StorageDriver):
         self.records_dir.mkdir(parents=True, exist_ok=True)
         _ = self.data_outside_host  # detect once, off the request path
         _ = self.snapshot_method
+        for partial in self.snapshots_dir.glob("*/*.partial"):
+            log.info("removing %s: a snapshot interrupted by a crash", partial)
+            shutil.rmtree(partial, ignore_errors=True)
 
     @property
     def snapshot_method(self) -> str:
@@ -164,8 +167,3 @@ class VfsDriver(StorageDriver):
         if not directory.is_dir():
             raise Unavailable(f"the data of snapshot {snapshot} is missing: {directory} does not exist")
         yield directory
-
-    def recover_snapshots(self) -> None:
-        for partial in self.snapshots_dir.glob("*/*.partial"):
-            log.info("removing %s: a snapshot interrupted by a crash", partial)
-            shutil.rmtree(partial, ignore_errors=True)

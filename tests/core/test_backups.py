@@ -223,3 +223,17 @@ def test_ctrl_c_on_the_cli_leaves_the_job_running_to_a_good_end(daemon, tmp_path
         job = daemon.control("GET", f"/jobs/{job['id']}")[1]
     assert job["state"] == "done", job
     assert "intact" in daemon.cli("backup", "verify", job["result"]["url"], check=True).stdout
+
+
+def test_a_snapshot_half_made_by_a_crash_is_removed_at_the_next_start(daemon):
+    daemon.cli("create", "vol", check=True)
+    partial = daemon.root / "vfs" / ".convoy" / "snapshots" / "vol" / "snapshot-cut.partial"
+    partial.mkdir(parents=True)
+    (partial / "file").write_text("half copied")
+    daemon.stop()
+    daemon.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and partial.exists():
+        time.sleep(0.05)
+    assert not partial.exists()
+    assert cli_json(daemon, "snapshot", "list") == []
