@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import ExitStack
 
-from app.backup import engine, manifest
+from app.backup import engine
 from app.backup.backup import SnapshotSource
-from app.backup.objectstore import open_store
 from app.backup.progress import Progress
 from app.backup.urls import parse_backup_url, parse_store_url
 from app.errors import Conflict, ConvoyError, Unavailable, error_from
@@ -42,40 +42,33 @@ class BackupService:
         endpoint = self._endpoint(s3_endpoint)
 
         def work(progress: Progress) -> dict:
-            with self.snapshots.reading(snapshot) as (snap, directory):
-                source = SnapshotSource(snap.name, str(directory), snap.created_at)
+            with ExitStack() as held:
+                snap, directory = held.enter_context(self.snapshots.reading(snapshot))
+
+                def find_snapshot(previous: str) -> SnapshotSource | None:
+                    """The last backup's snapshot, held open like this one, when it is still here.
+
+                    Its reflinked files let the engine read only the ranges that changed.
+                    """
+                    try:
+                        record, path = held.enter_context(self.snapshots.reading(previous, volume=snap.volume))
+                    except ConvoyError:
+                        return None  # deleted since, or of another volume
+                    return SnapshotSource(record.name, str(path), record.created_at)
+
                 return engine.create_backup(
                     dest,
                     snap.volume,
-                    source,
+                    SnapshotSource(snap.name, str(directory), snap.created_at),
                     s3_endpoint=endpoint,
                     backup_name=name,
-                    previous_snapshot=self._previous_snapshot(dest, endpoint, snap.volume, snap.name),
+                    find_snapshot=find_snapshot,
                     volume_size=volume.size,
                     driver=volume.driver,
                     progress=progress,
                 )
 
         return self.jobs.submit("backup", f"backup of snapshot {snapshot} to {dest}", work)
-
-    def _previous_snapshot(self, dest: str, endpoint: str | None, volume: str, current: str) -> SnapshotSource | None:
-        """The snapshot the volume's last backup in `dest` was made from, when it is still here.
-
-        Its reflinked files let the engine read only the ranges that changed.
-        """
-        try:
-            with open_store(parse_store_url(dest), s3_endpoint=endpoint, create=False) as store:
-                latest = manifest.latest_backup(store, volume)
-        except ConvoyError:
-            return None  # a new store: there is no previous backup
-        name = (latest or {}).get("snapshot")
-        if not name or name == current:
-            return None
-        previous = self.volumes.catalog.get_snapshot(name)
-        if previous is None or previous.volume != volume:
-            return None
-        path = previous.details.get("path")
-        return SnapshotSource(previous.name, path, previous.created_at) if path and os.path.isdir(path) else None
 
     def list(self, dest: str, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
         return engine.list_backups(dest, volume=volume, s3_endpoint=self._endpoint(s3_endpoint))

@@ -77,9 +77,14 @@ class SnapshotService:
         return [self.view(record) for record in self.catalog.snapshots(volume)]
 
     @contextmanager
-    def reading(self, name: str):
-        """Hold a snapshot open for a backup: it cannot be deleted meanwhile. Yields (record, directory)."""
+    def reading(self, name: str, volume: str | None = None):
+        """Hold a snapshot open for a backup: it cannot be deleted meanwhile. Yields (record, directory).
+
+        `volume`: the snapshot must be of this volume (NotFound otherwise).
+        """
         snapshot = self.require(name)
+        if volume is not None and snapshot.volume != volume:
+            raise NotFound(f"snapshot {name} is of volume {snapshot.volume}, not {volume}")
         with self._in_use_lock:
             self._in_use[name] = self._in_use.get(name, 0) + 1
         try:

@@ -25,6 +25,7 @@ import os
 import queue
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -110,6 +111,7 @@ def create_backup(
     *,
     backup_name: str | None = None,
     previous_snapshot: SnapshotSource | None = None,
+    find_snapshot: Callable[[str], SnapshotSource | None] | None = None,
     volume_size: int | None = None,
     driver: str = "vfs",
     progress: Progress | None = None,
@@ -120,6 +122,9 @@ def create_backup(
     `previous_snapshot`: the snapshot that the volume's last backup in this
     store was made from, if it still exists on this host; used for FIEMAP
     change detection only when its name matches the last backup's.
+    `find_snapshot(name)`: instead of `previous_snapshot`, a look-up of that
+    snapshot by the name the last backup records (None when it is gone), so
+    the caller need not read the store to learn it.
     """
     check_name("volume", volume)
     name = check_name("backup", backup_name) if backup_name else new_backup_name()
@@ -131,6 +136,8 @@ def create_backup(
         if store.exists(layout.backup_key(volume, name)):
             raise Conflict(f"backup {name} of volume {volume} already exists in {store.url}: choose another name")
         previous = manifest.latest_backup(store, volume)
+        if previous_snapshot is None and find_snapshot is not None and previous and previous.get("snapshot"):
+            previous_snapshot = find_snapshot(previous["snapshot"])
         prev_entries: dict[str, dict] = {}
         known: set[str] = set()
         if previous:

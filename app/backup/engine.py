@@ -8,6 +8,8 @@ an optional cancel event) and are meant to run in a worker thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.errors import Conflict, NotFound
 
 from . import image, legacy_convoy, manifest
@@ -33,6 +35,7 @@ def create_backup(
     s3_endpoint: str | None = None,
     backup_name: str | None = None,
     previous_snapshot: SnapshotSource | None = None,
+    find_snapshot: Callable[[str], SnapshotSource | None] | None = None,
     volume_size: int | None = None,
     driver: str = "vfs",
     progress: Progress | None = None,
@@ -46,6 +49,7 @@ def create_backup(
             snapshot,
             backup_name=backup_name,
             previous_snapshot=previous_snapshot,
+            find_snapshot=find_snapshot,
             volume_size=volume_size,
             driver=driver,
             progress=progress,
