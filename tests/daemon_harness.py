@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from app.cli.client import UnixHTTPConnection
+
 REPO = Path(__file__).resolve().parent.parent
 CONVOY = [sys.executable, "-m", "app"]
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=30)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(str(self._path))
-
-
 def http_call(sock_path, method: str, path: str, body=None, raw: bytes | None = None):
     """(status, decoded JSON) of one request over a Unix socket."""
-    connection = _UnixConnection(sock_path)
+    connection = UnixHTTPConnection(sock_path, timeout=30)
     payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     connection.request(method, path, body=payload)
     response = connection.getresponse()

@@ -12,10 +12,12 @@ from app.errors import Unavailable, error_from
 from app.settings import start_error_file
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the control and plugin sockets)."""
+
+    def __init__(self, path, timeout: float):
         super().__init__("localhost", timeout=timeout)
-        self._path = path
+        self._path = str(path)
 
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -30,7 +32,7 @@ class ControlClient:
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
         url = "/v1" + path + (f"?{urlencode(query)}" if query else "")
-        connection = _UnixConnection(self.socket_path, self.timeout)
+        connection = UnixHTTPConnection(self.socket_path, self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload is not None else {}
