@@ -130,18 +130,17 @@ def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | Non
     store_url = parse_store_url(dest)
     rows = []
     with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
-        for vol, name in manifest.list_backup_names(store, volume):
-            try:
-                doc = manifest.summary(manifest.read_backup(store, vol, name))
-            except Conflict as e:
-                doc = {"name": name, "volume": vol, "error": str(e)}
-            rows.append({"url": backup_url(store_url, vol, name), **doc})
-        for vol, name in legacy_convoy.list_backups(store, volume):
-            try:
-                doc = legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))
-            except Conflict as e:
-                doc = {"name": name, "volume": vol, "error": str(e)}
-            rows.append({"url": backup_url(store_url, vol, name), **doc})
+        formats = (  # (names of its backups, summary of one), ours first
+            (manifest.list_backup_names, lambda v, n: manifest.summary(manifest.read_backup(store, v, n))),
+            (legacy_convoy.list_backups, lambda v, n: legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, v, n))),
+        )
+        for list_names, summarise in formats:
+            for vol, name in list_names(store, volume):
+                try:
+                    doc = summarise(vol, name)
+                except Conflict as e:  # an unreadable backup is listed with why, not hidden
+                    doc = {"name": name, "volume": vol, "error": str(e)}
+                rows.append({"url": backup_url(store_url, vol, name), **doc})
     rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))
     return rows
 
