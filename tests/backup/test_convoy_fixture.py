@@ -11,15 +11,15 @@ from app.backup import inspect_backup, list_backups, restore_backup, restore_ima
 from app.backup.objectstore import open_store
 from app.errors import Conflict
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-VFS_FIXTURE = Path(os.environ.get("CONVOY_VFS_FIXTURE", SHARED / "convoy-0.5.2-vfs-backup"))
-DM_FIXTURE = Path(os.environ.get("CONVOY_DM_FIXTURE", SHARED / "convoy-0.5.2-devicemapper-backup"))
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copies of shared/fixtures: a clone alone passes
+VFS_FIXTURE = Path(os.environ.get("CONVOY_VFS_FIXTURE", FIXTURES / "convoy-0.5.2-vfs-backup"))
+DM_FIXTURE = Path(os.environ.get("CONVOY_DM_FIXTURE", FIXTURES / "convoy-0.5.2-devicemapper-backup"))
 VFS_URL = "vfs://{dest}?backup=backup-90df2b1db9084d50\\u0026volume=fixvol"  # as Convoy printed it
 
 
 def need(path: Path) -> Path:
     if not path.is_dir():
-        pytest.fail(f"fixture {path} is missing (shared/ must sit beside the repository)")
+        pytest.fail(f"fixture {path} is missing (tests/fixtures/ is part of the repository)")
     return path
 
 
