@@ -12,12 +12,14 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 import sys
 import threading
 from pathlib import Path
 
 from app.catalog import Catalog
 from app.errors import ConfigurationError, ConvoyError
+from app.private_dirs import make_private
 from app.settings import Settings, start_error_file
 from app.storage.registry import build_driver
 
@@ -29,7 +31,7 @@ LOCK_FILE = "daemon.lock"
 
 def acquire_root_lock(root: Path) -> int:
     """Hold an exclusive lock on the root for the daemon's life; the kernel drops it on any exit."""
-    root.mkdir(parents=True, exist_ok=True)
+    make_private(root)  # volume data, snapshots and the catalog live below: root's alone
     fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -45,9 +47,18 @@ def acquire_root_lock(root: Path) -> int:
 
 
 def bind_unix_socket(path: Path, mode: int) -> socket.socket:
-    """Listen on `path`, replacing a stale socket file but never a live one."""
+    """Listen on `path`, replacing a stale socket file but never a live one, nor anything else."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if not stat.S_ISSOCK(existing.st_mode):  # a user's file, a directory, a link: not ours to delete
+            raise ConfigurationError(
+                f"{path} exists and is not a socket; convoy replaces only a socket left by a stopped daemon: "
+                "move it away or choose another socket path"
+            )
         if _someone_listens(path):
             raise ConfigurationError(f"{path} is in use by another process; stop it or choose another socket path")
         path.unlink()  # nobody answers: a leftover of a killed daemon
