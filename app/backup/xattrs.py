@@ -12,11 +12,17 @@ import errno
 import os
 
 _UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.EACCES)
+Target = str | int  # a path (never followed if a link) or an open file descriptor
 
 
-def read(path: str) -> dict[str, str] | None:
+def _nofollow(target: Target) -> dict:
+    # a descriptor is the file itself; only a path could be a link to follow
+    return {} if isinstance(target, int) else {"follow_symlinks": False}
+
+
+def read(path: Target) -> dict[str, str] | None:
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **_nofollow(path))
     except OSError as e:
         if e.errno in _UNSUPPORTED:
             return None
@@ -24,21 +30,21 @@ def read(path: str) -> dict[str, str] | None:
     out = {}
     for name in sorted(names):
         try:
-            out[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode()
+            out[name] = base64.b64encode(os.getxattr(path, name, **_nofollow(path))).decode()
         except OSError as e:
             if e.errno not in _UNSUPPORTED:
                 raise
     return out or None
 
 
-def write(path: str, values: dict[str, str] | None) -> None:
+def write(path: Target, values: dict[str, str] | None) -> None:
     for name, value in (values or {}).items():
         try:
-            os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
+            os.setxattr(path, name, base64.b64decode(value), **_nofollow(path))
         except OSError as e:
             if e.errno not in _UNSUPPORTED:
                 raise
 
 
-def copy(src: str, dst: str) -> None:
+def copy(src: Target, dst: Target) -> None:
     write(dst, read(src))

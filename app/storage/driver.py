@@ -66,6 +66,10 @@ class StorageDriver(ABC):
         reference and keeps the data, as Convoy did.
         """
 
+    def private_paths(self) -> list[Path]:
+        """Directories this back-end keeps its storage in: never a place for a user's mount."""
+        return []
+
     def start(self) -> None:
         """Slow preparation (scans, cloud calls, cleaning up what a crash left half-made).
 

@@ -4,26 +4,46 @@
 Each volume's record is also written to `<vfs.path>/.convoy/volumes/`, so
 every host with the same `vfs.path` lists it. `.convoy` can never clash with
 a volume, whose name starts with a letter or digit.
+
+Everything below `vfs.path` may have been written by another host or by a
+container, so it is opened without following links (`app.storage.nofollow`)
+and shared records are validated (`app.storage.shared_records`).
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
+import os
 import shutil
-from contextlib import contextmanager
+import stat
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from app import mounts
-from app.errors import InvalidInput, Unavailable
-from app.fsutil import write_json_atomic
+from app.errors import Conflict, InvalidInput, Unavailable
+from app.private_dirs import fix_mode, make_private
 from app.storage.driver import SharedVolume, StorageDriver, VolumeSpec
+from app.storage.nofollow import (
+    is_real_dir,
+    lstat_at,
+    open_dir,
+    planted,
+    proc_path,
+    write_json_at,
+)
+from app.storage.shared_records import SharedRecordReader, record_file
 from app.storage.vfs_snapshot import snapshot_directory, supports_reflink
 
 log = logging.getLogger(__name__)
 
 # file systems whose data lives outside this host: Docker's remove keeps it
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "fuse.glusterfs", "fuse.sshfs", "9p"}
+CONVOY_DIR = ".convoy"
+RECORDS = (CONVOY_DIR, "volumes")
+SNAPSHOTS = (CONVOY_DIR, "snapshots")
+PARTIAL = ".partial"  # suffix of a snapshot being taken: a crash leaves only this
+VOLUME_DIR_MODE = 0o755  # the volume's own root, as containers expect; its parent is 0700
 
 
 class VfsDriver(StorageDriver):
@@ -42,14 +62,15 @@ class VfsDriver(StorageDriver):
                 f"valid are {', '.join(sorted(self.daemon_options))}"
             )
         self.path = Path(options.get("vfs.path") or state_dir / "vfs").absolute()
-        self.records_dir = self.path / ".convoy" / "volumes"
+        self.records_dir = self.path.joinpath(*RECORDS)
         # on the same file system as the volumes, so snapshots can be reflinks
-        self.snapshots_dir = self.path / ".convoy" / "snapshots"
+        self.snapshots_dir = self.path.joinpath(*SNAPSHOTS)
         shared = options.get("vfs.shared", "").strip().lower()
         if shared not in ("", "true", "false"):
             raise InvalidInput(f"vfs.shared={shared!r}: use true or false")
         self._shared = None if not shared else shared == "true"
         self._snapshot_method: str | None = None
+        self._records = SharedRecordReader(str(self.records_dir))
 
     @property
     def data_outside_host(self) -> bool:
@@ -57,13 +78,29 @@ class VfsDriver(StorageDriver):
             self._shared = mounts.filesystem_type(self.path) in NETWORK_FILESYSTEMS
         return self._shared
 
+    def private_paths(self) -> list[Path]:
+        return [self.path]
+
     def start(self) -> None:
-        self.records_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.path)
+        for parts in (RECORDS, SNAPSHOTS):
+            for depth in range(1, len(parts) + 1):
+                with open_dir(self.path, *parts[:depth], create=True) as fd:
+                    fix_mode(self.path.joinpath(*parts[:depth]), fd)
         _ = self.data_outside_host  # detect once, off the request path
         _ = self.snapshot_method
-        for partial in self.snapshots_dir.glob("*/*.partial"):
-            log.info("removing %s: a snapshot interrupted by a crash", partial)
-            shutil.rmtree(partial, ignore_errors=True)
+        self._remove_partial_snapshots()
+
+    def _remove_partial_snapshots(self) -> None:
+        with open_dir(self.path, *SNAPSHOTS) as snapshots_fd:
+            for volume in os.listdir(snapshots_fd):
+                if not is_real_dir(snapshots_fd, volume):
+                    continue  # never followed: a link here was not made by convoy
+                with open_dir(self.snapshots_dir, volume) as volume_fd:
+                    for name in os.listdir(volume_fd):
+                        if name.endswith(PARTIAL) and is_real_dir(volume_fd, name):
+                            log.info("removing %s: a snapshot interrupted by a crash", self.snapshots_dir / volume / name)
+                            shutil.rmtree(name, dir_fd=volume_fd, ignore_errors=True)
 
     @property
     def snapshot_method(self) -> str:
@@ -78,31 +115,74 @@ class VfsDriver(StorageDriver):
 
     def create_volume(self, spec: VolumeSpec) -> dict:
         directory = self.volume_dir(spec.name)
-        adopted = directory.is_dir()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private(self.path)
+            with open_dir(self.path) as base:
+                adopted = is_real_dir(base, spec.name)
+                if not adopted:
+                    if lstat_at(base, spec.name) is not None:
+                        raise planted(directory)  # a link or a file where the volume would be
+                    os.mkdir(spec.name, VOLUME_DIR_MODE, dir_fd=base)
+                try:
+                    # the record on the shared path is what lets other hosts list it
+                    with open_dir(self.path, *RECORDS, create=True) as records:
+                        record = {"name": spec.name, "size": spec.size, "created_at": spec.created_at, "driver": self.name}
+                        write_json_at(records, record_file(spec.name), record)
+                except BaseException:
+                    if not adopted:  # undo: a failed create leaves nothing behind
+                        os.rmdir(spec.name, dir_fd=base)
+                    raise
         except OSError as err:
-            raise Unavailable(f"cannot create {directory}: {err.strerror}; check that vfs.path is writable")
-        # the record on the shared path is what lets other hosts list it
-        write_json_atomic(
-            self.records_dir / f"{spec.name}.json",
-            {"name": spec.name, "size": spec.size, "created_at": spec.created_at, "driver": self.name},
-        )
+            raise Unavailable(f"cannot create {directory}: {err.strerror}; check that vfs.path is writable") from None
         return {"path": str(directory), "vfs_path": str(self.path), "adopted": adopted}
 
     def delete_volume(self, name: str, details: dict, keep_data: bool) -> None:
-        (self.records_dir / f"{name}.json").unlink(missing_ok=True)
-        if not keep_data and self.volume_dir(name).exists():
-            shutil.rmtree(self.volume_dir(name))
+        try:
+            with open_dir(self.path, *RECORDS) as records:
+                os.unlink(record_file(name), dir_fd=records)
+        except FileNotFoundError:
+            pass
+        except Conflict as err:  # a planted records directory: nothing of ours to remove there
+            log.warning("not removing the record of %s: %s", name, err)
+        if keep_data:
+            return
+        with open_dir(self.path) as base:
+            st = lstat_at(base, name)
+            if st is None:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=base)  # fd-based: never leaves the tree through a link
+            else:
+                log.warning("%s is not a directory (a planted link?): removing the link, not what it points at", self.volume_dir(name))
+                os.unlink(name, dir_fd=base)
 
-    def mount(self, name: str, details: dict, target: Path) -> None:
+    @contextmanager
+    def _volume_fd(self, name: str, readable: bool = False):
+        """The volume's directory itself, never what a link in its place points at."""
         directory = self.volume_dir(name)
-        if not directory.is_dir():
+        flags = (os.O_RDONLY | os.O_DIRECTORY) if readable else os.O_PATH
+        try:
+            with open_dir(self.path) as base:
+                fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=base)
+        except FileNotFoundError:
             raise Unavailable(
                 f"the data of volume {name} is missing: {directory} does not exist; "
                 f"restore it there or delete the volume with `convoy delete -r {name}`"
-            )
-        mounts.bind_mount(directory, target)
+            ) from None
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise planted(directory) from None
+            raise
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):  # O_PATH opens a link itself
+                raise planted(directory)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def mount(self, name: str, details: dict, target: Path) -> None:
+        with self._volume_fd(name) as fd:
+            mounts.bind_mount(proc_path(fd), target)  # the directory opened, not a name resolved again
 
     def unmount(self, name: str, details: dict, target: Path) -> None:
         mounts.unmount(target)
@@ -117,26 +197,23 @@ class VfsDriver(StorageDriver):
         return None
 
     def shared_volumes(self) -> list[SharedVolume]:
-        found = []
-        if not self.records_dir.is_dir():
-            return found
-        for record_file in self.records_dir.glob("*.json"):
-            try:
-                record = json.loads(record_file.read_text())
-                name = record["name"]
-            except (OSError, ValueError, KeyError) as err:
-                log.warning("skipping unreadable volume record %s: %s", record_file, err)
-                continue
-            if self.volume_dir(name).is_dir():
-                found.append(
+        try:
+            with open_dir(self.path, *RECORDS) as records, open_dir(self.path) as base:
+                return [
                     SharedVolume(
-                        name=name,
-                        size=record.get("size"),
-                        created_at=record.get("created_at", ""),
-                        details={"path": str(self.volume_dir(name)), "vfs_path": str(self.path), "adopted": True},
+                        name=record.name,
+                        size=record.size,
+                        created_at=record.created_at,
+                        details={"path": str(self.volume_dir(record.name)), "vfs_path": str(self.path), "adopted": True},
                     )
-                )
-        return found
+                    for record in self._records.read_all(records)
+                    if is_real_dir(base, record.name)  # a record without its data is not a volume here
+                ]
+        except FileNotFoundError:
+            return []
+        except Conflict as err:
+            log.warning("not listing shared volume records: %s", err)
+            return []
 
     # snapshots: a reflink copy of the volume directory where the file
     # system can (XFS, btrfs: instant), a plain copy elsewhere
@@ -145,25 +222,37 @@ class VfsDriver(StorageDriver):
         return self.snapshots_dir / name / snapshot
 
     def create_snapshot(self, name: str, details: dict, snapshot: str) -> dict:
-        final = self.snapshot_dir(name, snapshot)
-        partial = final.with_name(final.name + ".partial")  # a crash leaves only this
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if partial.exists():
-            shutil.rmtree(partial)
-        method = snapshot_directory(str(self.volume_dir(name)), str(partial))
-        partial.rename(final)
+        partial = snapshot + PARTIAL
+        with self._volume_fd(name, readable=True) as source, open_dir(self.path, *SNAPSHOTS, name, create=True) as parent:
+            if lstat_at(parent, snapshot) is not None:
+                raise Conflict(f"snapshot directory {self.snapshot_dir(name, snapshot)} already exists")
+            if lstat_at(parent, partial) is not None:
+                shutil.rmtree(partial, dir_fd=parent)
+            method = snapshot_directory(source, parent, partial, where=str(self.volume_dir(name)))
+            os.rename(partial, snapshot, src_dir_fd=parent, dst_dir_fd=parent)
         if method == "empty":  # no file data to clone: say what a file would get
             method = self.snapshot_method
-        return {"path": str(final), "method": method}
+        return {"path": str(self.snapshot_dir(name, snapshot)), "method": method}
 
     def delete_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict) -> None:
-        directory = self.snapshot_dir(name, snapshot)
-        if directory.exists():
-            shutil.rmtree(directory)
+        try:
+            with open_dir(self.path, *SNAPSHOTS, name) as parent:
+                st = lstat_at(parent, snapshot)
+                if st is None:
+                    return
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(snapshot, dir_fd=parent)
+                else:
+                    os.unlink(snapshot, dir_fd=parent)
+        except FileNotFoundError:
+            pass
 
     @contextmanager
     def open_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict):
-        directory = self.snapshot_dir(name, snapshot)
-        if not directory.is_dir():
-            raise Unavailable(f"the data of snapshot {snapshot} is missing: {directory} does not exist")
-        yield directory
+        with ExitStack() as stack:
+            try:
+                fd = stack.enter_context(open_dir(self.path, *SNAPSHOTS, name, snapshot))
+            except FileNotFoundError:
+                directory = self.snapshot_dir(name, snapshot)
+                raise Unavailable(f"the data of snapshot {snapshot} is missing: {directory} does not exist") from None
+            yield Path(proc_path(fd))  # pinned: a link swapped in later is never read

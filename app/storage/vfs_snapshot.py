@@ -1,11 +1,15 @@
 """Snapshots of VFS volumes: a reflink copy where the file system can, a copy elsewhere.
 
-`snapshot_directory(volume_dir, snapshot_dir)` copies the tree with FICLONE
+`snapshot_directory(source_fd, dest_parent_fd, name)` copies the tree with FICLONE
 (instant on XFS with reflink=1 and on btrfs: extents are shared and copied
 on write later) and falls back to a byte copy per file when the file system
 refuses. Modes, owners, mtimes, symlinks and hard links are kept, so an
 unchanged file has the same metadata in every snapshot (which is what lets
 an incremental backup skip it). Returns "reflink" or "copy" (or "empty").
+
+The volume is writable by its containers while it is copied, so the walk
+goes by directory descriptors, never by path names: a directory swapped
+for a link mid-copy cannot redirect it to the host's files.
 """
 
 from __future__ import annotations
@@ -17,31 +21,23 @@ import shutil
 import stat
 
 from app.backup import xattrs
-from app.errors import Conflict, NotFound
+from app.errors import Conflict
 
 FICLONE = 0x40049409
 
 
-def _clone_or_copy(src: str, dst: str, st: os.stat_result, state: dict) -> None:
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def _clone_or_copy(sfd: int, dfd: int, st: os.stat_result, state: dict) -> None:
+    if state["reflink"] is not False:
         try:
-            if state["reflink"] is not False:
-                try:
-                    fcntl.ioctl(dfd, FICLONE, sfd)
-                    state["reflink"] = True
-                    return
-                except OSError as e:
-                    if e.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EPERM):
-                        raise
-                    state["reflink"] = False
-            state["copied"] = True
-            _copy_sparse(sfd, dfd, st.st_size)
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
+            fcntl.ioctl(dfd, FICLONE, sfd)
+            state["reflink"] = True
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EPERM):
+                raise
+            state["reflink"] = False
+    state["copied"] = True
+    _copy_sparse(sfd, dfd, st.st_size)
 
 
 def _copy_sparse(sfd: int, dfd: int, size: int) -> None:
@@ -81,62 +77,154 @@ def supports_reflink(directory: str) -> bool:
                 pass
 
 
-def _copy_meta(path: str, st: os.stat_result, is_link: bool = False, src: str | None = None) -> None:
-    os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
-    if src is not None:
-        xattrs.copy(src, path)  # after chown, which drops file capabilities
-    if not is_link:
-        os.chmod(path, stat.S_IMODE(st.st_mode))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+class _Tree:
+    """One snapshot copy under way: the walk's state and where errors point."""
+
+    def __init__(self, where: str, dest_root: int):
+        self.where = where
+        self.dest_root = dest_root
+        self.state: dict = {"reflink": None, "copied": False}
+        self.links: dict[tuple[int, int], str] = {}  # (dev, ino) -> first copy, relative to dest_root
+
+    def changed(self, rel: str) -> Conflict:
+        return Conflict(f"{os.path.join(self.where, rel)} changed type while the snapshot was taken; take the snapshot again")
 
 
-def snapshot_directory(volume_dir: str, snapshot_dir: str) -> str:
-    """Copy `volume_dir` to the new `snapshot_dir`; return "reflink", "copy" or "empty"."""
-    if not os.path.isdir(volume_dir):
-        raise NotFound(f"volume directory {volume_dir} does not exist")
-    if os.path.lexists(snapshot_dir):
-        raise Conflict(f"snapshot directory {snapshot_dir} already exists")
-    state: dict = {"reflink": None, "copied": False}
-    links: dict[tuple[int, int], str] = {}
-    dirs: list[tuple[str, os.stat_result]] = []
+def _open_same(parent_fd: int, name: str, seen: os.stat_result, flags: int, tree: _Tree, rel: str) -> int:
+    """Open `name` under `parent_fd` as the very object `seen` described, or raise "changed type"."""
     try:
-        os.makedirs(os.path.dirname(snapshot_dir), exist_ok=True)
-        for root, dirnames, filenames in os.walk(volume_dir):
-            rel = os.path.relpath(root, volume_dir)
-            dst_root = snapshot_dir if rel == "." else os.path.join(snapshot_dir, rel)
-            os.mkdir(dst_root, 0o700)
-            dirs.append((dst_root, root, os.lstat(root)))
-            for name in dirnames[:]:
-                src = os.path.join(root, name)
-                if os.path.islink(src):  # os.walk lists symlinks to dirs as dirs
-                    dirnames.remove(name)
-                    filenames.append(name)
-            for name in filenames:
-                src = os.path.join(root, name)
-                dst = os.path.join(dst_root, name)
-                st = os.lstat(src)
-                if stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(src), dst)
-                    _copy_meta(dst, st, is_link=True, src=src)
-                elif stat.S_ISREG(st.st_mode):
-                    key = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and key in links:
-                        os.link(links[key], dst)
-                        continue
-                    links[key] = dst
-                    _clone_or_copy(src, dst, st, state)
-                    _copy_meta(dst, st, src=src)
-                elif stat.S_ISFIFO(st.st_mode):
-                    os.mkfifo(dst)
-                    _copy_meta(dst, st, src=src)
-                elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                    os.mknod(dst, st.st_mode, st.st_rdev)
-                    _copy_meta(dst, st, src=src)
-        for path, src_dir, st in reversed(dirs):
-            _copy_meta(path, st, src=src_dir)
-    except BaseException:
-        shutil.rmtree(snapshot_dir, ignore_errors=True)
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise tree.changed(rel) from None
         raise
-    if state["copied"]:
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino) or stat.S_IFMT(st.st_mode) != stat.S_IFMT(seen.st_mode):
+        os.close(fd)
+        raise tree.changed(rel)
+    return fd
+
+
+def _copy_meta_fd(fd: int, st: os.stat_result, src_fd: int) -> None:
+    os.fchown(fd, st.st_uid, st.st_gid)
+    xattrs.copy(src_fd, fd)  # after chown, which drops file capabilities
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_meta_at(dst_dir: int, name: str, st: os.stat_result, src_dir: int, is_link: bool) -> None:
+    """Metadata of a link or special file, which cannot be opened: by name in its (pinned) directory."""
+    os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
+    # through the pinned directories' /proc names, the last component not followed
+    xattrs.copy(f"/proc/self/fd/{src_dir}/{name}", f"/proc/self/fd/{dst_dir}/{name}")
+    if not is_link:
+        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_dir)
+    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
+
+
+def _copy_file(src_dir: int, dst_dir: int, name: str, seen: os.stat_result, tree: _Tree, rel: str) -> None:
+    key = (seen.st_dev, seen.st_ino)
+    if seen.st_nlink > 1 and key in tree.links:
+        os.link(tree.links[key], name, src_dir_fd=tree.dest_root, dst_dir_fd=dst_dir, follow_symlinks=False)
+        return
+    # O_PATH first: opening for reading a device or FIFO swapped in could block or act
+    path_fd = _open_same(src_dir, name, seen, os.O_PATH, tree, rel)
+    try:
+        sfd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
+    try:
+        st = os.fstat(sfd)
+        dfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
+        try:
+            _clone_or_copy(sfd, dfd, st, tree.state)
+            _copy_meta_fd(dfd, st, sfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+    tree.links[key] = rel
+
+
+def _copy_entry(src_dir: int, dst_dir: int, name: str, st: os.stat_result, tree: _Tree, rel: str) -> None:
+    """Copy one non-directory entry."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        _copy_file(src_dir, dst_dir, name, st, tree, rel)
+        return
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(name, dir_fd=src_dir)
+        except OSError as err:
+            if err.errno in (errno.EINVAL, errno.ENOENT):
+                raise tree.changed(rel) from None
+            raise
+        os.symlink(target, name, dir_fd=dst_dir)
+    elif stat.S_ISFIFO(mode):
+        os.mkfifo(name, 0o600, dir_fd=dst_dir)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        os.mknod(name, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dst_dir)
+    else:
+        return  # sockets: nothing to copy, a socket is only meaningful while its server runs
+    _copy_meta_at(dst_dir, name, st, src_dir, is_link=stat.S_ISLNK(mode))
+
+
+def _copy_tree(source_fd: int, tree: _Tree) -> None:
+    """Depth first, each directory held open while its entries are copied (no name is resolved twice)."""
+    root_st = os.fstat(source_fd)
+    # (source dir fd, dest dir fd, its stat, its path, entries left); the root's fds belong to the caller
+    stack = [(source_fd, tree.dest_root, root_st, "", _entries(source_fd))]
+    while stack:
+        src_dir, dst_dir, dir_st, dir_rel, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            _copy_meta_fd(dst_dir, dir_st, src_dir)  # last: copying children changes a directory's mtime
+            if stack:
+                os.close(src_dir)
+                os.close(dst_dir)
+            continue
+        name, st = entry
+        rel = os.path.join(dir_rel, name)
+        if not stat.S_ISDIR(st.st_mode):
+            _copy_entry(src_dir, dst_dir, name, st, tree, rel)
+            continue
+        child_src = _open_same(src_dir, name, st, os.O_RDONLY | os.O_DIRECTORY, tree, rel)
+        try:
+            os.mkdir(name, 0o700, dir_fd=dst_dir)
+            child_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_dir)
+        except BaseException:
+            os.close(child_src)
+            raise
+        stack.append((child_src, child_dst, st, rel, _entries(child_src)))
+
+
+def _entries(dir_fd: int):
+    """(name, lstat) of each entry of an open directory, read at once (bounded fds: one per level)."""
+    with os.scandir(dir_fd) as scan:
+        listed = [(entry.name, entry.stat(follow_symlinks=False)) for entry in scan]
+    return iter(sorted(listed))
+
+
+def snapshot_directory(source_fd: int, dest_parent_fd: int, dest_name: str, where: str) -> str:
+    """Copy the open directory `source_fd` to the new `dest_name` under `dest_parent_fd`.
+
+    Returns "reflink", "copy" or "empty". Nothing is looked up by a path
+    from the volume's root: a container that swaps a directory for a link
+    mid-copy gets a Conflict, never a copy of the host's files. `where`
+    names the volume directory in errors.
+    """
+    os.mkdir(dest_name, 0o700, dir_fd=dest_parent_fd)
+    try:
+        dest_root = os.open(dest_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_parent_fd)
+        tree = _Tree(where, dest_root)
+        try:
+            _copy_tree(source_fd, tree)
+        finally:
+            os.close(dest_root)
+    except BaseException:
+        shutil.rmtree(dest_name, dir_fd=dest_parent_fd, ignore_errors=True)
+        raise
+    if tree.state["copied"]:
         return "copy"
-    return "reflink" if state["reflink"] else "empty"
+    return "reflink" if tree.state["reflink"] else "empty"
