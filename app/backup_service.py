@@ -98,7 +98,7 @@ class BackupService:
         endpoint = self._endpoint(s3_endpoint)
         summary = engine.inspect_backup(url, s3_endpoint=endpoint)  # fails now, not in the job, when it is missing
         size = size or summary.get("volume_size")
-        record = self.volumes.create_for_restore(name, driver_name, size, backend_options, str(parsed))
+        self.volumes.create_for_restore(name, driver_name, size, backend_options, str(parsed))
 
         def work(progress: Progress) -> dict:
             try:
@@ -110,7 +110,7 @@ class BackupService:
                 finally:
                     self.volumes.unmount(name, RESTORE_REF)
             except BaseException:
-                self._abandon(name, record.details.get("adopted", False))
+                self._abandon(name)
                 raise
             self.volumes.finish_restore(name)
             return {"volume": name, **result}
@@ -120,10 +120,10 @@ class BackupService:
         self._restores[name] = (str(parsed), job)
         return job
 
-    def _abandon(self, name: str, adopted: bool) -> None:
+    def _abandon(self, name: str) -> None:
         """Remove a volume whose restore failed; an adopted directory keeps its data."""
         try:
-            self.volumes.delete(name, keep_data=adopted)
+            self.volumes.remove_failed_restore(name)
         except Exception:
             log.exception("could not remove %s after its failed restore; the next start removes it", name)
 

@@ -76,6 +76,15 @@ def is_mounted(path: Path, mounted: set[str] | None = None) -> bool:
     return str(path) in (mounted if mounted is not None else mounted_paths())
 
 
+def same_directory(a: Path, b: Path) -> bool:
+    """Whether two paths show the same directory (a bind mount shows its source's inode)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def filesystem_type(path: Path) -> str:
     """The file system type of the mount that holds `path` (longest matching mount point)."""
     target = os.path.realpath(path)

@@ -9,6 +9,7 @@ worker threads, never on the event loop.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import defaultdict
 from contextlib import contextmanager
@@ -19,9 +20,11 @@ from app import mounts
 from app.catalog import Catalog, VolumeRecord
 from app.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.names import check_volume_name
+from app.private_dirs import make_private
 from app.settings import Settings
 from app.storage.driver import StorageDriver, VolumeSpec
 from app.units import format_size, parse_size
+from app.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class VolumeService:
 
     def reconcile_mounts(self) -> None:
         """Make the kernel's mounts match the persisted references (after kill -9 or reboot)."""
-        self.mount_root.mkdir(parents=True, exist_ok=True)
+        make_private(self.mount_root)
         mounted = mounts.mounted_paths()
         wanted: set[str] = set()
         for record in self.catalog.all():
@@ -108,15 +111,42 @@ class VolumeService:
                 continue
             log.warning("removing %s: its restore from %s was interrupted; run the restore again", record.name, url)
             try:
-                mounts.unmount(self.mountpoint(record.name))
-                # a directory that was adopted held the user's own (empty) directory: keep it
-                adopted = record.details.get("adopted", False)
-                self.driver(record.driver).delete_volume(record.name, record.details, keep_data=adopted)
-                for ref in self.catalog.refs(record.name):
-                    self.catalog.release_ref(record.name, ref.ref_id, all_counts=True)
-                self.catalog.remove(record.name)
+                with self.volume_lock(record.name):
+                    self._remove_restored(record)
             except Exception:
                 log.exception("could not remove the interrupted restore of %s", record.name)
+
+    def remove_failed_restore(self, name: str) -> None:
+        """Remove a volume whose restore failed or was cancelled (its job's clean-up)."""
+        with self.volume_lock(name):
+            record = self.catalog.get(name)
+            if record is not None and record.details.get("restore_pending"):
+                self._remove_restored(record)
+
+    def _remove_restored(self, record: VolumeRecord) -> None:
+        """Everything of a half-restored volume, children first so no step trips over another."""
+        mounts.unmount(self.mountpoint(record.name))
+        driver = self.driver(record.driver)
+        # Snapshots cannot be taken of a volume being restored, but an older
+        # version allowed it: they would keep the record alive forever.
+        for snapshot in self.catalog.snapshots(record.name):
+            driver.delete_snapshot(record.name, record.details, snapshot.name, snapshot.details)
+            self.catalog.remove_snapshot(snapshot.name)
+        for ref in self.catalog.refs(record.name):
+            self.catalog.release_ref(record.name, ref.ref_id, all_counts=True)
+        # a directory that was adopted held the user's own (empty) directory: keep it
+        driver.delete_volume(record.name, record.details, keep_data=record.details.get("adopted", False))
+        self.catalog.remove(record.name)
+        log.info("removed %s, whose restore did not finish", record.name)
+
+    def refuse_while_restoring(self, record: VolumeRecord, action: str) -> None:
+        """A volume being restored holds partial data: nothing but the restore may use it."""
+        url = record.details.get("restore_pending")
+        if url:
+            raise Conflict(
+                f"volume {record.name} is still being restored from {url}; {action} it when the restore has "
+                "finished (`convoy job list` shows it), or cancel the restore, which removes the volume"
+            )
 
     def _wait_ready(self) -> None:
         if not self._ready.wait(READY_TIMEOUT):
@@ -132,7 +162,7 @@ class VolumeService:
             yield
 
     def mountpoint(self, name: str) -> Path:
-        return self.mount_root / name
+        return self.mount_root / check_volume_name(name)  # a name is one path component, always
 
     def driver(self, name: str) -> StorageDriver:
         if name in self._driver_errors:
@@ -217,7 +247,8 @@ class VolumeService:
     def parse_create_options(self, name: str, options: dict | None) -> tuple[str, int | None, dict[str, str]]:
         """Validate a create request: (driver, size in bytes, the remaining options)."""
         check_volume_name(name)
-        options = {str(k): str(v) for k, v in (options or {}).items()}
+        # Docker's Opts is map[string]string: anything else is refused, never coerced
+        options = dict(validate(dict[str, str], options or {}, what="volume options"))
         driver_name = options.pop("driver", "") or self.settings.default_driver
         self.driver(driver_name)
         valid = self.valid_options(driver_name)
@@ -243,9 +274,18 @@ class VolumeService:
 
     def _create_locked(self, name, driver_name, size, options, extra_details) -> VolumeRecord:
         created_at = now_rfc3339()
-        details = self.driver(driver_name).create_volume(VolumeSpec(name, size, created_at, options))
+        driver = self.driver(driver_name)
+        details = driver.create_volume(VolumeSpec(name, size, created_at, options))
         record = VolumeRecord(name, driver_name, size, created_at, options, {**details, **extra_details})
-        self.catalog.put(record)
+        try:
+            self.catalog.put(record)
+        except BaseException:
+            # undo the driver's work: a name listed but not in the catalog could never be used or removed
+            try:
+                driver.delete_volume(name, details, keep_data=details.get("adopted", False))
+            except Exception:
+                log.exception("could not undo the storage of %s after its create failed", name)
+            raise
         log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(size))
         return record
 
@@ -267,6 +307,7 @@ class VolumeService:
         self._wait_ready()
         with self.volume_lock(name):
             record = self.require(name)
+            self.refuse_while_restoring(record, "delete")
             refs = self.catalog.refs(name)
             if refs:
                 raise Conflict(
@@ -303,23 +344,58 @@ class VolumeService:
             self.create(name)
         with self.volume_lock(name):
             record = self.require(name)
-            if record.details.get("restore_pending") and ref_id != RESTORE_REF:
-                raise Conflict(
-                    f"volume {name} is still being restored from {record.details['restore_pending']}; "
-                    "mount it when the restore has finished"
-                )
+            if ref_id != RESTORE_REF:
+                self.refuse_while_restoring(record, "mount")
             target = self.mountpoint(name)
             mounted = mounts.mounted_paths()
-            if not mounts.is_mounted(target, mounted):
+            extra = self._check_extra_mountpoint(name, extra_mountpoint, mounted) if extra_mountpoint else None
+            first = not mounts.is_mounted(target, mounted)
+            if first:
                 self._mount_volume(record, target)
-            if extra_mountpoint:
-                extra = Path(extra_mountpoint).absolute()
-                if not mounts.is_mounted(extra, mounted):
-                    extra.mkdir(parents=True, exist_ok=True)
-                    mounts.bind_mount(target, extra)
-                extra_mountpoint = str(extra)
-            self.catalog.add_ref(name, ref_id, extra_mountpoint)
-            return extra_mountpoint or str(target)
+            try:
+                if extra is not None and not mounts.is_mounted(extra, mounted):
+                    self._bind_extra(target, extra)
+                self.catalog.add_ref(name, ref_id, str(extra) if extra else None)
+            except BaseException:
+                if first:  # no reference holds it: leave nothing mounted
+                    self.driver(record.driver).unmount(record.name, record.details, target)
+                raise
+            return str(extra or target)
+
+    @staticmethod
+    def _bind_extra(target: Path, extra: Path) -> None:
+        try:
+            extra.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InvalidInput(f"cannot use {extra} as a mount point: {err.strerror}") from None
+        mounts.bind_mount(target, extra)
+
+    def _check_extra_mountpoint(self, name: str, requested: str, mounted: set[str]) -> Path:
+        """Where `convoy mount --mountpoint` may put a volume: never over something else."""
+        path = Path(requested)
+        if not path.is_absolute():
+            raise InvalidInput(f"mount point {requested!r} is relative: give an absolute path, for example /mnt/{name}")
+        extra = Path(os.path.realpath(path))  # links resolved now, as mount(2) would resolve them
+        for private in self._private_paths():
+            if extra == private or private in extra.parents or extra in private.parents:
+                raise InvalidInput(
+                    f"mount point {requested} is {'inside' if private in extra.parents else 'over'} {private}, "
+                    "which convoy keeps for its own storage and mounts: pick a path elsewhere"
+                )
+        if str(extra) in mounted:
+            ours = any(ref.extra_mountpoint == str(extra) for ref in self.catalog.refs(name))
+            if not ours:  # a tmpfs, a disk, or another volume: mounting over it would hide it
+                raise Conflict(
+                    f"{extra} is already a mount point; convoy mounts a volume only on a directory that is "
+                    "not one: pick another path"
+                )
+        return extra
+
+    def _private_paths(self) -> list[Path]:
+        paths = [self.settings.root, self.mount_root]
+        for driver in self.drivers.values():
+            paths.extend(driver.private_paths())
+        return [Path(os.path.realpath(path)) for path in paths]
 
     def _mount_volume(self, record: VolumeRecord, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
@@ -359,10 +435,21 @@ class VolumeService:
         total = sum(ref.count for ref in refs.values())
         releasing = refs[ref_id].count if all_counts else 1
         if extra_mountpoint and (all_counts or refs[ref_id].count == 1):
-            mounts.unmount(extra_mountpoint)
+            self._unmount_extra(record.name, Path(extra_mountpoint))
         if total - releasing == 0:
             self.driver(record.driver).unmount(record.name, record.details, self.mountpoint(record.name))
         self.catalog.release_ref(record.name, ref_id, all_counts=all_counts)
+
+    def _unmount_extra(self, name: str, extra: Path) -> None:
+        """Unmount `convoy mount --mountpoint`'s bind, but only if it is still ours on top."""
+        if not mounts.is_mounted(extra):
+            return  # unmounted by someone else already: nothing of ours is there
+        if not mounts.same_directory(extra, self.mountpoint(name)):
+            raise Conflict(
+                f"{extra} now shows another mount on top of volume {name}; unmount that one first, "
+                f"then run `convoy umount {name}` again"
+            )
+        mounts.unmount(extra)
 
     def path(self, name: str) -> str:
         record = self.require(name)

@@ -48,6 +48,7 @@ class SnapshotService:
         name = check_name("snapshot", name) if name else "snapshot-" + secrets.token_hex(8)
         with self.volumes.volume_lock(volume):
             record = self.volumes.require(volume)
+            self.volumes.refuse_while_restoring(record, "snapshot")  # its data is partial
             if self.catalog.get_snapshot(name) is not None:
                 raise Conflict(f"snapshot {name} already exists; pick another name")
             driver = self.volumes.driver(record.driver)
