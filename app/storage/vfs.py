@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import stat
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from app import mounts
@@ -249,10 +249,11 @@ class VfsDriver(StorageDriver):
 
     @contextmanager
     def open_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict):
-        with ExitStack() as stack:
-            try:
-                fd = stack.enter_context(open_dir(self.path, *SNAPSHOTS, name, snapshot))
-            except FileNotFoundError:
-                directory = self.snapshot_dir(name, snapshot)
-                raise Unavailable(f"the data of snapshot {snapshot} is missing: {directory} does not exist") from None
-            yield Path(proc_path(fd))  # pinned: a link swapped in later is never read
+        directory = self.snapshot_dir(name, snapshot)
+        try:
+            # checked link-free here; the engine opens it by name (with O_NOFOLLOW below it)
+            with open_dir(self.path, *SNAPSHOTS, name, snapshot):
+                pass
+        except FileNotFoundError:
+            raise Unavailable(f"the data of snapshot {snapshot} is missing: {directory} does not exist") from None
+        yield directory
