@@ -71,6 +71,7 @@ class VfsDriver(StorageDriver):
         self._shared = None if not shared else shared == "true"
         self._snapshot_method: str | None = None
         self._records = SharedRecordReader(str(self.records_dir))
+        self._records_problem: str | None = None
 
     @property
     def data_outside_host(self) -> bool:
@@ -199,7 +200,7 @@ class VfsDriver(StorageDriver):
     def shared_volumes(self) -> list[SharedVolume]:
         try:
             with open_dir(self.path, *RECORDS) as records, open_dir(self.path) as base:
-                return [
+                found = [
                     SharedVolume(
                         name=record.name,
                         size=record.size,
@@ -209,10 +210,15 @@ class VfsDriver(StorageDriver):
                     for record in self._records.read_all(records)
                     if is_real_dir(base, record.name)  # a record without its data is not a volume here
                 ]
+            self._records_problem = None
+            return found
         except FileNotFoundError:
             return []
-        except Conflict as err:
-            log.warning("not listing shared volume records: %s", err)
+        except (Conflict, OSError) as err:  # a planted link, an NFS server that refuses: List must still answer
+            problem = str(err)
+            if problem != self._records_problem:  # once per new problem, not on every List
+                log.warning("not listing the volume records in %s: %s", self.records_dir, problem)
+                self._records_problem = problem
             return []
 
     # snapshots: a reflink copy of the volume directory where the file

@@ -6,6 +6,7 @@ to another volume's mount point, Docker was handed the wrong volume.
 """
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,8 @@ def test_a_mount_covered_later_by_another_is_not_unmounted_from_under_it(daemon,
     assert daemon.cli("mount", "vol1", "--mountpoint", str(place), check=True).stdout.strip() == str(place)
     (place / "file").write_text("in the volume")
     assert daemon.cli("mount", "vol1", "--mountpoint", str(place), check=True)  # repeated: fine
-    assert sum(1 for line in open("/proc/self/mountinfo") if line.split(" ")[4] == str(place)) == 1
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert sum(1 for line in mountinfo if line.split(" ")[4] == str(place)) == 1
 
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(place)], check=True)  # the user stacks a tmpfs on it
     (place / "precious").write_text("the user's data")

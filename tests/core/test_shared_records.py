@@ -108,7 +108,6 @@ def test_bad_shared_records_are_skipped_once_each_and_never_break_list_or_get(da
     assert len(skip_lines(daemon, "num.json")) == 2
     (records / "num.json").write_text(record("num"))
     assert "num" in [v["Name"] for v in daemon.docker_ok("List")["Volumes"]]
-    assert not os.path.ismount("/etc") or "/etc" not in open("/proc/self/mountinfo").read().split()
 
 
 def test_a_record_whose_volume_directory_is_a_link_is_not_listed(daemon, tmp_path):
