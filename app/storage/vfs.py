@@ -33,7 +33,7 @@ from app.storage.nofollow import (
     write_json_at,
 )
 from app.storage.shared_records import SharedRecordReader, record_file
-from app.storage.vfs_snapshot import snapshot_directory, supports_reflink
+from app.storage.vfs_snapshot import snapshot_tree, supports_reflink
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class VfsDriver(StorageDriver):
                 raise Conflict(f"snapshot directory {self.snapshot_dir(name, snapshot)} already exists")
             if lstat_at(parent, partial) is not None:
                 shutil.rmtree(partial, dir_fd=parent)
-            method = snapshot_directory(source, parent, partial, where=str(self.volume_dir(name)))
+            method = snapshot_tree(source, parent, partial, where=str(self.volume_dir(name)))
             os.rename(partial, snapshot, src_dir_fd=parent, dst_dir_fd=parent)
         if method == "empty":  # no file data to clone: say what a file would get
             method = self.snapshot_method

@@ -1,6 +1,6 @@
 """Snapshots of VFS volumes: a reflink copy where the file system can, a copy elsewhere.
 
-`snapshot_directory(source_fd, dest_parent_fd, name)` copies the tree with FICLONE
+`snapshot_tree(source_fd, dest_parent_fd, name)` (or `snapshot_directory` by paths) copies the tree with FICLONE
 (instant on XFS with reflink=1 and on btrfs: extents are shared and copied
 on write later) and falls back to a byte copy per file when the file system
 refuses. Modes, owners, mtimes, symlinks and hard links are kept, so an
@@ -206,7 +206,7 @@ def _entries(dir_fd: int):
     return iter(sorted(listed))
 
 
-def snapshot_directory(source_fd: int, dest_parent_fd: int, dest_name: str, where: str) -> str:
+def snapshot_tree(source_fd: int, dest_parent_fd: int, dest_name: str, where: str) -> str:
     """Copy the open directory `source_fd` to the new `dest_name` under `dest_parent_fd`.
 
     Returns "reflink", "copy" or "empty". Nothing is looked up by a path
@@ -228,3 +228,17 @@ def snapshot_directory(source_fd: int, dest_parent_fd: int, dest_name: str, wher
     if tree.state["copied"]:
         return "copy"
     return "reflink" if tree.state["reflink"] else "empty"
+
+
+def snapshot_directory(volume_dir: str, snapshot_dir: str) -> str:
+    """`snapshot_tree` by paths: neither the volume directory nor the new snapshot's name may be a link."""
+    source = os.open(volume_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.makedirs(os.path.dirname(snapshot_dir) or ".", exist_ok=True)
+        parent = os.open(os.path.dirname(snapshot_dir) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return snapshot_tree(source, parent, os.path.basename(snapshot_dir), where=volume_dir)
+        finally:
+            os.close(parent)
+    finally:
+        os.close(source)
