@@ -90,12 +90,18 @@ class _Tree:
         return Conflict(f"{os.path.join(self.where, rel)} changed type while the snapshot was taken; take the snapshot again")
 
 
+class _Vanished(Exception):
+    """An entry removed between listing and copying: the snapshot simply does not have it."""
+
+
 def _open_same(parent_fd: int, name: str, seen: os.stat_result, flags: int, tree: _Tree, rel: str) -> int:
     """Open `name` under `parent_fd` as the very object `seen` described, or raise "changed type"."""
     try:
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
     except OSError as err:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+        if err.errno == errno.ENOENT:
+            raise _Vanished(rel) from None
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise tree.changed(rel) from None
         raise
     st = os.fstat(fd)
@@ -156,7 +162,9 @@ def _copy_entry(src_dir: int, dst_dir: int, name: str, st: os.stat_result, tree:
         try:
             target = os.readlink(name, dir_fd=src_dir)
         except OSError as err:
-            if err.errno in (errno.EINVAL, errno.ENOENT):
+            if err.errno == errno.ENOENT:
+                raise _Vanished(rel) from None
+            if err.errno == errno.EINVAL:
                 raise tree.changed(rel) from None
             raise
         os.symlink(target, name, dir_fd=dst_dir)
@@ -187,9 +195,15 @@ def _copy_tree(source_fd: int, tree: _Tree) -> None:
         name, st = entry
         rel = os.path.join(dir_rel, name)
         if not stat.S_ISDIR(st.st_mode):
-            _copy_entry(src_dir, dst_dir, name, st, tree, rel)
+            try:
+                _copy_entry(src_dir, dst_dir, name, st, tree, rel)
+            except _Vanished:
+                pass  # deleted by a container meanwhile, as it could have been a moment earlier
             continue
-        child_src = _open_same(src_dir, name, st, os.O_RDONLY | os.O_DIRECTORY, tree, rel)
+        try:
+            child_src = _open_same(src_dir, name, st, os.O_RDONLY | os.O_DIRECTORY, tree, rel)
+        except _Vanished:
+            continue
         try:
             os.mkdir(name, 0o700, dir_fd=dst_dir)
             child_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_dir)
@@ -201,8 +215,13 @@ def _copy_tree(source_fd: int, tree: _Tree) -> None:
 
 def _entries(dir_fd: int):
     """(name, lstat) of each entry of an open directory, read at once (bounded fds: one per level)."""
+    listed = []
     with os.scandir(dir_fd) as scan:
-        listed = [(entry.name, entry.stat(follow_symlinks=False)) for entry in scan]
+        for entry in scan:
+            try:
+                listed.append((entry.name, entry.stat(follow_symlinks=False)))
+            except FileNotFoundError:
+                pass  # removed while listed
     return iter(sorted(listed))
 
 

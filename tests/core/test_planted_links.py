@@ -250,3 +250,22 @@ def test_a_file_swapped_for_a_link_mid_snapshot_fails_it(daemon, canary):
     code, stdout, stderr = snapshot_with_a_swap(daemon, [volume / "a"], swap)
     assert SECRET not in all_snapshot_text(daemon)
     assert code == 4 and "b changed type while the snapshot was taken" in stderr, (stdout, stderr)
+
+
+def test_files_deleted_mid_snapshot_are_simply_not_in_it(daemon):
+    daemon.cli("create", "vol1", check=True)
+    volume = daemon.root / "vfs" / "vol1"
+    (volume / "a").write_text("first in the walk")
+    (volume / "b-file").write_text("a temporary file")
+    (volume / "c-link").symlink_to("b-file")
+    (volume / "d-dir").mkdir()
+
+    def delete():
+        (volume / "b-file").unlink()
+        (volume / "c-link").unlink()
+        (volume / "d-dir").rmdir()
+
+    code, stdout, stderr = snapshot_with_a_swap(daemon, [volume / "a"], delete)
+    assert code == 0, stderr
+    copied = daemon.root / "vfs" / ".convoy" / "snapshots" / "vol1" / stdout.strip()
+    assert sorted(p.name for p in copied.iterdir()) == ["a"]
