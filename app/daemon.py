@@ -103,6 +103,21 @@ def check_volumes_reachable(catalog: Catalog, drivers: dict) -> None:
         )
 
 
+def check_mount_root_apart(settings: Settings, drivers: dict) -> None:
+    """The mount root shares no directory with the stores: a volume named like an entry there would be mounted over it."""
+    mount_root = Path(os.path.realpath(settings.mount_root))
+    stores = [("--root", settings.root)] + [
+        (f"the {name} driver's storage", path) for name, driver in drivers.items() for path in driver.private_paths()
+    ]
+    for what, path in stores:
+        store = Path(os.path.realpath(path))
+        if mount_root == store or store.is_relative_to(mount_root) or (what != "--root" and mount_root.is_relative_to(store)):
+            raise ConfigurationError(
+                f"--mount-root {settings.mount_root} overlaps {what} {path}: a volume could be mounted over "
+                f"convoy's own files; give them separate directories (the default mount root is <root>/mounts)"
+            )
+
+
 def run(settings: Settings) -> None:
     logging.basicConfig(
         level=os.environ.get("CONVOY_LOG_LEVEL", "INFO").upper(),
@@ -112,6 +127,7 @@ def run(settings: Settings) -> None:
     catalog = Catalog(settings.root / CATALOG_FILE)
     drivers = build_drivers(settings, catalog)
     check_volumes_reachable(catalog, drivers)
+    check_mount_root_apart(settings, drivers)
     plugin_socket = bind_unix_socket(settings.plugin_socket, 0o660)
     control_socket = bind_unix_socket(settings.socket, 0o600)
     start_error_file(settings.socket).unlink(missing_ok=True)
