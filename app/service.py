@@ -23,7 +23,7 @@ from app.names import check_volume_name
 from app.private_dirs import make_private
 from app.settings import Settings
 from app.storage.driver import StorageDriver, VolumeSpec
-from app.units import format_size, parse_size
+from app.units import MAX_SIZE, format_size, parse_size
 from app.validation import validate
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,9 @@ class VolumeService:
             return self.view(self._create_locked(name, driver_name, size, options, {}))
 
     def _create_locked(self, name, driver_name, size, options, extra_details) -> VolumeRecord:
+        # sizes also come from backups (a manifest's volume size): the catalog stores 64-bit integers
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SIZE):
+            raise InvalidInput(f"volume size {size!r} is out of range: give a size from 1 byte to less than 8192P")
         created_at = now_rfc3339()
         driver = self.driver(driver_name)
         details = driver.create_volume(VolumeSpec(name, size, created_at, options))

@@ -106,3 +106,16 @@ def test_a_failed_catalog_insert_undoes_the_driver_work(tmp_path, monkeypatch):
     assert service.create("vol1")["name"] == "vol1"
     with pytest.raises(ConvoyError, match="already exists"):
         service.create("vol1", exist_ok=False)
+
+
+@pytest.mark.parametrize("size", [1 << 63, 0, -1, 1.5, "1G", True])
+def test_a_restore_with_an_out_of_range_size_from_its_backup_creates_nothing(tmp_path, size):
+    """A restore takes the size from the backup's manifest when the user gives none: checked too."""
+    settings = load_settings(root=str(tmp_path / "root"), mount_root=str(tmp_path / "mounts"), env={})
+    catalog = Catalog(settings.root / "catalog.db")
+    driver = build_driver("vfs", {}, settings.root)
+    service = VolumeService(settings, {"vfs": driver}, catalog)
+    service.start()
+    with pytest.raises(ConvoyError, match="is out of range"):
+        service.create_for_restore("vol1", "vfs", size, {}, "vfs:///store?backup=b&volume=v")
+    assert not (driver.path / "vol1").exists() and catalog.all() == []
