@@ -153,9 +153,10 @@ def _block_key(volume: str, checksum: str) -> str:
 
 def _read_block(store: ObjectStore, volume: str, backup: str, checksum: str) -> bytes:
     what = f"block {checksum} of backup {backup}"
+    key = _block_key(volume, checksum)
     try:
-        stored = store.get_at_most(_block_key(volume, checksum), limits.LEGACY_MAX_STORED_BLOCK, "Convoy block")
-        data = limits.gunzip_capped(stored, limits.LEGACY_BLOCK_SIZE, what)
+        stored = store.get_at_most(key, limits.LEGACY_MAX_STORED_BLOCK, "Convoy block")
+        data = limits.gunzip_capped(stored, limits.LEGACY_BLOCK_SIZE, f"Convoy block {key}")
     except NotFound:
         raise NotFound(f"{what} is missing from {store.url}") from None
     except Conflict as e:

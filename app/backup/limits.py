@@ -66,7 +66,7 @@ def zstd_decompress_capped(data: bytes | memoryview, cap: int, what: str) -> byt
         while chunk := reader.read(min(_CHUNK, cap + 1 - len(out))):
             out += chunk
             if len(out) > cap:
-                raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows")
+                raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
     except zstandard.ZstdError as e:
         raise Conflict(f"{what} cannot be decompressed ({e})") from None
     return out
@@ -80,7 +80,7 @@ def gunzip_capped(data: bytes | memoryview, cap: int, what: str) -> bytes:
     except zlib.error as e:
         raise Conflict(f"{what} cannot be decompressed ({e})") from None
     if len(out) > cap:
-        raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows")
+        raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
     if not inflater.eof:
         raise Conflict(f"{what} cannot be decompressed (it is truncated)")
     return out
