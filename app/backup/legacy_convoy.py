@@ -166,6 +166,16 @@ def _read_block(store: ObjectStore, volume: str, backup: str, checksum: str) -> 
     return data
 
 
+def _check_blocks_fit(cfg: BackupCfg, size: int | None, key: str) -> None:
+    """Every listed block lies inside the volume, when its size is known."""
+    for block in cfg.get("Blocks") or ():
+        if size and block["Offset"] + limits.LEGACY_BLOCK_SIZE > size:
+            raise Conflict(
+                f"Convoy backup config {key} is not valid: a block at offset {block['Offset']} lies "
+                f"outside the volume's {size} bytes"
+            )
+
+
 def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
     cfg = cfg or read_backup_cfg(store, volume, backup)
     problems = []
@@ -207,6 +217,7 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
     cfg = read_backup_cfg(store, volume, backup)
     vol = read_volume_cfg(store, volume) or {}
     size = size or vol.get("Size")
+    _check_blocks_fit(cfg, size, backup_cfg_key(volume, backup))
     fd = os.open(image_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         if size and os.path.isfile(image_path):

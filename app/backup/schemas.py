@@ -22,7 +22,7 @@ UINT32_MAX = (1 << 32) - 1
 
 Str = Annotated[str, Strict()]
 Name = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
-Number = Annotated[float, Strict()]  # a JSON number, int or float (timestamps)
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # a JSON number, int or float (timestamps)
 
 
 def IntRange(lo: int, hi: int):  # noqa: N802 - reads as a type
@@ -83,7 +83,7 @@ class DirEntry(_Meta):
 class FileEntry(_Meta):
     type: Literal["file"]
     size: Offset
-    blocks: NotRequired[Annotated[list[Block], FailFast()]]
+    blocks: Annotated[list[Block], FailFast()]
 
 
 @with_config(_KEEP_EXTRA)
@@ -116,6 +116,9 @@ class BackupDoc(TypedDict):
     block_size: BlockSize
     source: NotRequired[Literal["tree", "image"]]
     snapshot: NotRequired[Str | None]
+    snapshot_created_at: NotRequired[Str | None]
+    driver: NotRequired[Str | None]
+    volume_size: NotRequired[Offset | None]  # the size a restore creates the volume with
     base_backup: NotRequired[Str | None]
     entries: Annotated[list[Entry], FailFast()]
 

@@ -279,6 +279,9 @@ CONVOY_CASES = [
     ("cfg-wrong-types-verify", "verify", cfg_text('{"Name": 5, "VolumeName": "dmvol", "Blocks": "x"}')),
     ("cfg-negative-offset-restore-image", "restore-image",
      cfg_text('{"Name": "b", "VolumeName": "dmvol", "Blocks": [{"Offset": -1, "BlockChecksum": "' + "0" * 64 + '"}]}')),
+    ("cfg-block-outside-the-volume-restore-image", "restore-image",
+     cfg_text('{"Name": "b", "VolumeName": "dmvol", "Blocks": [{"Offset": 4611686018427387904, "BlockChecksum": "'
+              + "0" * 64 + '"}]}')),
     ("cfg-archive-outside-the-volume-verify", "verify",
      cfg_text('{"Name": "b", "VolumeName": "dmvol", "SingleFile": {"FilePath": "convoy-store/config.json"}}')),
 ]

@@ -86,6 +86,8 @@ DAMAGES = [
     ("block-outside-its-file", altered(lambda d: d["entries"][1]["blocks"][0].__setitem__(0, 1 << 40)), "outside the file"),
     ("unknown-entry-type", altered(lambda d: d["entries"][1].update(type="socket")), "entries.1"),
     ("uid-a-string", altered(lambda d: d["entries"][1].update(uid="0")), "entries.1.file.uid"),
+    ("volume-size-2^64", altered(lambda d: d.update(volume_size=1 << 64)), "volume_size"),
+    ("file-without-blocks", altered(lambda d: d["entries"][1].pop("blocks")), "entries.1.file.blocks: Field required"),
     ("renamed-by-hand", altered(lambda d: d.update(name="backup-0000000000000000")), "moved or copied by hand"),
 ]
 
@@ -105,6 +107,9 @@ def test_a_damaged_manifest_is_listed_with_its_reason_and_the_rest_still_works(p
 
     inspect = daemon.cli("backup", "inspect", three)
     assert inspect.returncode == 4 and reason in inspect.stderr
+    restore = daemon.cli("create", "from-damaged", "--backup", three)
+    assert restore.returncode == 4 and reason in restore.stderr
+    assert daemon.cli("inspect", "from-damaged").returncode == 3  # nothing was created
 
     # deleting another backup works, but keeps every block (any may be the damaged backup's)
     blocks_before = sorted((store_dir / layout.BLOCKS).rglob("*"))
@@ -148,6 +153,7 @@ def test_a_damaged_convoy_cfg_is_listed_with_its_reason(populated, case, text, r
 VOLUME_DOC_DAMAGES = [
     ("missing", None),
     ("json-list", b"[1]"),
+    ("null", b"null"),
     ("wrong-types", b'{"format": "convoy-py-volume", "version": 1, "name": 5, "last_backup": 7}'),
     ("bad-last-backup", b'{"format": "convoy-py-volume", "version": 1, "name": "vol1", "last_backup": "../../x"}'),
     ("not-json", b"\x00\x01"),
@@ -173,12 +179,29 @@ def test_a_damaged_volume_json_never_stops_the_next_backup(populated, case, cont
     assert "Traceback" not in daemon.log_text()
 
 
-def test_a_malformed_lock_record_is_ignored(populated):
+LOCK = '{"id": "junk", "kind": "exclusive", "operation": "x", "host": "h", "pid": 1, "expires_at": %s}'
+LOCK_DAMAGES = [
+    ("json-list", '["not", "a", "lock"]'),
+    ("expires-never", LOCK % "Infinity"),
+    ("expires-a-string", LOCK % '"tomorrow"'),
+    ("fields-missing", '{"id": "junk"}'),
+    ("huge", None),
+]
+
+
+@pytest.mark.parametrize("case,text", LOCK_DAMAGES, ids=[d[0] for d in LOCK_DAMAGES])
+def test_a_malformed_lock_record_is_ignored(populated, case, text):
     daemon, store_dir, store, (one, two, three) = populated
-    (store_dir / layout.lock_key("junk")).parent.mkdir(parents=True, exist_ok=True)
-    (store_dir / layout.lock_key("junk")).write_text('["not", "a", "lock"]')
+    path = store_dir / layout.lock_key("junk")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        with open(path, "wb") as f:
+            f.truncate(1 << 30)
+    else:
+        path.write_text(text)
     back_up(daemon, "vol1", store, "again")
     assert daemon.cli("backup", "delete", one, check=True).returncode == 0
+    assert "lock convoy-store/locks/junk.json" in daemon.log_text()  # the warning names it
     assert "Traceback" not in daemon.log_text()
 
 
