@@ -19,6 +19,9 @@ import zstandard
 
 from app.errors import Conflict
 
+from . import layout, limits
+from .objectstore import ObjectStore
+
 ZSTD_LEVEL = 1  # fast; random data is stored in raw zstd blocks at ~no cost
 _local = threading.local()
 
@@ -116,16 +119,18 @@ def decode_into(stored: bytes | memoryview, expected_digest: str, expected_lengt
     return data
 
 
-def decode(stored: bytes, expected_digest: str, expected_length: int | None = None) -> bytes:
-    """Decompress a stored block and check it against its name."""
+def fetch(store: ObjectStore, expected_digest: str, expected_length: int) -> bytes | memoryview:
+    """The stored form of a block (as `ObjectStore.get_view`), refused before it
+    is read when it is bigger than any zstd frame of `expected_length` bytes."""
     try:
-        data = _decompressor().decompress(stored, max_output_size=expected_length or 0)
-    except zstandard.ZstdError as e:
-        raise BlockDamaged(f"block {expected_digest} is corrupted (cannot decompress: {e})") from None
-    if expected_length is not None and len(data) != expected_length:
-        raise BlockDamaged(
-            f"block {expected_digest} is corrupted: {len(data)} bytes instead of {expected_length}"
+        return store.get_at_most(
+            layout.block_key(expected_digest), limits.compress_bound(expected_length), "block", view=True
         )
-    if digest(data) != expected_digest:
-        raise BlockDamaged(f"block {expected_digest} is corrupted: its content does not match its hash")
-    return data
+    except limits.ObjectTooLarge as e:
+        raise BlockDamaged(f"block {expected_digest} is corrupted: {e}") from None
+
+
+def decode(stored: bytes, expected_digest: str, expected_length: int) -> bytes:
+    """Decompress a stored block and check it against its name."""
+    out = bytearray(expected_length)
+    return bytes(decode_into(stored, expected_digest, expected_length, memoryview(out)))

@@ -2,7 +2,7 @@
 
 Runs under the store's exclusive lock, so no backup is in flight (a backup
 holds a shared lock from before it looks at the store until its manifest is
-written). It refuses to collect when any manifest cannot be read: a block
+written). It collects nothing when any manifest cannot be read: a block
 that an unreadable manifest might use is never deleted.
 """
 
@@ -21,40 +21,61 @@ TEMPORARY_AGE = max(3600.0, 4 * DEFAULT_TTL)  # leftovers of killed writers olde
 
 
 def delete_backup(store: ObjectStore, volume: str, backup: str) -> dict:
-    """Remove one backup, then garbage-collect; return what was removed."""
+    """Remove one backup, then garbage-collect; return what was removed.
+
+    When another manifest is unreadable the backup is still deleted, but no
+    block is: any of them may belong to the unreadable backup. The result's
+    `warning` says so and what to do.
+    """
     with StoreLock(store, "exclusive", f"delete of backup {backup} of volume {volume}") as lock:
         key = layout.backup_key(volume, backup)
         if not store.exists(key):
             raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}")
-        referenced = _referenced_blocks(store, skip=(volume, backup))
+        referenced, unreadable = _referenced_blocks(store, skip=(volume, backup))
         lock.check_held()
         store.delete(key)
         if not manifest.list_backup_names(store, volume):
             store.delete(layout.volume_key(volume))
-        result = _collect(store, referenced)
-        return {"deleted": backup, "volume": volume, **result}
+        result = {"deleted": backup, "volume": volume}
+        if unreadable:
+            return {**result, "blocks_removed": 0, "warning": _kept_blocks_warning(unreadable)}
+        return {**result, **_collect(store, referenced)}
 
 
 def collect_garbage(store: ObjectStore) -> dict:
     """Garbage collection alone (blocks left by killed backups, stale temporaries)."""
     with StoreLock(store, "exclusive", "garbage collection"):
-        return _collect(store, _referenced_blocks(store))
+        referenced, unreadable = _referenced_blocks(store)
+        if unreadable:
+            raise Conflict(_kept_blocks_warning(unreadable))
+        return _collect(store, referenced)
 
 
-def _referenced_blocks(store: ObjectStore, skip: tuple[str, str] | None = None) -> set[str]:
+def _referenced_blocks(store: ObjectStore, skip: tuple[str, str] | None = None) -> tuple[set[str], list[str]]:
+    """Every block the manifests name, and why each unreadable manifest is."""
     referenced: set[str] = set()
+    unreadable: list[str] = []
     for vol, name in manifest.list_backup_names(store):
         if (vol, name) == skip:
             continue
         try:
             doc = manifest.read_backup(store, vol, name)
-        except (Conflict, NotFound) as e:
-            raise Conflict(
-                f"cannot collect unused blocks: backup {name} of volume {vol} is unreadable ({e}); "
-                "nothing was deleted. Repair or remove that manifest first"
-            ) from None
+        except NotFound:
+            continue  # deleted since the listing (not by a delete: we hold the exclusive lock)
+        except Conflict as e:
+            unreadable.append(f"backup {name} of volume {vol} ({e})")
+            continue
         referenced.update(manifest.block_digests(doc))
-    return referenced
+    return referenced, unreadable
+
+
+def _kept_blocks_warning(unreadable: list[str]) -> str:
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    return (
+        f"unused blocks were kept: {unreadable[0]}{more} cannot be read, and its blocks must not be "
+        "deleted. Restore that manifest from a copy, or delete that backup with `convoy backup delete`; "
+        "the next delete then removes the unused blocks"
+    )
 
 
 def _collect(store: ObjectStore, referenced: set[str]) -> dict:

@@ -13,15 +13,16 @@ directory levels). These are read only; new backups use our format.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
 import tarfile
 import zlib
 
 from app.errors import Conflict, NotFound
+from app.validation import parse_json
 
+from . import limits
+from .legacy_schema import BackupCfg, VolumeCfg
 from .objectstore import ObjectStore
 from .progress import Progress
 from .restore import make_durable, prepare_target
@@ -42,14 +43,23 @@ def has_backup(store: ObjectStore, volume: str, backup: str) -> bool:
     return store.exists(backup_cfg_key(volume, backup))
 
 
-def read_backup_cfg(store: ObjectStore, volume: str, backup: str) -> dict:
+def read_backup_cfg(store: ObjectStore, volume: str, backup: str) -> BackupCfg:
+    """A backup's .cfg, size-checked and validated; Conflict naming the object when it is not one."""
     key = backup_cfg_key(volume, backup)
+    what = f"Convoy backup config {key} in {store.url}"
     try:
-        return json.loads(store.get(key))
+        data = store.get_at_most(key, limits.MAX_LEGACY_BACKUP_CFG, "Convoy backup config")
     except NotFound:
         raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}") from None
-    except ValueError:
-        raise Conflict(f"Convoy backup config {key} in {store.url} is unreadable") from None
+    cfg = parse_json(BackupCfg, data, what=what, max_bytes=limits.MAX_LEGACY_BACKUP_CFG, error=Conflict)
+    path = (cfg.get("SingleFile") or {}).get("FilePath")
+    archives = volume_dir(volume) + "BackupFiles/"
+    if path and (not path.startswith(archives) or "/" in path[len(archives):] or not path.endswith(".bak")):
+        raise Conflict(f"{what} is not valid: SingleFile.FilePath {path!r} is not an archive of this volume ({archives}*.bak)")
+    for i, block in enumerate(cfg.get("Blocks") or ()):
+        if block["Offset"] % limits.LEGACY_BLOCK_SIZE:
+            raise Conflict(f"{what} is not valid: Blocks.{i}.Offset {block['Offset']} is not a multiple of Convoy's 2 MiB block")
+    return cfg
 
 
 def list_backups(store: ObjectStore, volume: str | None = None) -> list[tuple[str, str]]:
@@ -77,10 +87,13 @@ def summary(cfg: dict, volume_cfg: dict | None = None) -> dict:
     }
 
 
-def read_volume_cfg(store: ObjectStore, volume: str) -> dict | None:
+def read_volume_cfg(store: ObjectStore, volume: str) -> VolumeCfg | None:
+    """A volume's volume.cfg; None when it is missing or unreadable (it only adds details)."""
+    key = volume_dir(volume) + "volume.cfg"
     try:
-        return json.loads(store.get(volume_dir(volume) + "volume.cfg"))
-    except (NotFound, ValueError):
+        data = store.get_at_most(key, limits.MAX_SMALL_DOC, "Convoy volume config")
+        return parse_json(VolumeCfg, data, what=f"Convoy volume config {key}", max_bytes=limits.MAX_SMALL_DOC, error=Conflict)
+    except (NotFound, Conflict):
         return None
 
 
@@ -139,15 +152,28 @@ def _block_key(volume: str, checksum: str) -> str:
 
 
 def _read_block(store: ObjectStore, volume: str, backup: str, checksum: str) -> bytes:
+    what = f"block {checksum} of backup {backup}"
+    key = _block_key(volume, checksum)
     try:
-        data = gzip.decompress(store.get(_block_key(volume, checksum)))
+        stored = store.get_at_most(key, limits.LEGACY_MAX_STORED_BLOCK, "Convoy block")
+        data = limits.gunzip_capped(stored, limits.LEGACY_BLOCK_SIZE, f"Convoy block {key}")
     except NotFound:
-        raise NotFound(f"block {checksum} of backup {backup} is missing from {store.url}") from None
-    except (OSError, EOFError, zlib.error):
-        raise Conflict(f"block {checksum} of backup {backup} is corrupted (cannot decompress)") from None
+        raise NotFound(f"{what} is missing from {store.url}") from None
+    except Conflict as e:
+        raise Conflict(f"{what} is corrupted: {e}") from None
     if hashlib.sha512(data).hexdigest()[:64] != checksum and hashlib.sha256(data).hexdigest() != checksum:
-        raise Conflict(f"block {checksum} of backup {backup} is corrupted: its content does not match its name")
+        raise Conflict(f"{what} is corrupted: its content does not match its name")
     return data
+
+
+def _check_blocks_fit(cfg: BackupCfg, size: int | None, key: str) -> None:
+    """Every listed block lies inside the volume, when its size is known."""
+    for block in cfg.get("Blocks") or ():
+        if size and block["Offset"] + limits.LEGACY_BLOCK_SIZE > size:
+            raise Conflict(
+                f"Convoy backup config {key} is not valid: a block at offset {block['Offset']} lies "
+                f"outside the volume's {size} bytes"
+            )
 
 
 def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
@@ -191,6 +217,7 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
     cfg = read_backup_cfg(store, volume, backup)
     vol = read_volume_cfg(store, volume) or {}
     size = size or vol.get("Size")
+    _check_blocks_fit(cfg, size, backup_cfg_key(volume, backup))
     fd = os.open(image_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         if size and os.path.isfile(image_path):

@@ -21,9 +21,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from app.errors import Conflict, Unavailable
+from app.errors import Conflict, NotFound, Unavailable
+from app.validation import parse_json
 
-from . import layout
+from . import layout, limits
+from .schemas import LockDoc
 from .objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,14 +48,23 @@ class LockInfo:
 
 
 def read_locks(store: ObjectStore) -> list[LockInfo]:
-    """Every lock in the store, live or expired (unreadable ones are skipped)."""
+    """Every lock in the store, live or expired.
+
+    A lock that is gone by the time it is read is no lock; one that is not a
+    lock record is skipped with a warning (it cannot say what holds it or
+    until when). A store that cannot be read fails the caller.
+    """
     locks = []
     for key in store.list(layout.LOCKS):
         try:
-            raw = json.loads(store.get(key))
-            locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__}))
-        except Exception:  # noqa: BLE001 - a half-gone lock is no lock
+            data = store.get_at_most(key, limits.MAX_SMALL_DOC, "lock")
+            raw = parse_json(LockDoc, data, what=f"lock {key} in {store.url}", max_bytes=limits.MAX_SMALL_DOC, error=Conflict)
+        except NotFound:
             continue
+        except Conflict as e:
+            log.warning("%s; ignoring it", e)
+            continue
+        locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__}))
     return locks
 
 

@@ -8,22 +8,33 @@ volumes are long and hashes dominate them).
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import gc
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 import zstandard
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
+from app.validation import validate
 
-from . import layout
+from . import layout, limits, schemas
 from .objectstore import ObjectStore
+from .urls import check_name
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 STORE_FORMAT = "convoy-py-store"
 VOLUME_FORMAT = "convoy-py-volume"
 BACKUP_FORMAT = "convoy-py-backup"
 DEFAULT_BLOCK_SIZE = 1 << 20
+XATTR_B64_MAX = 4 * (65536 + 2) // 3  # base64 of Linux's largest value (XATTR_SIZE_MAX)
 
 
 def now_rfc3339() -> str:
@@ -42,26 +53,64 @@ class StoreConfig:
         return {"format": STORE_FORMAT, **self.__dict__}
 
 
-def _check_version(kind: str, raw: dict, where: str) -> None:
-    version = raw.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+def _check_version(kind: str, version: object, where: str) -> None:
+    if version is None:
+        raise Conflict(f"{where} is a {kind} without a format version; the store is damaged")
+    if not isinstance(version, int) or isinstance(version, bool):
         raise Conflict(
-            f"{where} is a {kind} of format version {version}; this Convoy reads up to "
-            f"version {FORMAT_VERSION}: upgrade Convoy to use it"
+            f"{where}: format version {version!r} is not a number; "
+            f"this Convoy reads format versions up to {FORMAT_VERSION}"
         )
+    if version > FORMAT_VERSION or version < 1:
+        raise Conflict(
+            f"{where} is a {kind} of format version {version}; this Convoy reads format versions "
+            f"up to {FORMAT_VERSION}: upgrade Convoy to use it"
+        )
+
+
+def parse_document(data: bytes | bytearray, schema: type[T], *, kind: str, format: str, where: str) -> T:
+    """Parse one of our JSON documents: its format and version first (so a
+    newer format says "upgrade", not "invalid"), then the whole schema.
+
+    `json.loads` rather than pydantic's JSON parser: file names that are not
+    UTF-8 are stored as lone surrogate escapes (Python's surrogateescape),
+    which only Python's parser reads back. Its nesting limit raises
+    RecursionError, which is caught like any other malformed JSON.
+    """
+    with _gc_paused():
+        try:
+            raw: Any = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise Conflict(f"{where} is not a readable {kind} (not JSON: {reason}); the store is damaged") from None
+        header = validate(schemas.Header, raw, what=where, error=Conflict)
+        if header["format"] != format:
+            raise Conflict(f"{where} is not a Convoy {kind} (its format is {header['format']!r})")
+        _check_version(kind, header.get("version"), where)
+        return validate(schema, raw, what=where, error=Conflict)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Parsing a manifest makes millions of lists and dicts and no cycles, but
+    each allocation burst wakes the cycle collector over all of them: with it
+    paused a 1M-block manifest reads in 1.5 s instead of 4.5 s."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def load_config(store: ObjectStore) -> StoreConfig | None:
     try:
-        raw = json.loads(store.get(layout.CONFIG))
+        data = store.get_at_most(layout.CONFIG, limits.MAX_SMALL_DOC, "store config")
     except NotFound:
         return None
-    except ValueError:
-        raise Conflict(f"{store.url}: {layout.CONFIG} is unreadable; the store is damaged") from None
-    if raw.get("format") != STORE_FORMAT:
-        raise Conflict(f"{store.url}: {layout.CONFIG} is not a Convoy store config")
-    _check_version("store", raw, store.url)
-    return StoreConfig(**{k: raw[k] for k in StoreConfig.__dataclass_fields__ if k in raw})
+    doc = parse_document(data, schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=f"{store.url}: {layout.CONFIG}")
+    return StoreConfig(**{k: doc[k] for k in StoreConfig.__dataclass_fields__ if k in doc})
 
 
 def ensure_config(store: ObjectStore, block_size: int = DEFAULT_BLOCK_SIZE) -> StoreConfig:
@@ -77,31 +126,35 @@ def ensure_config(store: ObjectStore, block_size: int = DEFAULT_BLOCK_SIZE) -> S
 
 # -- per-volume manifest ------------------------------------------------------
 
-def write_volume(store: ObjectStore, volume: str, *, size: int | None, driver: str, last_backup: str) -> None:
+def read_volume(store: ObjectStore, volume: str) -> schemas.VolumeDoc | None:
+    """The per-volume manifest, or None when it is missing or unreadable.
+
+    It holds only hints (the backups/ listing is the truth), so a damaged
+    one never stops a backup: the next backup rewrites it.
+    """
     key = layout.volume_key(volume)
     try:
-        created = json.loads(store.get(key)).get("created_at") or now_rfc3339()
-    except (NotFound, ValueError):
-        created = now_rfc3339()
+        data = store.get_at_most(key, limits.MAX_SMALL_DOC, "volume manifest")
+        return parse_document(data, schemas.VolumeDoc, kind="volume manifest", format=VOLUME_FORMAT, where=f"{store.url}: {key}")
+    except NotFound:
+        return None
+    except Conflict as e:
+        log.warning("%s; the next backup of volume %s rewrites it", e, volume)
+        return None
+
+
+def write_volume(store: ObjectStore, volume: str, *, size: int | None, driver: str, last_backup: str) -> None:
+    old = read_volume(store, volume)
     doc = {
         "format": VOLUME_FORMAT,
         "version": FORMAT_VERSION,
         "name": volume,
         "driver": driver,
         "size": size,
-        "created_at": created,
+        "created_at": (old and old.get("created_at")) or now_rfc3339(),
         "last_backup": last_backup,  # a hint; the backups/ listing is the truth
     }
-    store.put(key, json.dumps(doc, indent=1).encode())
-
-
-def read_volume(store: ObjectStore, volume: str) -> dict:
-    try:
-        raw = json.loads(store.get(layout.volume_key(volume)))
-    except NotFound:
-        raise NotFound(f"no backups of volume {volume!r} in {store.url}") from None
-    _check_version("volume manifest", raw, layout.volume_key(volume))
-    return raw
+    store.put(layout.volume_key(volume), json.dumps(doc, indent=1).encode())
 
 
 # -- per-backup manifest -----------------------------------------------------
@@ -110,15 +163,45 @@ def encode_manifest(doc: dict) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(json.dumps(doc, separators=(",", ":")).encode())
 
 
-def decode_manifest(data: bytes, where: str) -> dict:
-    try:
-        doc = json.loads(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31))
-    except (zstandard.ZstdError, ValueError) as e:
-        raise Conflict(f"backup manifest {where} is unreadable ({e}); the store is damaged") from None
-    if doc.get("format") != BACKUP_FORMAT:
-        raise Conflict(f"{where} is not a Convoy backup manifest")
-    _check_version("backup manifest", doc, where)
-    return doc
+def decode_manifest(data: bytes | memoryview, where: str) -> dict:
+    """A stored backup manifest, checked: size, JSON, schema, and the block map."""
+    text = limits.zstd_decompress_capped(data, limits.manifest_cap(len(data)), f"backup manifest {where}")
+    doc = parse_document(text, schemas.BackupDoc, kind="backup manifest", format=BACKUP_FORMAT, where=where)
+    _check_entries(doc, where)
+    return doc  # type: ignore[return-value]
+
+
+def _check_entries(doc: schemas.BackupDoc, where: str) -> None:
+    """What the schema cannot say alone: paths without NUL, and every block
+    inside its file and no longer than the backup's block size (which bounds
+    the buffers a restore or verify allocates)."""
+    block_size = doc["block_size"]
+    for i, entry in enumerate(doc["entries"]):
+        if "\0" in entry["path"] or "\0" in entry.get("target", ""):
+            raise Conflict(f"{where} is not valid: entries.{i}: a path holds a NUL character")
+        if entry.get("xattrs"):
+            _check_xattrs(entry["xattrs"], f"{where} is not valid: entries.{i} ({entry['path']!r})")
+        for offset, length, _digest in entry.get("blocks", ()):
+            if length > block_size or offset + length > entry["size"]:
+                raise Conflict(
+                    f"{where} is not valid: entries.{i} ({entry['path']!r}): a block of {length} bytes at "
+                    f"offset {offset} lies outside the file's {entry['size']} bytes or exceeds the "
+                    f"backup's block size {block_size}"
+                )
+    if doc.get("source") == "image" and [e["type"] for e in doc["entries"]] != ["file"]:
+        raise Conflict(f"{where} is not valid: an image backup has exactly one entry, a file")
+
+
+def _check_xattrs(values: dict[str, str], where: str) -> None:
+    for name, value in values.items():
+        if not name or "\0" in name or len(name) > 255:
+            raise Conflict(f"{where}: extended attribute name {name[:40]!r} is not a valid name")
+        try:
+            if len(value) > XATTR_B64_MAX:
+                raise ValueError("too long")
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise Conflict(f"{where}: the value of extended attribute {name!r} is not valid base64 of at most 64 KiB") from None
 
 
 def write_backup(store: ObjectStore, doc: dict) -> None:
@@ -128,13 +211,19 @@ def write_backup(store: ObjectStore, doc: dict) -> None:
 def read_backup(store: ObjectStore, volume: str, backup: str) -> dict:
     key = layout.backup_key(volume, backup)
     try:
-        data = store.get(key)
+        data = store.get_at_most(key, limits.MAX_MANIFEST, "backup manifest")
     except NotFound:
         raise NotFound(
             f"backup {backup!r} of volume {volume!r} is not in {store.url}: "
             "check the URL with `convoy backup list`"
         ) from None
-    return decode_manifest(data, key)
+    doc = decode_manifest(data, key)
+    if (doc["volume"], doc["name"]) != (volume, backup):
+        raise Conflict(
+            f"{key} holds backup {doc['name']!r} of volume {doc['volume']!r}, not the one its name "
+            "says; it was moved or copied by hand: move it back, or delete it"
+        )
+    return doc
 
 
 def list_backup_names(store: ObjectStore, volume: str | None = None) -> list[tuple[str, str]]:
@@ -155,11 +244,8 @@ def latest_backup(store: ObjectStore, volume: str) -> dict | None:
     (any readable backup is a correct base; the newest is merely the best);
     when that hint is missing or stale, every manifest is read to find it.
     """
-    try:
-        hint = json.loads(store.get(layout.volume_key(volume))).get("last_backup")
-    except (NotFound, ValueError):
-        hint = None
-    if hint:
+    hint = (read_volume(store, volume) or {}).get("last_backup")
+    if hint and _is_backup_name(hint):
         try:
             return read_backup(store, volume, hint)
         except (NotFound, Conflict):
@@ -173,6 +259,14 @@ def latest_backup(store: ObjectStore, volume: str) -> dict | None:
         if best is None or (doc["created_at"], doc["name"]) > (best["created_at"], best["name"]):
             best = doc
     return best
+
+
+def _is_backup_name(name: str) -> bool:
+    try:
+        check_name("backup", name)
+    except InvalidInput:
+        return False
+    return True
 
 
 def summary(doc: dict) -> dict:

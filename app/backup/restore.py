@@ -72,7 +72,7 @@ class _BlockWriter:
     def __call__(self, fds: tuple[int, int], rel: str, offset: int, length: int, digest: str) -> None:
         fd, direct_fd = fds
         try:
-            stored = self.store.get_view(layout.block_key(digest))
+            stored = blocks.fetch(self.store, digest, length)
         except NotFound:
             raise NotFound(
                 f"block {digest} of {rel} (offset {offset}) is missing from {self.store.url}; "

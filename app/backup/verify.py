@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from app.errors import NotFound
 
-from . import blocks, layout, manifest
+from . import blocks, manifest
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
@@ -75,7 +75,7 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
         def check(digest: str, length: int, files: list[str]) -> None:
             try:
                 out = memoryview(aligned_buffer(length + ALIGN, "decoded"))
-                blocks.decode_into(store.get_view(layout.block_key(digest)), digest, length, out)
+                blocks.decode_into(blocks.fetch(store, digest, length), digest, length, out)
             except NotFound:
                 with lock:
                     report.missing.append({"block": digest, "files": files})

@@ -80,7 +80,13 @@ def backup_list(
     backups = _client().request("GET", "/backups", query=query)["backups"]
     if as_json:
         return print_json(backups)
-    print_table(["URL", "VOLUME", "SNAPSHOT", "CREATED"], [[b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")] for b in backups])
+    print_table(
+        ["URL", "VOLUME", "SNAPSHOT", "CREATED"],
+        [[b["url"], b.get("volume"), "-", "UNREADABLE"] if b.get("error") else [b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")] for b in backups],
+    )
+    for b in backups:  # why each unreadable one is, after the table
+        if b.get("error"):
+            typer.echo(f"convoy: {b['url']}: {b['error']}", err=True)
 
 
 @backup_app.command("inspect")
@@ -99,6 +105,8 @@ def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json
     result = run_job(_client(), "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
         print_json(result)
+    elif result.get("warning"):
+        typer.echo(f"convoy: {result['warning']}", err=True)
 
 
 @backup_app.command("verify")

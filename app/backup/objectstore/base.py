@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ..limits import check_size
+
 
 class ObjectStore(ABC):
     """put, get, exists, list, delete: all a format needs of a destination."""
@@ -31,6 +33,15 @@ class ObjectStore(ABC):
     @abstractmethod
     def get(self, key: str) -> bytes:
         """The whole object; NotFound when it does not exist."""
+
+    def get_at_most(self, key: str, max_size: int, what: str, *, view: bool = False) -> bytes | memoryview:
+        """The whole object, refused before it is read when it is bigger than
+        `max_size` (what its format allows; `what` names it in the error).
+        `view`: as `get_view` rather than `get`."""
+        check_size(self.size(key), max_size, f"{what} {key} in {self.url}")
+        data = self.get_view(key) if view else self.get(key)
+        check_size(len(data), max_size, f"{what} {key} in {self.url}")  # replaced since
+        return data
 
     def get_view(self, key: str) -> bytes | memoryview:
         """Like `get`, but the result may be a view into a per-thread buffer

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from app.errors import InvalidInput, NotFound, Unavailable
 
+from ..limits import check_size
 from ..urls import StoreURL
 from .base import ObjectStore
 
@@ -123,9 +124,26 @@ class S3Store(ObjectStore):
             except Exception as e:  # noqa: BLE001
                 raise self._error(e, f"read {key}") from None
 
+    def get_at_most(self, key: str, max_size: int, what: str, *, view: bool = False) -> bytes:
+        """One GET: its ContentLength is checked before the body is read, and
+        the read stops past `max_size` whatever the header said."""
+        where = f"{what} {key} in {self.url}"
+        response = self._get_object(key)
+        with response["Body"] as body:
+            check_size(int(response.get("ContentLength") or 0), max_size, where)
+            try:
+                data = body.read(max_size + 1)
+            except Exception as e:  # noqa: BLE001
+                raise self._error(e, f"read {key}") from None
+        check_size(len(data), max_size, where)
+        return data
+
     def open(self, key: str) -> BinaryIO:
+        return self._get_object(key)["Body"]
+
+    def _get_object(self, key: str) -> dict:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except self._bex.ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(f"{key} is missing from {self.url}") from None

@@ -1,0 +1,91 @@
+"""How big each object of a store may be, and decompression that stops there.
+
+A store is input: anyone who can write to it can plant an object that claims
+(or decompresses to) gigabytes. Every object is therefore checked against
+what its format allows before it is read whole, and every decompression has
+a hard cap on its output, whatever the compressed stream says about itself
+(python-zstandard's one-shot `decompress` trusts a frame's declared content
+size over `max_output_size`, so only streaming reads are used here).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import zstandard
+
+from app.errors import Conflict
+
+# Block sizes a store config or a manifest may declare. New stores use 1 MiB;
+# the range leaves room for other choices and keeps one block's buffers small.
+MIN_BLOCK_SIZE = 4 << 10
+MAX_BLOCK_SIZE = 64 << 20
+
+# Small JSON documents: store config, volume.json, locks, Convoy's volume.cfg.
+MAX_SMALL_DOC = 64 << 10
+
+# Backup manifests grow with the volume (~150 bytes of JSON per block, so
+# ~150 MB for 1 TiB at 1 MiB blocks). The decompressed JSON may be at most
+# MANIFEST_RATIO times the stored object (legitimate manifests compress
+# 3-20x: hashes do not compress) but always MANIFEST_FLOOR, and never more
+# than MAX_MANIFEST (about 7 TiB of data at 1 MiB blocks).
+MAX_MANIFEST = 1 << 30
+MANIFEST_FLOOR = 32 << 20
+MANIFEST_RATIO = 256
+
+# rancher/convoy 0.5.2: device-mapper blocks are gzip of one 2 MiB block;
+# a backup's .cfg lists ~100 bytes of JSON per block (~50 MB per TiB).
+LEGACY_BLOCK_SIZE = 2 << 20
+LEGACY_MAX_STORED_BLOCK = LEGACY_BLOCK_SIZE + LEGACY_BLOCK_SIZE // 64  # stored deflate blocks add a little
+MAX_LEGACY_BACKUP_CFG = 256 << 20
+
+_CHUNK = 1 << 20
+
+
+class ObjectTooLarge(Conflict):
+    """A stored object is bigger than its format allows (before or after decompression)."""
+
+
+def compress_bound(length: int) -> int:
+    """The largest zstd frame any encoder makes of `length` bytes (ZSTD_COMPRESSBOUND),
+    plus room for the optional frame fields (dictionary id, checksum)."""
+    margin = ((128 << 10) - length) >> 11 if length < 128 << 10 else 0
+    return length + (length >> 8) + margin + 32
+
+
+def manifest_cap(stored_size: int) -> int:
+    """The most JSON a stored manifest of `stored_size` bytes may decompress to."""
+    return min(MAX_MANIFEST, max(MANIFEST_FLOOR, MANIFEST_RATIO * stored_size))
+
+
+def zstd_decompress_capped(data: bytes | memoryview, cap: int, what: str) -> bytearray:
+    """Decompress one zstd frame, failing as soon as the output passes `cap` bytes."""
+    out = bytearray()
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False)
+        while chunk := reader.read(min(_CHUNK, cap + 1 - len(out))):
+            out += chunk
+            if len(out) > cap:
+                raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
+    except zstandard.ZstdError as e:
+        raise Conflict(f"{what} cannot be decompressed ({e})") from None
+    return out
+
+
+def gunzip_capped(data: bytes | memoryview, cap: int, what: str) -> bytes:
+    """Decompress one gzip member, failing when it holds more than `cap` bytes."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error as e:
+        raise Conflict(f"{what} cannot be decompressed ({e})") from None
+    if len(out) > cap:
+        raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
+    if not inflater.eof:
+        raise Conflict(f"{what} cannot be decompressed (it is truncated)")
+    return out
+
+
+def check_size(size: int, cap: int, what: str) -> None:
+    if size > cap:
+        raise ObjectTooLarge(f"{what} is {size} bytes, more than the {cap} its format allows; the store is damaged")

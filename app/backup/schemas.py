@@ -1,0 +1,133 @@
+"""Schemas of our store's documents (format version 1, docs/backup-format.md).
+
+Read through `app.validation`: types are strict (a "1" is not a number),
+numbers have the ranges the code that uses them can handle (a size fits an
+off_t, a mode is permission bits), and unknown fields are kept so that
+`backup inspect` shows what a writer added. Checks that span fields (a
+block inside its file, no longer than the backup's block size) are in
+`manifest.py`, next to the reading.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import ConfigDict, FailFast, Field, Strict, StringConstraints, with_config
+from typing_extensions import NotRequired, TypedDict
+
+from .limits import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
+
+INT64_MAX = (1 << 63) - 1
+UINT32_MAX = (1 << 32) - 1
+
+Str = Annotated[str, Strict()]
+Name = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # a JSON number, int or float (timestamps)
+
+
+def IntRange(lo: int, hi: int):  # noqa: N802 - reads as a type
+    return Annotated[int, Strict(), Field(ge=lo, le=hi)]
+
+
+BlockSize = IntRange(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE)
+Offset = IntRange(0, INT64_MAX)
+Digest = Annotated[str, Strict(), StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# [offset, length, BLAKE3 of the uncompressed bytes]; lists read from JSON become tuples
+Block = tuple[Offset, IntRange(1, MAX_BLOCK_SIZE), Digest]
+
+_KEEP_EXTRA = ConfigDict(extra="allow")
+
+
+@with_config(_KEEP_EXTRA)
+class Header(TypedDict):
+    """What is read first, so a newer format is told apart from a broken one."""
+
+    format: Str
+    version: NotRequired[object]
+
+
+@with_config(_KEEP_EXTRA)
+class StoreConfigDoc(TypedDict):
+    format: Literal["convoy-py-store"]
+    version: Annotated[int, Strict()]
+    block_size: BlockSize
+    block_hash: Str
+    compression: Str
+    created_at: NotRequired[Str]
+
+
+@with_config(_KEEP_EXTRA)
+class VolumeDoc(TypedDict):
+    format: Literal["convoy-py-volume"]
+    version: Annotated[int, Strict()]
+    name: Name
+    created_at: NotRequired[Str | None]
+    last_backup: NotRequired[Str | None]
+
+
+class _Meta(TypedDict):
+    path: Str
+    mode: IntRange(0, 0o7777)
+    uid: IntRange(0, UINT32_MAX)
+    gid: IntRange(0, UINT32_MAX)
+    mtime_ns: IntRange(-INT64_MAX, INT64_MAX)
+    xattrs: NotRequired[dict[Str, Str] | None]
+
+
+@with_config(_KEEP_EXTRA)
+class DirEntry(_Meta):
+    type: Literal["dir"]
+
+
+@with_config(_KEEP_EXTRA)
+class FileEntry(_Meta):
+    type: Literal["file"]
+    size: Offset
+    blocks: Annotated[list[Block], FailFast()]
+
+
+@with_config(_KEEP_EXTRA)
+class LinkEntry(_Meta):
+    type: Literal["symlink", "hardlink"]
+    target: Str
+
+
+@with_config(_KEEP_EXTRA)
+class FifoEntry(_Meta):
+    type: Literal["fifo"]
+
+
+@with_config(_KEEP_EXTRA)
+class DeviceEntry(_Meta):
+    type: Literal["chardev", "blockdev"]
+    rdev: IntRange(0, INT64_MAX)
+
+
+Entry = Annotated[Union[DirEntry, FileEntry, LinkEntry, FifoEntry, DeviceEntry], Field(discriminator="type")]
+
+
+@with_config(_KEEP_EXTRA)
+class BackupDoc(TypedDict):
+    format: Literal["convoy-py-backup"]
+    version: Annotated[int, Strict()]
+    name: Name
+    volume: Name
+    created_at: Str
+    block_size: BlockSize
+    source: NotRequired[Literal["tree", "image"]]
+    snapshot: NotRequired[Str | None]
+    snapshot_created_at: NotRequired[Str | None]
+    driver: NotRequired[Str | None]
+    volume_size: NotRequired[Offset | None]  # the size a restore creates the volume with
+    base_backup: NotRequired[Str | None]
+    entries: Annotated[list[Entry], FailFast()]
+
+
+@with_config(_KEEP_EXTRA)
+class LockDoc(TypedDict):
+    id: Annotated[str, Strict(), StringConstraints(pattern=r"^[0-9a-zA-Z_-]{1,64}$")]
+    kind: Literal["shared", "exclusive"]
+    operation: Str
+    host: Str
+    pid: IntRange(0, INT64_MAX)
+    expires_at: Number

@@ -1,0 +1,306 @@
+"""A store is input: hostile objects in it fail the operation with an error
+naming the object, and the process reading them stays small.
+
+Each case plants one object (our format or Convoy 0.5.2's) in a real store,
+then runs one operation in a fresh Python process (as tests/backup/test_memory.py
+does) and checks what a user sees (the error, a verify report, a list row)
+and the peak RSS of that process (VmHWM).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from app.backup import SnapshotSource, blocks, create_backup, layout, manifest
+from app.backup.legacy_convoy import backup_cfg_key, volume_dir
+from app.backup.objectstore import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+DM_FIXTURE = ROOT / "tests" / "fixtures" / "convoy-0.5.2-devicemapper-backup"
+DM_BACKUP = "backup-a0cff4ada769456c"
+PEAK_MIB = 300
+
+RUNNER = """
+import json, sys
+from app.backup import SnapshotSource, create_backup, list_backups, restore_backup, restore_image, verify_backup
+from app.errors import ConvoyError
+
+op, url, arg = sys.argv[1:]
+try:
+    if op == "restore":
+        result = restore_backup(url, arg)
+    elif op == "restore-image":
+        result = restore_image(url, arg)
+    elif op == "verify":
+        result = verify_backup(url)
+    elif op == "list":
+        result = list_backups(url)
+    else:
+        result = create_backup(url, "vol1", SnapshotSource("s2", arg))
+    out = {"ok": True, "result": result}
+except ConvoyError as e:
+    out = {"ok": False, "kind": e.kind, "message": str(e)}
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        out["peak_mib"] = int(line.split()[1]) // 1024
+print(json.dumps(out, default=str))
+"""
+
+
+def run(op: str, url: str, arg: str = "-", s3_endpoint: str | None = None) -> dict:
+    env = {**os.environ, **({"AWS_ENDPOINT_URL_S3": s3_endpoint} if s3_endpoint else {})}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, op, url, arg], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def what_the_user_sees(op: str, out: dict) -> str:
+    """The error, or for list the unreadable rows, or for verify its report."""
+    if not out["ok"]:
+        return out["message"]
+    if op == "list":
+        return " | ".join(row["error"] for row in out["result"] if "error" in row)
+    if op == "verify":
+        assert not out["result"]["ok"], out["result"]
+        return out["result"]["message"]
+    return ""
+
+
+# -- building hostile objects ------------------------------------------------------
+
+
+def sparse_file(path: Path, size: int) -> None:
+    """A file that claims `size` bytes without using the disk for them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def frame_declaring(content: bytes, declared: int) -> bytes:
+    """A zstd frame of raw blocks whose header claims `declared` bytes of content."""
+    parts = blocks._raw_frame(memoryview(content))
+    return b"".join([parts[0][:5] + declared.to_bytes(8, "little"), *map(bytes, parts[1:])])
+
+
+def manifest_of_whitespace(total: int) -> bytes:
+    """A manifest that is valid JSON: a header, `total` bytes of spaces, the end.
+    Compressed with its size in the frame header, as any zstd writer does."""
+    head = b'{"format":"convoy-py-backup","version":1,"entries":['
+    cctx = zstandard.ZstdCompressor(level=3)
+    chunker = cctx.chunker(size=total + len(head) + 2)
+    out = [bytes(c) for c in chunker.compress(head)]
+    spaces = b" " * (8 << 20)
+    for _ in range(total // len(spaces)):
+        out += [bytes(c) for c in chunker.compress(spaces)]
+    out += [bytes(c) for c in chunker.compress(b"]}")]
+    out += [bytes(c) for c in chunker.finish()]
+    return b"".join(out)
+
+
+def gzip_bomb(total: int) -> bytes:
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(16 << 20)
+    parts = [deflate.compress(zeros) for _ in range(total // len(zeros))]
+    return b"".join(parts) + deflate.flush()
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict[str, bytes]:
+    return {"manifest_1g": manifest_of_whitespace(1 << 30), "gzip_1500m": gzip_bomb(1500 << 20)}
+
+
+@pytest.fixture
+def ours(tmp_path):
+    """A store with one real backup of vol1; (store dir, URL of the backup, the backup's name)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(200_000))
+    (src / "b.txt").write_text("hello\n")
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s1", str(src)))
+    return tmp_path / "store", result["url"], result["name"]
+
+
+def plant_manifest(store_dir: Path, name: str, doc_changes: dict | None = None, raw: bytes | None = None) -> str:
+    """Write (or overwrite) backup `name` of vol1; returns its key."""
+    key = layout.backup_key("vol1", name)
+    if raw is None:
+        store = open_store(f"vfs://{store_dir}")
+        doc = manifest.read_backup(store, "vol1", _first_backup(store_dir))
+        raw = manifest.encode_manifest({**doc, "name": name, **(doc_changes or {})})
+    (store_dir / key).write_bytes(raw)
+    return key
+
+
+def _first_backup(store_dir: Path) -> str:
+    names = sorted(p.name for p in (store_dir / layout.backups_prefix("vol1")).iterdir())
+    return names[0][: -len(layout.MANIFEST_SUFFIX)]
+
+
+def blocks_declaring_2gib(store_dir: Path, name: str) -> str:
+    real = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+    digests = [b[2] for e in real["entries"] for b in e.get("blocks", ())]
+    entry = {"path": "big", "type": "file", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "size": 8 << 30,
+             "blocks": [[i << 31, 1 << 31, digests[i % len(digests)]] for i in range(4)]}
+    root = real["entries"][0]
+    return plant_manifest(store_dir, name, {"entries": [root, entry]})
+
+
+# Each case: (id, operation, plant(store_dir, backup name, bombs) -> the object's key)
+OUR_CASES = [
+    ("blocks-declaring-2GiB-restore", "restore", lambda d, n, b: blocks_declaring_2gib(d, n)),
+    ("blocks-declaring-2GiB-verify", "verify", lambda d, n, b: blocks_declaring_2gib(d, n)),
+    ("blocks-declaring-2GiB-list", "list", lambda d, n, b: blocks_declaring_2gib(d, n)),
+    ("manifest-32KiB-of-1GiB-restore", "restore", lambda d, n, b: plant_manifest(d, n, raw=b["manifest_1g"])),
+    ("manifest-32KiB-of-1GiB-list", "list", lambda d, n, b: plant_manifest(d, n, raw=b["manifest_1g"])),
+    ("manifest-declaring-1TiB-verify", "verify",
+     lambda d, n, b: plant_manifest(d, n, raw=frame_declaring(b'{"format":"convoy-py-backup"}', 1 << 40))),
+    ("manifest-declaring-1TiB-list", "list",
+     lambda d, n, b: plant_manifest(d, n, raw=frame_declaring(b'{"format":"convoy-py-backup"}', 1 << 40))),
+    ("manifest-object-of-1.5GiB-list", "list",
+     lambda d, n, b: (sparse_file(d / layout.backup_key("vol1", n), 3 << 29), layout.backup_key("vol1", n))[1]),
+    ("manifest-nested-100k-deep-restore", "restore",
+     lambda d, n, b: plant_manifest(d, n, raw=zstandard.ZstdCompressor().compress(b"[" * 100_000 + b"]" * 100_000))),
+]
+
+
+def stored_block_of_3gib(store_dir: Path, name: str) -> str:
+    doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+    digest = next(b[2] for e in doc["entries"] for b in e.get("blocks", ()))
+    sparse_file(store_dir / layout.block_key(digest), 3 << 30)
+    return layout.block_key(digest)
+
+
+OUR_CASES += [
+    ("stored-block-of-3GiB-restore", "restore", lambda d, n, b: stored_block_of_3gib(d, n)),
+    ("stored-block-of-3GiB-verify", "verify", lambda d, n, b: stored_block_of_3gib(d, n)),
+]
+
+
+@pytest.mark.parametrize("case,op,plant", OUR_CASES, ids=[c[0] for c in OUR_CASES])
+def test_hostile_object_in_our_format(ours, bombs, tmp_path, case, op, plant):
+    store_dir, url, name = ours
+    key = plant(store_dir, name, bombs)
+    out = run(op, f"vfs://{store_dir}" if op == "list" else url, str(tmp_path / "target"))
+    seen = what_the_user_sees(op, out)
+    assert key in seen or key.rsplit("/", 1)[-1] in seen, f"{case}: the message does not name {key}: {seen}"
+    assert "internal error" not in seen
+    assert out["peak_mib"] < PEAK_MIB, f"{case}: {op} peaked at {out['peak_mib']} MiB"
+
+
+S3_CASES = [
+    ("stored-block-of-256MiB", "restore", "block"),
+    ("manifest-declaring-1TiB", "verify", "manifest"),
+    ("manifest-declaring-1TiB", "list", "manifest"),
+]
+
+
+@pytest.mark.parametrize("case,op,what", S3_CASES, ids=[f"{c[0]}-{c[1]}" for c in S3_CASES])
+def test_hostile_object_on_s3(s3_bucket, s3_endpoint, tmp_path, case, op, what):
+    """On s3:// the GET's ContentLength is checked before the body is read."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(100_000))
+    dest = f"s3://{s3_bucket}@us-east-1/p"
+    result = create_backup(dest, "vol1", SnapshotSource("s1", str(src)), s3_endpoint=s3_endpoint)
+    store = open_store(dest, s3_endpoint=s3_endpoint)
+    if what == "block":
+        doc = manifest.read_backup(store, "vol1", result["name"])
+        key = layout.block_key(doc["entries"][1]["blocks"][0][2])
+        store.put(key, bytes(256 << 20))
+    else:
+        key = layout.backup_key("vol1", result["name"])
+        store.put(key, frame_declaring(b'{"format":"convoy-py-backup"}', 1 << 40))
+    out = run(op, dest if op == "list" else result["url"], str(tmp_path / "target"), s3_endpoint=s3_endpoint)
+    seen = what_the_user_sees(op, out)
+    assert key in seen, f"{case}: the message does not name {key}: {seen}"
+    assert out["peak_mib"] < 200, f"{case}: {op} peaked at {out['peak_mib']} MiB"
+
+
+# -- Convoy 0.5.2 ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def convoy_store(tmp_path) -> Path:
+    dest = tmp_path / "convoy"
+    shutil.copytree(DM_FIXTURE / "convoy-objectstore", dest / "convoy-objectstore")
+    return dest
+
+
+def convoy_block(dest: Path) -> Path:
+    cfg = json.loads((dest / backup_cfg_key("dmvol", DM_BACKUP)).read_text())
+    checksum = cfg["Blocks"][0]["BlockChecksum"]
+    return dest / f"{volume_dir('dmvol')}blocks/{checksum[0:2]}/{checksum[2:4]}/{checksum}.blk"
+
+
+def gzip_bomb_block(dest: Path, bombs: dict) -> str:
+    block = convoy_block(dest)
+    block.write_bytes(bombs["gzip_1500m"])
+    return block.name[: -len(".blk")]
+
+
+def huge_block(dest: Path, bombs: dict) -> str:
+    block = convoy_block(dest)
+    sparse_file(block, 1 << 30)
+    return block.name[: -len(".blk")]
+
+
+def huge_cfg(dest: Path, bombs: dict) -> str:
+    sparse_file(dest / backup_cfg_key("dmvol", DM_BACKUP), 1 << 30)
+    return backup_cfg_key("dmvol", DM_BACKUP)
+
+
+def cfg_text(text: str):
+    def plant(dest: Path, bombs: dict) -> str:
+        (dest / backup_cfg_key("dmvol", DM_BACKUP)).write_text(text)
+        return backup_cfg_key("dmvol", DM_BACKUP)
+    return plant
+
+
+CONVOY_CASES = [
+    ("gzip-bomb-1.5MB-verify", "verify", gzip_bomb_block),
+    ("gzip-bomb-1.5MB-restore-image", "restore-image", gzip_bomb_block),
+    ("block-object-of-1GiB-verify", "verify", huge_block),
+    ("cfg-of-1GiB-list", "list", huge_cfg),
+    ("cfg-of-1GiB-verify", "verify", huge_cfg),
+    ("cfg-a-json-list-list", "list", cfg_text("[1, 2]")),
+    ("cfg-wrong-types-verify", "verify", cfg_text('{"Name": 5, "VolumeName": "dmvol", "Blocks": "x"}')),
+    ("cfg-negative-offset-restore-image", "restore-image",
+     cfg_text('{"Name": "b", "VolumeName": "dmvol", "Blocks": [{"Offset": -1, "BlockChecksum": "' + "0" * 64 + '"}]}')),
+    ("cfg-block-outside-the-volume-restore-image", "restore-image",
+     cfg_text('{"Name": "b", "VolumeName": "dmvol", "Blocks": [{"Offset": 4611686018427387904, "BlockChecksum": "'
+              + "0" * 64 + '"}]}')),
+    ("cfg-archive-outside-the-volume-verify", "verify",
+     cfg_text('{"Name": "b", "VolumeName": "dmvol", "SingleFile": {"FilePath": "convoy-store/config.json"}}')),
+]
+
+
+@pytest.mark.parametrize("case,op,plant", CONVOY_CASES, ids=[c[0] for c in CONVOY_CASES])
+def test_hostile_object_in_convoy_format(convoy_store, bombs, tmp_path, case, op, plant):
+    named = plant(convoy_store, bombs)
+    url = f"vfs://{convoy_store}" if op == "list" else f"vfs://{convoy_store}?backup={DM_BACKUP}&volume=dmvol"
+    out = run(op, url, str(tmp_path / "image"))
+    seen = what_the_user_sees(op, out)
+    assert named in seen, f"{case}: the message does not name {named}: {seen}"
+    assert "internal error" not in seen
+    assert out["peak_mib"] < PEAK_MIB, f"{case}: {op} peaked at {out['peak_mib']} MiB"
+
+
+def test_fixture_blocks_still_read_with_the_bounded_gzip_reader(convoy_store):
+    """Every real Convoy block fits the bounds (they are Convoy's own 2 MiB blocks)."""
+    out = run("verify", f"vfs://{convoy_store}?backup={DM_BACKUP}&volume=dmvol")
+    assert out["ok"] and out["result"]["ok"], out
+    for blk in convoy_store.rglob("*.blk"):
+        assert len(gzip.decompress(blk.read_bytes())) <= 2 << 20
