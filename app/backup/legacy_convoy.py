@@ -22,9 +22,10 @@ import zlib
 
 from app.errors import Conflict, NotFound
 
+from . import tree
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore import make_durable, prepare_target
+from .restore_target import RestoreTarget, make_durable
 
 BASE = "convoy-objectstore/volumes/"
 
@@ -86,40 +87,106 @@ def read_volume_cfg(store: ObjectStore, volume: str) -> dict | None:
 
 # -- VFS archives ---------------------------------------------------------------
 
-def _member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """Refuse paths that escape `dest` (as the 'tar' filter does) but keep modes as stored."""
-    checked = tarfile.tar_filter(member, dest)
-    return checked.replace(mode=member.mode, deep=False) if checked is not None else None
+_CHUNK = 1 << 20
+
+
+def _member_path(name: str) -> str:
+    """The path inside the target an archive member names (Convoy archived `./a/b`)."""
+    if name in (".", "./"):
+        return "."
+    return name[2:] if name.startswith("./") else name
+
+
+def _mtime_ns(mtime: float) -> int | float:
+    try:
+        return round(mtime * 1_000_000_000)
+    except (OverflowError, ValueError):
+        return mtime  # not a finite number: the schema says so
+
+
+def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
+    """The member as a tree entry, checked against the same schema as ours."""
+    if member.isdir():
+        kind = "dir"
+    elif member.isreg():
+        kind = "file"
+    elif member.issym():
+        kind = "symlink"
+    elif member.islnk():
+        kind = "hardlink"
+    else:  # device nodes and fifos have no business in a Convoy volume archive
+        raise Conflict(
+            f"{what} holds {member.name!r}, a device node or fifo; refusing to restore it "
+            "(nothing outside the target was touched)"
+        )
+    raw = {
+        "path": _member_path(member.name),
+        "type": kind,
+        "mode": member.mode & 0o7777,
+        "uid": member.uid,
+        "gid": member.gid,
+        "mtime_ns": _mtime_ns(member.mtime),
+    }
+    if kind == "file":
+        raw["size"] = member.size
+    elif kind in ("symlink", "hardlink"):
+        raw["target"] = _member_path(member.linkname) if kind == "hardlink" else member.linkname
+    return tree.check_entry(raw, what)
+
+
+def _restore_member(out: RestoreTarget, archive: tarfile.TarFile, member: tarfile.TarInfo, dirs: list[dict]) -> None:
+    entry = _member_entry(member, out.what)
+    path, kind = entry["path"], entry["type"]
+    if kind == "dir":
+        out.mkdir(path)
+        dirs.append(entry)  # its metadata once everything inside it exists
+        return
+    if kind == "symlink":
+        out.symlink(path, entry["target"])
+    elif kind == "hardlink":
+        out.hardlink(path, entry["target"])
+        return  # shares the metadata of the file it links to
+    else:
+        fd = out.create_file(path, 0)
+        try:
+            data = archive.extractfile(member)
+            while chunk := data.read(_CHUNK):
+                with out.failures(path):
+                    os.write(fd, chunk)  # a regular file: writes all of a chunk or fails
+        finally:
+            os.close(fd)
+    out.set_metadata(path, kind, entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
 
 
 def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None) -> dict:
-    """Restore a Convoy VFS backup (`BackupFiles/*.bak`, a tar.gz) into `target`."""
+    """Restore a Convoy VFS backup (`BackupFiles/*.bak`, a tar.gz) into `target`.
+
+    Each member goes through the same checks as our own entries
+    (`restore_target`): a member that could reach outside the target fails
+    the restore, naming the member.
+    """
     progress = progress or Progress()
     cfg = read_backup_cfg(store, volume, backup)
     path = (cfg.get("SingleFile") or {}).get("FilePath")
     if not path:
         raise Conflict(f"backup {backup} is a Convoy block backup; restore it to a block volume")
-    prepare_target(target)
     try:
         progress.total_bytes = store.size(path)
     except NotFound:
         raise NotFound(f"backup {backup}: its archive {path} is missing from {store.url}") from None
-    with store.open(path) as raw:
-        try:
-            with tarfile.open(fileobj=raw, mode="r|gz") as archive:
-                for member in archive:
-                    progress.check("the restore")
-                    archive.extract(member, target, filter=_member_filter, numeric_owner=True)
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
-    # tarfile in stream mode sets directory attributes as it goes; set them
-    # again deepest first so extraction of children does not change mtimes.
-    with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|gz") as archive:
-        dirs = [m for m in archive if m.isdir()]
-    for member in sorted(dirs, key=lambda m: m.name.rstrip("/").count("/"), reverse=True):
-        dest = os.path.join(target, member.name)
-        os.chmod(dest, member.mode)
-        os.utime(dest, (member.mtime, member.mtime))
+    dirs: list[dict] = []
+    with RestoreTarget(target, f"Convoy backup {backup} of volume {volume}") as out:
+        with store.open(path) as raw:
+            try:
+                with tarfile.open(fileobj=raw, mode="r|gz") as archive:
+                    for member in archive:
+                        progress.check("the restore")
+                        _restore_member(out, archive, member, dirs)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
+        # deepest first, so restoring a child never changes a parent's mtime again
+        for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
+            out.set_metadata(entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
     make_durable(target)
     progress.done_bytes = progress.total_bytes
     progress.finish()
