@@ -33,8 +33,8 @@ PWNED = b"pwned\n"
 # -- the host beside the target ---------------------------------------------------
 
 def make_host(base: Path) -> Path:
-    """`base/host` (a directory) holding `secret`, with known modes and mtimes."""
-    host = base / "host"
+    """`base/canary` (a directory) holding `secret`, with known modes and mtimes."""
+    host = base / "canary"
     host.mkdir()
     (host / "secret").write_bytes(SECRET)
     (host / "secret").chmod(0o640)
@@ -67,7 +67,7 @@ def assert_restore_refused(url: str, target: Path, base: Path, store_dir: Path, 
         restore_backup(url, str(target))
     assert member in str(err.value), f"the error does not name the member {member!r}: {err.value}"
     assert host_state(base, (target, store_dir)) == before
-    host = base / "host"
+    host = base / "canary"
     assert stat.S_IMODE(host.stat().st_mode) == CANARY_MODE
     assert host.stat().st_mtime == CANARY_MTIME
     assert (host / "secret").read_bytes() == SECRET
@@ -128,7 +128,7 @@ CONVOY_CASES = {
     "absolute file": ([t_file("{host}/secret")], "{host}/secret"),
     "dotdot directory": ([t_dir("{rel}")], "{rel}"),
     "dotdot file": ([t_file("{rel}/secret")], "{rel}/secret"),
-    "dotdot inside a name": ([t_dir("a"), t_file("a/../../host/secret")], "a/../../host/secret"),
+    "dotdot inside a name": ([t_dir("a"), t_file("a/../../canary/secret")], "a/../../canary/secret"),
     "hard link to an absolute path": ([t_link("hl", "{host}/secret", tarfile.LNKTYPE)], "hl"),
     "hard link out through dotdot": ([t_link("hl", "{rel}/secret", tarfile.LNKTYPE)], "hl"),
     "hard link to a symlink out": (
@@ -162,7 +162,7 @@ CONVOY_CASES = {
 
 
 def _fill(value: str, base: Path, target: Path) -> str:
-    return value.format(host=base / "host", rel=os.path.relpath(base / "host", target))
+    return value.format(host=base / "canary", rel=os.path.relpath(base / "canary", target))
 
 
 def _instantiate(members: list, base: Path, target: Path) -> list:
@@ -239,7 +239,7 @@ OUR_CASES = {
     "absolute file": ([e_file("{host}/secret")], "{host}/secret"),
     "dotdot directory": ([e_dir("../x")], "../x"),
     "dotdot file": ([e_file("{rel}/secret")], "{rel}/secret"),
-    "dotdot inside a name": ([e_dir("a"), e_file("a/../../host/secret")], "a/../../host/secret"),
+    "dotdot inside a name": ([e_dir("a"), e_file("a/../../canary/secret")], "a/../../canary/secret"),
     "empty component": ([e_dir("a"), e_file("a//f")], "a//f"),
     "dot component": ([e_dir("a"), e_file("a/./f")], "a/./f"),
     "hard link to an absolute path": ([e_link("hl", "{host}/secret", "hardlink")], "hl"),
@@ -283,3 +283,49 @@ def test_hostile_manifest_fails_and_leaves_the_host_alone(tmp_path, case):
     url = our_backup(store, _fill_entries(entries, tmp_path, target))
     message = assert_restore_refused(url, target, tmp_path, store, _fill(named, tmp_path, target))
     assert "internal" not in message
+
+
+# -- through the daemon: `convoy create NAME --backup URL` ---------------------------------
+
+def listed_volumes(daemon) -> list[str]:
+    result = daemon.cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    return [v["name"] for v in json.loads(result.stdout)]
+
+
+def assert_restore_left_nothing(daemon, name: str) -> None:
+    """A failed restore leaves no volume, no mount and no traceback behind."""
+    from tests.daemon_harness import mounted_points
+
+    assert name not in listed_volumes(daemon)
+    assert not [p for p in mounted_points() if p.startswith(str(daemon.base) + "/")]
+    assert not (daemon.root / "vfs" / name).exists()
+    assert "Traceback" not in daemon.log_text()
+
+
+DAEMON_CASES = {
+    "convoy archive, absolute directory": (lambda store, host: convoy_backup(store, [t_dir(str(host))]), "{host}"),
+    "convoy archive, hard link out": (
+        lambda store, host: convoy_backup(store, [t_link("hl", f"{host}/secret", tarfile.LNKTYPE)]), "hl"
+    ),
+    "convoy archive, device node": (lambda store, host: convoy_backup(store, [t_special("null", tarfile.CHRTYPE)]), "null"),
+    "our manifest, file under a symlink": (
+        lambda store, host: our_backup(store, [e_link("esc", str(host), "symlink"), e_file("esc/secret")]), "esc/secret"
+    ),
+    "our manifest, absolute directory": (lambda store, host: our_backup(store, [e_dir(str(host))]), "{host}"),
+}
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize("case", list(DAEMON_CASES), ids=list(DAEMON_CASES))
+def test_hostile_backup_through_the_cli_fails_and_leaves_the_host_alone(daemon, tmp_path, case):
+    build, named = DAEMON_CASES[case]
+    host = make_host(tmp_path)
+    url = build(tmp_path / "store", host).replace("\\u0026", "&")
+    before = host_state(tmp_path, (daemon.base, tmp_path / "store"))
+    result = daemon.cli("create", "victim", "--backup", url)
+    assert result.returncode != 0
+    assert named.format(host=host) in result.stderr, result.stderr
+    assert "internal" not in result.stderr
+    assert host_state(tmp_path, (daemon.base, tmp_path / "store")) == before
+    assert_restore_left_nothing(daemon, "victim")
