@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import json
 import os
+import posixpath
 import tarfile
 import zlib
 
@@ -32,7 +33,10 @@ BASE = "convoy-objectstore/volumes/"
 
 def volume_dir(volume: str) -> str:
     padded = volume.ljust(4, "!")
-    return f"{BASE}{padded[0:2]}/{padded[2:4]}/{volume}/"
+    # Convoy joined these with Go's filepath.Join, which cleans the path: for a
+    # name such as "xy.." the second level ".." cancels the first. Cleaning it
+    # the same way finds its objects and never hands a store a ".." key.
+    return posixpath.normpath(f"{BASE}{padded[0:2]}/{padded[2:4]}/{volume}") + "/"
 
 
 def backup_cfg_key(volume: str, backup: str) -> str:
@@ -57,9 +61,11 @@ def list_backups(store: ObjectStore, volume: str | None = None) -> list[tuple[st
     prefix = volume_dir(volume) + "backups/" if volume else BASE
     found = []
     for key in store.list(prefix):
-        parts = key.split("/")
-        if len(parts) == 7 and parts[5] == "backups" and parts[6].startswith("backup_") and parts[6].endswith(".cfg"):
-            found.append((parts[4], parts[6][len("backup_") : -len(".cfg")]))
+        head, _, file = key.rpartition("/")
+        vdir, _, folder = head.rpartition("/")
+        volume = vdir.rpartition("/")[2]
+        if folder == "backups" and file.startswith("backup_") and file.endswith(".cfg") and volume_dir(volume) == vdir + "/":
+            found.append((volume, file[len("backup_") : -len(".cfg")]))
     return sorted(found)
 
 

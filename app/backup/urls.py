@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from app.errors import InvalidInput
+from app.names import check_name  # the one name rule (volumes, snapshots, backups); used by the engine too
 
-# Docker's volume name rule; backup and snapshot names follow it too.
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 # S3 bucket names (the relaxed legacy rule that MinIO and Ceph accept too).
 BUCKET_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
@@ -64,15 +63,6 @@ def _normalise(text: str) -> str:
     text = text.strip()
     # Convoy's JSON-escaped ampersand, with or without the backslash.
     return text.replace("\\u0026", "&").replace("u0026", "&")
-
-
-def check_name(kind: str, name: str) -> str:
-    if not NAME_RE.match(name or "") or ".." in name:
-        raise InvalidInput(
-            f"invalid {kind} name {name!r}: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit, at least 2 characters"
-        )
-    return name
 
 
 def parse_store_url(text: str) -> StoreURL:
