@@ -94,6 +94,27 @@ def read_volume_cfg(store: ObjectStore, volume: str) -> dict | None:
 # -- VFS archives ---------------------------------------------------------------
 
 _CHUNK = 1 << 20
+MAX_HEADER_RECORD = 1 << 20  # a GNU long name or a pax header: a path or two in a real archive
+_RECORD_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a long-name or pax record whole, and a sparse map for as
+    long as the archive says: refuse an oversized record, and sparse members
+    (Convoy archived with a plain `tar cf`, which never writes them), before
+    it does, so memory stays bounded whatever the archive declares."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in _RECORD_TYPES and self.size > MAX_HEADER_RECORD:
+            raise tarfile.HeaderError(
+                f"a header record of {self.size} bytes, more than the {MAX_HEADER_RECORD} a long name or pax header needs"
+            )
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.HeaderError(f"{self.name!r} is a sparse member, which Convoy never wrote")
+        return super()._proc_member(tarfile_)
+
+    def _proc_gnusparse_10(self, next, pax_headers, tarfile_):  # noqa: A002 - tarfile's own signature
+        raise tarfile.HeaderError(f"{next.name!r} is a sparse member, which Convoy never wrote")
 
 
 def _member_path(name: str) -> str:
@@ -112,6 +133,8 @@ def _mtime_ns(mtime: float) -> int | float:
 
 def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     """The member as a tree entry, checked against the same schema as ours."""
+    if member.sparse is not None:  # a GNU 0.x sparse map from a pax header
+        raise Conflict(f"{what} holds {member.name!r}, a sparse member, which Convoy never wrote; refusing to restore it")
     if member.isdir():
         kind = "dir"
     elif member.isreg():
@@ -140,7 +163,9 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     return tree.check_entry(raw, what)
 
 
-def _restore_member(out: RestoreTarget, archive: tarfile.TarFile, member: tarfile.TarInfo, dirs: list[dict]) -> None:
+def _restore_member(
+    out: RestoreTarget, archive: tarfile.TarFile, member: tarfile.TarInfo, dirs: list[dict], progress: Progress
+) -> None:
     entry = _member_entry(member, out.what)
     path, kind = entry["path"], entry["type"]
     if kind == "dir":
@@ -153,15 +178,26 @@ def _restore_member(out: RestoreTarget, archive: tarfile.TarFile, member: tarfil
         out.hardlink(path, entry["target"])
         return  # shares the metadata of the file it links to
     else:
-        fd = out.create_file(path, 0)
+        fd = out.create_file(path, entry["size"])  # full size first: runs of zeros stay holes
         try:
-            data = archive.extractfile(member)
-            while chunk := data.read(_CHUNK):
-                with out.failures(path):
-                    os.write(fd, chunk)  # a regular file: writes all of a chunk or fails
+            _copy_data(archive.extractfile(member), fd, out, path, progress)
         finally:
             os.close(fd)
     out.set_metadata(path, kind, entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
+
+
+def _copy_data(data, fd: int, out: RestoreTarget, path: str, progress: Progress) -> None:
+    pos = 0
+    while chunk := data.read(_CHUNK):
+        progress.check("the restore")
+        if chunk.count(0) != len(chunk):
+            view = memoryview(chunk)
+            with out.failures(path):
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
+        else:
+            pos += len(chunk)
 
 
 def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None) -> dict:
@@ -184,10 +220,10 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
     with RestoreTarget(target, f"Convoy backup {backup} of volume {volume}") as out:
         with store.open(path) as raw:
             try:
-                with tarfile.open(fileobj=raw, mode="r|gz") as archive:
+                with tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo) as archive:
                     for member in archive:
                         progress.check("the restore")
-                        _restore_member(out, archive, member, dirs)
+                        _restore_member(out, archive, member, dirs, progress)
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
                 raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
         # deepest first, so restoring a child never changes a parent's mtime again

@@ -107,7 +107,7 @@ def convoy_backup(dest: Path, members: list) -> str:
     bak = f"{vdir}/BackupFiles/backup-1.bak"
     (dest / vdir / "BackupFiles").mkdir(parents=True)
     (dest / vdir / "backups").mkdir()
-    with tarfile.open(dest / bak, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+    with tarfile.open(dest / bak, "w:gz", format=tarfile.GNU_FORMAT) as archive:  # as GNU tar wrote it
         archive.addfile(t_dir(".", 0o755))
         for member in members:
             info, data = member if isinstance(member, tuple) else (member, None)
@@ -329,3 +329,75 @@ def test_hostile_backup_through_the_cli_fails_and_leaves_the_host_alone(daemon, 
     assert "internal" not in result.stderr
     assert host_state(tmp_path, (daemon.base, tmp_path / "store")) == before
     assert_restore_left_nothing(daemon, "victim")
+
+
+# -- Convoy archives: memory and sparse files ----------------------------------------------------
+
+def test_an_oversized_header_record_fails_in_bounded_memory(tmp_path):
+    """tarfile reads a GNU long-name record whole: one declaring 1 GiB (of
+    zeros, a 1 MiB download) must fail before it is read, not take 1 GiB."""
+    import gzip
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    url = convoy_backup(store, [])
+    bak = next(store.rglob("*.bak"))
+    record = tarfile.TarInfo("././@LongLink")
+    record.type, record.size = tarfile.GNUTYPE_LONGNAME, 1 << 30
+    with gzip.open(bak, "wb", compresslevel=1) as out:
+        out.write(record.tobuf(format=tarfile.GNU_FORMAT))
+        zeros = bytes(1 << 20)
+        for _ in range(1 << 10):
+            out.write(zeros)
+        out.write(t_file("x")[0].tobuf(format=tarfile.GNU_FORMAT) + PWNED.ljust(512, b"\0") + bytes(1024))
+    probe = (
+        "import resource, sys\n"
+        "from app.backup import restore_backup\n"
+        "from app.errors import ConvoyError\n"
+        "try:\n"
+        "    restore_backup(sys.argv[1], sys.argv[2])\n"
+        "    print('restored')\n"
+        "except ConvoyError as e:\n"
+        "    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, url, str(tmp_path / "target")],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    message, peak_mib = result.stdout.rsplit("\n", 2)[0], int(result.stdout.split()[-1])
+    assert "damaged" in message and "header record" in message, message
+    assert peak_mib < 300, f"the restore took {peak_mib} MiB"
+
+
+def test_a_sparse_member_is_refused(tmp_path):
+    """Convoy archived with a plain `tar cf`, which never writes sparse members;
+    their maps are read as long as the archive says, so they are refused."""
+    store = tmp_path / "store"
+    url = convoy_backup(store, [])
+    bak = next(store.rglob("*.bak"))
+    info = tarfile.TarInfo("sparse")
+    info.size = 4
+    info.pax_headers = {  # a small declared size: a regression must not fill the disk
+        "GNU.sparse.size": str(64 << 20), "GNU.sparse.numblocks": "1", "GNU.sparse.offset": "0", "GNU.sparse.numbytes": "4",
+    }
+    with tarfile.open(bak, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(info, io.BytesIO(b"data"))
+    with pytest.raises(ConvoyError) as err:
+        restore_backup(url, str(tmp_path / "target"))
+    assert "sparse" in str(err.value) and "'sparse'" in str(err.value)
+
+
+def test_runs_of_zeros_in_a_convoy_archive_stay_holes_and_long_names_work(tmp_path):
+    store = tmp_path / "store"
+    zeros = bytes(8 << 20)
+    long_dir = "d" * 150
+    long_name = f"{long_dir}/{'n' * 200}"
+    url = convoy_backup(store, [t_file("zeros", zeros), t_dir(long_dir, 0o755), t_file(long_name, b"deep\n")])
+    target = tmp_path / "target"
+    restore_backup(url, str(target))
+    assert (target / "zeros").read_bytes() == zeros
+    assert (target / "zeros").stat().st_blocks * 512 < len(zeros) // 8
+    assert (target / long_name).read_bytes() == b"deep\n"
