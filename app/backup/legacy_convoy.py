@@ -26,7 +26,7 @@ from app.errors import Conflict, NotFound
 from . import tree
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore_target import RestoreTarget, make_durable
+from .restore_target import RestoreTarget, TreeRules, make_durable
 
 BASE = "convoy-objectstore/volumes/"
 
@@ -122,6 +122,11 @@ def _member_path(name: str) -> str:
     if name in (".", "./"):
         return "."
     return name[2:] if name.startswith("./") else name
+
+
+def _open_archive(raw) -> tarfile.TarFile:
+    """Read a Convoy archive as a stream (it is never held whole), headers bounded."""
+    return tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo)
 
 
 def _mtime_ns(mtime: float) -> int | float:
@@ -220,7 +225,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
     with RestoreTarget(target, f"Convoy backup {backup} of volume {volume}") as out:
         with store.open(path) as raw:
             try:
-                with tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo) as archive:
+                with _open_archive(raw) as archive:
                     for member in archive:
                         progress.check("the restore")
                         _restore_member(out, archive, member, dirs, progress)
@@ -272,18 +277,24 @@ def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None
 
 
 def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
+    """Read the archive through, checking each member as a restore would (nothing is written)."""
     cfg = cfg or read_backup_cfg(store, volume, backup)
     path = (cfg.get("SingleFile") or {}).get("FilePath")
+    rules = TreeRules(f"Convoy backup {backup} of volume {volume}")
     problems = []
     try:
-        with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|gz") as archive:
+        with store.open(path) as raw, _open_archive(raw) as archive:
             for member in archive:
+                entry = _member_entry(member, rules.what)
+                rules.check(entry["path"], entry["type"], entry.get("target"))
                 if member.isfile():
                     f = archive.extractfile(member)
-                    while f.read(1 << 20):
+                    while f.read(_CHUNK):
                         pass
     except NotFound:
         problems.append(f"archive {path} is missing")
+    except Conflict as e:
+        problems.append(str(e))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         problems.append(f"archive {path} is damaged: {e}")
     return {"backup": backup, "volume": volume, "ok": not problems, "problems": problems}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from app.backup import blocks, layout, manifest, restore_backup
+from app.backup import blocks, layout, manifest, restore_backup, verify_backup
 from app.backup.objectstore import open_store
 from app.errors import ConvoyError
 
@@ -182,6 +182,8 @@ def test_hostile_convoy_archive_fails_and_leaves_the_host_alone(tmp_path, case):
     store = tmp_path / "store"
     url = convoy_backup(store, _instantiate(members, tmp_path, target))
     assert_restore_refused(url, target, tmp_path, store, _fill(named, tmp_path, target))
+    report = verify_backup(url)  # verify checks members as a restore would
+    assert not report["ok"] and _fill(named, tmp_path, target) in report["message"], report
 
 
 def test_a_plain_convoy_archive_still_restores_with_its_metadata(tmp_path):
@@ -353,11 +355,15 @@ def test_an_oversized_header_record_fails_in_bounded_memory(tmp_path):
         out.write(t_file("x")[0].tobuf(format=tarfile.GNU_FORMAT) + PWNED.ljust(512, b"\0") + bytes(1024))
     probe = (
         "import resource, sys\n"
-        "from app.backup import restore_backup\n"
+        "from app.backup import restore_backup, verify_backup\n"
         "from app.errors import ConvoyError\n"
         "try:\n"
         "    restore_backup(sys.argv[1], sys.argv[2])\n"
         "    print('restored')\n"
+        "except ConvoyError as e:\n"
+        "    print(e)\n"
+        "try:\n"
+        "    print(verify_backup(sys.argv[1])['message'])\n"
         "except ConvoyError as e:\n"
         "    print(e)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
@@ -367,8 +373,10 @@ def test_an_oversized_header_record_fails_in_bounded_memory(tmp_path):
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    message, peak_mib = result.stdout.rsplit("\n", 2)[0], int(result.stdout.split()[-1])
-    assert "damaged" in message and "header record" in message, message
+    restored, verified, peak = result.stdout.splitlines()
+    peak_mib = int(peak)
+    for message in (restored, verified):
+        assert "damaged" in message and "header record" in message, message
     assert peak_mib < 300, f"the restore took {peak_mib} MiB"
 
 
