@@ -19,10 +19,11 @@ is flushed (syncfs) before the restore returns.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, Unavailable
 
 from . import blocks, layout, manifest, tree
 from .locks import StoreLock
@@ -54,18 +55,28 @@ class _BlockWriter:
             view = blocks.decode_into(stored, digest, length, out)
         except blocks.BlockDamaged as e:
             raise blocks.BlockDamaged(f"{e} (in {rel} at offset {offset}); this backup cannot be restored completely") from None
-        if direct_fd >= 0 and offset % ALIGN == 0:
-            aligned = length - length % ALIGN
-            done = 0
-            while done < aligned:
-                done += os.pwrite(direct_fd, view[done:aligned], offset + done)
-            view = view[aligned:]
-            offset += aligned
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+        try:
+            _write_at(fd, direct_fd, view, offset)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise Unavailable(f"the restore target is full (writing {rel} at offset {offset}): free space or give the volume more room") from None
+            raise Conflict(f"cannot write {rel} at offset {offset} of the restore: {e.strerror}") from None
         self.progress.add(length)
+
+
+def _write_at(fd: int, direct_fd: int, view: memoryview, offset: int) -> None:
+    """Write `view` at `offset`: the aligned part through O_DIRECT when there is a descriptor for it."""
+    if direct_fd >= 0 and offset % ALIGN == 0:
+        aligned = len(view) - len(view) % ALIGN
+        done = 0
+        while done < aligned:
+            done += os.pwrite(direct_fd, view[done:aligned], offset + done)
+        view = view[aligned:]
+        offset += aligned
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 class Lookahead:

@@ -108,3 +108,34 @@ def test_a_bad_size_through_the_cli_leaves_no_stuck_volume(limited_daemon, tmp_p
     assert_restore_left_nothing(limited_daemon, "victim")
     # the name is free again
     limited_daemon.cli("create", "victim", check=True)
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize("kind", ["ours", "convoy"])
+def test_a_full_target_fails_the_restore_clearly_and_closes_everything(tmp_path, kind):
+    """A restore onto a file system without room says so, names the file, and
+    leaves nothing open: the file system unmounts at once (no "busy")."""
+    import subprocess
+
+    from app.backup import SnapshotSource, create_backup
+    from tests.backup.test_hostile_restore import convoy_backup, t_file
+
+    data = os.urandom(4 << 20)  # incompressible, bigger than the target
+    if kind == "ours":
+        source = tmp_path / "source"
+        source.mkdir()
+        (source / "big.bin").write_bytes(data)
+        url = create_backup(f"vfs://{tmp_path / 'store'}", "vol1", SnapshotSource("s", str(source)))["url"]
+    else:
+        url = convoy_backup(tmp_path / "store", [t_file("big.bin", data)])
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(ConvoyError) as err:
+            restore_backup(url, str(small / "target"))
+        assert "full" in str(err.value) and "big.bin" in str(err.value), str(err.value)
+        assert open_under(small) == []
+    finally:
+        unmounted = subprocess.run(["umount", str(small)], capture_output=True, text=True)
+    assert unmounted.returncode == 0, unmounted.stderr
