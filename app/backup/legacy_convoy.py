@@ -114,7 +114,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
             raise tarfile.HeaderError(f"{self.name!r} is a sparse member, which Convoy never wrote")
         return super()._proc_member(tarfile_)
 
-    def _proc_gnusparse_10(self, next, pax_headers, tarfile_):  # noqa: A002 - tarfile's own signature
+    def _proc_gnusparse_10(self, next, pax_headers, tarfile_):  # tarfile's own signature
         raise tarfile.HeaderError(f"{next.name!r} is a sparse member, which Convoy never wrote")
 
 
@@ -122,7 +122,7 @@ def _member_path(name: str) -> str:
     """The path inside the target an archive member names (Convoy archived `./a/b`)."""
     if name in (".", "./"):
         return "."
-    return name[2:] if name.startswith("./") else name
+    return name.removeprefix("./")
 
 
 def _open_archive(raw) -> tarfile.TarFile:

@@ -25,6 +25,7 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
 from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable
 from app.fsutil import sync_filesystem
@@ -120,7 +121,7 @@ class RestoreTarget:
         self._root = os.open(path, _DIR_FLAGS)
         self._cached: tuple[str, int] = ("", -1)  # (relative directory, its descriptor)
 
-    def __enter__(self) -> RestoreTarget:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import Field, StrictInt, StrictStr
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from app.errors import Conflict, InvalidInput, NotFound
 from app.validation import validate
@@ -32,6 +32,7 @@ Digest = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 Block = tuple[Size, Annotated[StrictInt, Field(gt=0)], Digest]  # offset, length, BLAKE3 of the data
 
 
+# TypedDict from typing_extensions: pydantic needs it before Python 3.12
 class _Common(TypedDict):
     path: StrictStr
     mode: Mode
@@ -65,7 +66,7 @@ class DeviceEntry(_Common):
     rdev: Annotated[StrictInt, Field(ge=0, lt=2**64)]
 
 
-Entry = Annotated[Union[DirEntry, FileEntry, LinkEntry, FifoEntry, DeviceEntry], Field(discriminator="type")]
+Entry = Annotated[DirEntry | FileEntry | LinkEntry | FifoEntry | DeviceEntry, Field(discriminator="type")]
 
 
 def check_entry(raw: object, what: str) -> dict:

@@ -12,6 +12,9 @@ A backup URL is a store URL with a query naming one backup:
 
 Convoy printed the `&` as the six characters `\\u0026` (and read `u0026`
 too); both are accepted on input, and a plain `&` is printed.
+
+Backup and volume names follow `app.names.check_name`, the one name rule
+(re-exported here for the engine).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from app.errors import InvalidInput
-from app.names import check_name  # the one name rule (volumes, snapshots, backups); used by the engine too
+from app.names import check_name
 
 # S3 bucket names (the relaxed legacy rule that MinIO and Ceph accept too).
 BUCKET_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$")

@@ -32,8 +32,9 @@ def test_volumes_and_backup_urls_follow_the_same_rule(name):
             return False
 
     for kind in ("volume", "backup"):
-        as_name = accepted(lambda: check_name(kind, name))
-        in_url = accepted(lambda: parse_backup_url(f"vfs:///s?backup={name if kind == 'backup' else 'b1'}&volume={name if kind == 'volume' else 'v1'}"))
+        backup, volume = (name, "v1") if kind == "backup" else ("b1", name)
+        as_name = accepted(lambda kind=kind: check_name(kind, name))
+        in_url = accepted(lambda backup=backup, volume=volume: parse_backup_url(f"vfs:///s?backup={backup}&volume={volume}"))
         assert as_name == in_url, f"{kind} {name!r}: the name rule says {as_name}, a backup URL says {in_url}"
 
 
