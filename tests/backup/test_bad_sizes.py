@@ -20,6 +20,7 @@ from app.errors import ConvoyError
 from tests.backup.test_hostile_restore import (
     assert_restore_left_nothing,
     e_file,
+    names_entry,
     our_backup,
 )
 from tests.daemon_harness import Daemon
@@ -78,7 +79,7 @@ def test_a_bad_size_fails_the_restore_and_closes_everything(tmp_path, fsize_limi
     target = tmp_path / "target"
     with pytest.raises(ConvoyError) as err:
         restore_backup(url, str(target))
-    assert "'big'" in str(err.value) and said in str(err.value), str(err.value)
+    assert names_entry(str(err.value), "big", 2) and said in str(err.value), str(err.value)
     assert open_under(target) == []
     in_range = isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**63
     if not in_range:  # fails before anything is created
@@ -107,7 +108,7 @@ def test_a_bad_size_through_the_cli_leaves_no_stuck_volume(limited_daemon, tmp_p
     url = our_backup(tmp_path / "store", [e_file("small"), bad_file(size)])
     result = limited_daemon.cli("create", "victim", "--backup", url)
     assert result.returncode != 0
-    assert "'big'" in result.stderr and said in result.stderr, result.stderr
+    assert names_entry(result.stderr, "big", 2) and said in result.stderr, result.stderr
     assert "busy" not in result.stderr and "internal" not in result.stderr
     assert_restore_left_nothing(limited_daemon, "victim")
     # the name is free again
