@@ -1,4 +1,11 @@
-"""Volume names: Docker's rule, so a name can never escape its directory."""
+"""Names of volumes, snapshots and backups: one rule, Docker's.
+
+A name becomes a single path component (`<root>/vfs/NAME`, mount points,
+snapshot directories) and a single component of object keys in stores
+(`convoy-store/volumes/NAME/backups/BACKUP.json.zst`). It never holds '/'
+and always starts with a letter or digit, so it is never '.' or '..' and
+cannot escape its directory; a '..' inside a name (`a..b`) is harmless.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ MAX_NAME_LENGTH = 200
 
 
 def check_name(kind: str, name: object) -> str:
-    """Check the name of a volume or snapshot; `kind` names it in the error."""
+    """Check the name of a volume, snapshot or backup; `kind` names it in the error."""
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"a {kind} name is required")
     if not _NAME.match(name) or len(name) > MAX_NAME_LENGTH:

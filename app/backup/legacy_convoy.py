@@ -15,24 +15,28 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import tarfile
 import zlib
 
 from app.errors import Conflict, NotFound
 from app.validation import parse_json
 
-from . import limits
+from . import limits, tree
 from .legacy_schema import BackupCfg, VolumeCfg
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore import make_durable, prepare_target
+from .restore_target import RestoreTarget, TreeRules, make_durable
 
 BASE = "convoy-objectstore/volumes/"
 
 
 def volume_dir(volume: str) -> str:
     padded = volume.ljust(4, "!")
-    return f"{BASE}{padded[0:2]}/{padded[2:4]}/{volume}/"
+    # Convoy joined these with Go's filepath.Join, which cleans the path: for a
+    # name such as "xy.." the second level ".." cancels the first. Cleaning it
+    # the same way finds its objects and never hands a store a ".." key.
+    return posixpath.normpath(f"{BASE}{padded[0:2]}/{padded[2:4]}/{volume}") + "/"
 
 
 def backup_cfg_key(volume: str, backup: str) -> str:
@@ -66,9 +70,11 @@ def list_backups(store: ObjectStore, volume: str | None = None) -> list[tuple[st
     prefix = volume_dir(volume) + "backups/" if volume else BASE
     found = []
     for key in store.list(prefix):
-        parts = key.split("/")
-        if len(parts) == 7 and parts[5] == "backups" and parts[6].startswith("backup_") and parts[6].endswith(".cfg"):
-            found.append((parts[4], parts[6][len("backup_") : -len(".cfg")]))
+        head, _, file = key.rpartition("/")
+        vdir, _, folder = head.rpartition("/")
+        volume = vdir.rpartition("/")[2]
+        if folder == "backups" and file.startswith("backup_") and file.endswith(".cfg") and volume_dir(volume) == vdir + "/":
+            found.append((volume, file[len("backup_") : -len(".cfg")]))
     return sorted(found)
 
 
@@ -99,40 +105,147 @@ def read_volume_cfg(store: ObjectStore, volume: str) -> VolumeCfg | None:
 
 # -- VFS archives ---------------------------------------------------------------
 
-def _member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """Refuse paths that escape `dest` (as the 'tar' filter does) but keep modes as stored."""
-    checked = tarfile.tar_filter(member, dest)
-    return checked.replace(mode=member.mode, deep=False) if checked is not None else None
+_CHUNK = 1 << 20
+MAX_HEADER_RECORD = 1 << 20  # a GNU long name or a pax header: a path or two in a real archive
+_RECORD_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a long-name or pax record whole, and a sparse map for as
+    long as the archive says: refuse an oversized record, and sparse members
+    (Convoy archived with a plain `tar cf`, which never writes them), before
+    it does, so memory stays bounded whatever the archive declares."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in _RECORD_TYPES and self.size > MAX_HEADER_RECORD:
+            raise tarfile.HeaderError(
+                f"a header record of {self.size} bytes, more than the {MAX_HEADER_RECORD} a long name or pax header needs"
+            )
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.HeaderError(f"{self.name!r} is a sparse member, which Convoy never wrote")
+        return super()._proc_member(tarfile_)
+
+    def _proc_gnusparse_10(self, next, pax_headers, tarfile_):  # tarfile's own signature
+        raise tarfile.HeaderError(f"{next.name!r} is a sparse member, which Convoy never wrote")
+
+
+def _member_path(name: str) -> str:
+    """The path inside the target an archive member names (Convoy archived `./a/b`)."""
+    if name in (".", "./"):
+        return "."
+    return name.removeprefix("./")
+
+
+def _open_archive(raw) -> tarfile.TarFile:
+    """Read a Convoy archive as a stream (it is never held whole), headers bounded."""
+    return tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo)
+
+
+def _mtime_ns(mtime: float) -> int | float:
+    try:
+        return round(mtime * 1_000_000_000)
+    except (OverflowError, ValueError):
+        return mtime  # not a finite number: the schema says so
+
+
+def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
+    """The member as a tree entry, checked against the same schema as ours."""
+    if member.sparse is not None:  # a GNU 0.x sparse map from a pax header
+        raise Conflict(f"{what} holds {member.name!r}, a sparse member, which Convoy never wrote; refusing to restore it")
+    if member.isdir():
+        kind = "dir"
+    elif member.isreg():
+        kind = "file"
+    elif member.issym():
+        kind = "symlink"
+    elif member.islnk():
+        kind = "hardlink"
+    else:  # device nodes and fifos have no business in a Convoy volume archive
+        raise Conflict(
+            f"{what} holds {member.name!r}, a device node or fifo; refusing to restore it "
+            "(nothing outside the target was touched)"
+        )
+    raw = {
+        "path": _member_path(member.name),
+        "type": kind,
+        "mode": member.mode & 0o7777,
+        "uid": member.uid,
+        "gid": member.gid,
+        "mtime_ns": _mtime_ns(member.mtime),
+    }
+    if kind == "file":
+        raw["size"] = member.size
+    elif kind in ("symlink", "hardlink"):
+        raw["target"] = _member_path(member.linkname) if kind == "hardlink" else member.linkname
+    return tree.check_entry(raw, what)
+
+
+def _restore_member(
+    out: RestoreTarget, archive: tarfile.TarFile, member: tarfile.TarInfo, dirs: list[dict], progress: Progress
+) -> None:
+    entry = _member_entry(member, out.what)
+    path, kind = entry["path"], entry["type"]
+    if kind == "dir":
+        out.mkdir(path)
+        dirs.append(entry)  # its metadata once everything inside it exists
+        return
+    if kind == "symlink":
+        out.symlink(path, entry["target"])
+    elif kind == "hardlink":
+        out.hardlink(path, entry["target"])
+        return  # shares the metadata of the file it links to
+    else:
+        fd = out.create_file(path, entry["size"])  # full size first: runs of zeros stay holes
+        try:
+            _copy_data(archive.extractfile(member), fd, out, path, progress)
+        finally:
+            os.close(fd)
+    out.set_metadata(path, kind, entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
+
+
+def _copy_data(data, fd: int, out: RestoreTarget, path: str, progress: Progress) -> None:
+    pos = 0
+    while chunk := data.read(_CHUNK):
+        progress.check("the restore")
+        if chunk.count(0) != len(chunk):
+            view = memoryview(chunk)
+            with out.failures(path):
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
+        else:
+            pos += len(chunk)
 
 
 def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None) -> dict:
-    """Restore a Convoy VFS backup (`BackupFiles/*.bak`, a tar.gz) into `target`."""
+    """Restore a Convoy VFS backup (`BackupFiles/*.bak`, a tar.gz) into `target`.
+
+    Each member goes through the same checks as our own entries
+    (`restore_target`): a member that could reach outside the target fails
+    the restore, naming the member.
+    """
     progress = progress or Progress()
     cfg = read_backup_cfg(store, volume, backup)
     path = (cfg.get("SingleFile") or {}).get("FilePath")
     if not path:
         raise Conflict(f"backup {backup} is a Convoy block backup; restore it to a block volume")
-    prepare_target(target)
     try:
         progress.total_bytes = store.size(path)
     except NotFound:
         raise NotFound(f"backup {backup}: its archive {path} is missing from {store.url}") from None
-    with store.open(path) as raw:
-        try:
-            with tarfile.open(fileobj=raw, mode="r|gz") as archive:
-                for member in archive:
-                    progress.check("the restore")
-                    archive.extract(member, target, filter=_member_filter, numeric_owner=True)
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
-    # tarfile in stream mode sets directory attributes as it goes; set them
-    # again deepest first so extraction of children does not change mtimes.
-    with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|gz") as archive:
-        dirs = [m for m in archive if m.isdir()]
-    for member in sorted(dirs, key=lambda m: m.name.rstrip("/").count("/"), reverse=True):
-        dest = os.path.join(target, member.name)
-        os.chmod(dest, member.mode)
-        os.utime(dest, (member.mtime, member.mtime))
+    dirs: list[dict] = []
+    with RestoreTarget(target, f"Convoy backup {backup} of volume {volume}") as out:
+        with store.open(path) as raw:
+            try:
+                with _open_archive(raw) as archive:
+                    for member in archive:
+                        progress.check("the restore")
+                        _restore_member(out, archive, member, dirs, progress)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
+        # deepest first, so restoring a child never changes a parent's mtime again
+        for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
+            out.set_metadata(entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
     make_durable(target)
     progress.done_bytes = progress.total_bytes
     progress.finish()
@@ -189,18 +302,24 @@ def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None
 
 
 def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
+    """Read the archive through, checking each member as a restore would (nothing is written)."""
     cfg = cfg or read_backup_cfg(store, volume, backup)
     path = (cfg.get("SingleFile") or {}).get("FilePath")
+    rules = TreeRules(f"Convoy backup {backup} of volume {volume}")
     problems = []
     try:
-        with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|gz") as archive:
+        with store.open(path) as raw, _open_archive(raw) as archive:
             for member in archive:
+                entry = _member_entry(member, rules.what)
+                rules.check(entry["path"], entry["type"], entry.get("target"))
                 if member.isfile():
                     f = archive.extractfile(member)
-                    while f.read(1 << 20):
+                    while f.read(_CHUNK):
                         pass
     except NotFound:
         problems.append(f"archive {path} is missing")
+    except Conflict as e:
+        problems.append(str(e))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         problems.append(f"archive {path} is damaged: {e}")
     return {"backup": backup, "volume": volume, "ok": not problems, "problems": problems}

@@ -1,5 +1,9 @@
 """Restore a backup (our format) into an empty directory.
 
+The manifest comes from an untrusted store: its entries are validated
+(`tree.check_entries`: types and ranges) and their names checked
+(`restore_target.TreeRules`: nothing can reach outside the target) before
+anything is created, and everything is created through `RestoreTarget`.
 Every block is fetched, decompressed and checked against its BLAKE3 name
 before it is written; a missing or damaged block stops the restore with an
 error naming the file. Files are created at their full size first, so the
@@ -19,49 +23,17 @@ import errno
 import os
 import threading
 
-from app.errors import Conflict, InvalidInput, NotFound, Unavailable
-from app.fsutil import sync_filesystem
+from app.errors import Conflict, NotFound, Unavailable
 
-from . import blocks, layout, manifest, xattrs
+from . import blocks, layout, manifest, tree
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
 from .pipeline import BoundedPool
 from .progress import Progress
+from .restore_target import RestoreTarget, TreeRules, make_durable
 
 WORKERS = 4
-
-
-def prepare_target(target: str) -> None:
-    """The restore target must be an empty (or not yet existing) directory."""
-    if os.path.lexists(target):
-        if not os.path.isdir(target) or os.path.islink(target):
-            raise InvalidInput(f"restore target {target} is not a directory")
-        if os.listdir(target):
-            raise Conflict(f"restore target {target} is not empty; restore into a new volume")
-    else:
-        os.makedirs(target)
-
-
-def make_durable(target: str) -> None:
-    """Flush the restored tree (data, metadata, directory entries) to disk.
-
-    A restore returns only once a power loss can no longer take back what it
-    wrote: the daemon marks the volume usable right after. One syncfs of the
-    target's file system covers every file and directory at once.
-    """
-    try:
-        sync_filesystem(target)
-    except OSError as e:
-        raise Unavailable(f"cannot flush the restored data in {target} to disk: {e.strerror}") from e
-
-
-def _safe_join(root: str, rel: str) -> str:
-    if rel == ".":
-        return root
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
-        raise Conflict(f"backup manifest holds an unsafe path {rel!r}; refusing to restore it")
-    return os.path.join(root, rel)
 
 
 class _BlockWriter:
@@ -83,18 +55,28 @@ class _BlockWriter:
             view = blocks.decode_into(stored, digest, length, out)
         except blocks.BlockDamaged as e:
             raise blocks.BlockDamaged(f"{e} (in {rel} at offset {offset}); this backup cannot be restored completely") from None
-        if direct_fd >= 0 and offset % ALIGN == 0:
-            aligned = length - length % ALIGN
-            done = 0
-            while done < aligned:
-                done += os.pwrite(direct_fd, view[done:aligned], offset + done)
-            view = view[aligned:]
-            offset += aligned
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+        try:
+            _write_at(fd, direct_fd, view, offset)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise Unavailable(f"the restore target is full (writing {rel} at offset {offset}): free space or give the volume more room") from None
+            raise Conflict(f"cannot write {rel} at offset {offset} of the restore: {e.strerror}") from None
         self.progress.add(length)
+
+
+def _write_at(fd: int, direct_fd: int, view: memoryview, offset: int) -> None:
+    """Write `view` at `offset`: the aligned part through O_DIRECT when there is a descriptor for it."""
+    if direct_fd >= 0 and offset % ALIGN == 0:
+        aligned = len(view) - len(view) % ALIGN
+        done = 0
+        while done < aligned:
+            done += os.pwrite(direct_fd, view[done:aligned], offset + done)
+        view = view[aligned:]
+        offset += aligned
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 class Lookahead:
@@ -156,20 +138,20 @@ class _FileHandles:
         self.remaining: dict[tuple[int, int], int] = {}
         self.direct = True
 
-    def open(self, path: str, mode: int, count: int, size: int) -> tuple[int, int]:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        os.ftruncate(fd, size)
+    def open(self, out: RestoreTarget, path: str, size: int, count: int) -> tuple[int, int] | None:
+        """Create file `path` of `size` bytes for `count` blocks; None when it has no data."""
+        fd = out.create_file(path, size)
         if count == 0:
             os.close(fd)
-            return (-1, -1)
+            return None
         direct_fd = -1
-        if self.direct and size >= 2 * ALIGN:
-            try:
-                direct_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECT)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self.direct = False
+        try:
+            if self.direct and size >= 2 * ALIGN:
+                direct_fd = out.open_direct(path)
+                self.direct = direct_fd >= 0
+        except BaseException:
+            os.close(fd)
+            raise
         fds = (fd, direct_fd)
         with self.lock:
             self.remaining[fds] = count
@@ -199,17 +181,6 @@ class _FileHandles:
         self.remaining.clear()
 
 
-def _apply_metadata(path: str, entry: dict, is_link: bool) -> None:
-    try:
-        os.chown(path, entry["uid"], entry["gid"], follow_symlinks=False)
-    except PermissionError:
-        pass  # not root: keep our own ownership
-    xattrs.write(path, entry.get("xattrs"))  # after chown, which drops capabilities
-    if not is_link:
-        os.chmod(path, entry["mode"])
-    os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
-
-
 def restore_tree(
     store: ObjectStore,
     volume: str,
@@ -226,73 +197,64 @@ def restore_tree(
         doc = manifest.read_backup(store, volume, backup)
         if doc.get("source", "tree") != "tree":
             raise Conflict(f"backup {backup} of {volume} is an image of a block volume; restore it to a block volume")
-        prepare_target(target)
-        entries = doc["entries"]
-        progress.total_bytes = sum(b[1] for e in entries for b in e.get("blocks", ()))
-        writer = _BlockWriter(store, progress)
-        handles = _FileHandles()
-        lookahead = Lookahead(store, (b[2] for e in entries for b in e.get("blocks", ())))
-        try:
-            with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
-                made_dirs = {"."}
-                made_files: set[str] = set()
-                for entry in entries:
-                    progress.check("the restore")
-                    path = _safe_join(target, entry["path"])
-                    kind = entry["type"]
-                    parent = entry["path"].rpartition("/")[0] or "."
-                    if entry["path"] != "." and parent not in made_dirs:
-                        # never write through a symlink a crafted manifest made
-                        raise Conflict(
-                            f"backup manifest lists {entry['path']!r} before its directory; "
-                            "refusing to restore it"
-                        )
-                    if kind == "dir":
-                        made_dirs.add(entry["path"])
-                    elif kind == "file":
-                        made_files.add(entry["path"])
-                    if kind == "dir":
-                        if entry["path"] != ".":
-                            os.mkdir(path, 0o700)
-                    elif kind == "file":
-                        blist = entry.get("blocks", ())
-                        fd = handles.open(path, entry["mode"], len(blist), entry["size"])
-                        for offset, length, digest in blist:
-                            progress.check("the restore")
-                            pool.submit(_write_then_release, writer, handles, fd, entry["path"], offset, length, digest)
-                            lookahead.advance()
-                    elif kind == "symlink":
-                        os.symlink(entry["target"], path)
-                    elif kind == "hardlink":
-                        if entry["target"] not in made_files:
-                            raise Conflict(
-                                f"backup manifest links {entry['path']!r} to {entry['target']!r}, "
-                                "which is not a file restored before it; refusing to restore it"
-                            )
-                        os.link(_safe_join(target, entry["target"]), path, follow_symlinks=False)
-                    elif kind == "fifo":
-                        os.mkfifo(path, 0o600)
-                    elif kind in ("chardev", "blockdev"):
-                        import stat as _stat
-
-                        flag = _stat.S_IFCHR if kind == "chardev" else _stat.S_IFBLK
-                        os.mknod(path, 0o600 | flag, entry["rdev"])
-        finally:
-            lookahead.close()
-            handles.close_all()
-        progress.check("the restore")
-        # metadata after data; directories deepest first so their mtimes stick
-        dirs = []
+        what = f"backup {backup} of volume {volume}"
+        # everything a hostile manifest could say wrong fails here, before anything is created
+        entries = tree.check_entries(doc.get("entries"), what)
+        rules = TreeRules(what)
         for entry in entries:
-            if entry["type"] == "dir":
-                dirs.append(entry)
-            elif entry["type"] != "hardlink":
-                _apply_metadata(_safe_join(target, entry["path"]), entry, entry["type"] == "symlink")
-        for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
-            _apply_metadata(_safe_join(target, entry["path"]), entry, False)
+            rules.check(entry["path"], entry["type"], entry.get("target"))
+        progress.total_bytes = sum(b[1] for e in entries for b in e.get("blocks", ()))
+        with RestoreTarget(target, what) as out:
+            _create_entries(out, entries, store, progress, workers)
+            progress.check("the restore")
+            # metadata after data; directories deepest first so their mtimes stick
+            dirs = []
+            for entry in entries:
+                if entry["type"] == "dir":
+                    dirs.append(entry)
+                elif entry["type"] != "hardlink":
+                    _set_metadata(out, entry)
+            for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
+                _set_metadata(out, entry)
         make_durable(target)
         progress.finish()
         return manifest.summary(doc)
+
+
+def _create_entries(out: RestoreTarget, entries: list[dict], store: ObjectStore, progress: Progress, workers: int) -> None:
+    """Create every entry, handing file blocks to `workers` threads as it goes."""
+    writer = _BlockWriter(store, progress)
+    handles = _FileHandles()
+    lookahead = Lookahead(store, (b[2] for e in entries for b in e.get("blocks", ())))
+    try:
+        with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
+            for entry in entries:
+                progress.check("the restore")
+                path, kind = entry["path"], entry["type"]
+                if kind == "dir":
+                    out.mkdir(path)
+                elif kind == "file":
+                    blist = entry.get("blocks", ())
+                    fds = handles.open(out, path, entry["size"], len(blist))
+                    for offset, length, digest in blist if fds else ():
+                        progress.check("the restore")
+                        pool.submit(_write_then_release, writer, handles, fds, path, offset, length, digest)
+                        lookahead.advance()
+                elif kind == "symlink":
+                    out.symlink(path, entry["target"])
+                elif kind == "hardlink":
+                    out.hardlink(path, entry["target"])
+                else:
+                    out.special(path, kind, entry.get("rdev", 0))
+    finally:
+        lookahead.close()
+        handles.close_all()
+
+
+def _set_metadata(out: RestoreTarget, entry: dict) -> None:
+    out.set_metadata(
+        entry["path"], entry["type"], entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs")
+    )
 
 
 def _write_then_release(writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str) -> None:

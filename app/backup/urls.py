@@ -12,6 +12,9 @@ A backup URL is a store URL with a query naming one backup:
 
 Convoy printed the `&` as the six characters `\\u0026` (and read `u0026`
 too); both are accepted on input, and a plain `&` is printed.
+
+Backup and volume names follow `app.names.check_name`, the one name rule
+(re-exported here for the engine).
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from app.errors import InvalidInput
+from app.names import check_name
 
-# Docker's volume name rule; backup and snapshot names follow it too.
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 # S3 bucket names (the relaxed legacy rule that MinIO and Ceph accept too).
 BUCKET_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$")
 REGION_RE = re.compile(r"^[a-z0-9-]+$")
@@ -64,15 +66,6 @@ def _normalise(text: str) -> str:
     text = text.strip()
     # Convoy's JSON-escaped ampersand, with or without the backslash.
     return text.replace("\\u0026", "&").replace("u0026", "&")
-
-
-def check_name(kind: str, name: str) -> str:
-    if not NAME_RE.match(name or "") or ".." in name:
-        raise InvalidInput(
-            f"invalid {kind} name {name!r}: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit, at least 2 characters"
-        )
-    return name
 
 
 def parse_store_url(text: str) -> StoreURL:

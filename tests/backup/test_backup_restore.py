@@ -183,7 +183,7 @@ def test_snapshot_and_restore_keep_extended_attributes(xfs_dir, tmp_path):
 def test_restore_is_flushed_to_disk_before_it_returns(tmp_path, monkeypatch):
     """The daemon hands the volume out when the restore returns: by then the whole
     tree, data and metadata, must have been flushed (one syncfs of its file system)."""
-    from app.backup import restore as restore_module
+    from app.backup import restore_target as restore_module  # where make_durable lives
 
     vol = make_sample_tree(tmp_path / "vol")
     result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s", str(vol)))

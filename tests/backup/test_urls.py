@@ -67,9 +67,9 @@ def test_backup_urls_accept_convoy_spellings_and_print_plain_ampersand(text):
         ("vfs:///srv/x", "does not name a backup"),
         ("vfs:///srv/x?backup=b1", "lacks volume"),
         ("vfs:///srv/x?volume=v1", "lacks backup"),
-        ("vfs:///srv/x?backup=../../etc&volume=v1", "invalid backup name"),
+        ("vfs:///srv/x?backup=../../etc&volume=v1", "backup name '../../etc' is not valid"),
         ("vfs:///srv/x?backup=b1&volume=v1&colour=red", "unknown field"),
-        ("s3://bucket@us-east-1?backup=b1&volume=a/b", "invalid volume name"),
+        ("s3://bucket@us-east-1?backup=b1&volume=a/b", "volume name 'a/b' is not valid"),
     ],
 )
 def test_bad_backup_urls(text, says):
