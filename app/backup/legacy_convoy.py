@@ -89,7 +89,8 @@ def summary(cfg: dict, volume_cfg: dict | None = None) -> dict:
         "created_at": cfg.get("CreatedTime"),
         "source": "archive" if single else "blocks",
         "driver": (volume_cfg or {}).get("Driver") or ("vfs" if single else "devicemapper"),
-        "volume_size": (volume_cfg or {}).get("Size"),
+        # Convoy writes Size 0 for a VFS volume, which has no size
+        "volume_size": (volume_cfg or {}).get("Size") or None,
     }
 
 
