@@ -176,6 +176,7 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     }
     if kind == "file":
         raw["size"] = member.size
+        raw["blocks"] = []  # the archive holds the data; the schema wants a block map
     elif kind in ("symlink", "hardlink"):
         raw["target"] = _member_path(member.linkname) if kind == "hardlink" else member.linkname
     return tree.check_entry(raw, what)

@@ -1,7 +1,7 @@
 """Restore a backup (our format) into an empty directory.
 
 The manifest comes from an untrusted store: its entries are validated
-(`tree.check_entries`: types and ranges) and their names checked
+(`manifest.read_backup`: the schema's types and ranges) and their names checked
 (`restore_target.TreeRules`: nothing can reach outside the target) before
 anything is created, and everything is created through `RestoreTarget`.
 Every block is fetched, decompressed and checked against its BLAKE3 name
@@ -25,7 +25,7 @@ import threading
 
 from app.errors import Conflict, NotFound, Unavailable
 
-from . import blocks, layout, manifest, tree
+from . import blocks, layout, manifest
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
@@ -199,7 +199,7 @@ def restore_tree(
             raise Conflict(f"backup {backup} of {volume} is an image of a block volume; restore it to a block volume")
         what = f"backup {backup} of volume {volume}"
         # everything a hostile manifest could say wrong fails here, before anything is created
-        entries = tree.check_entries(doc.get("entries"), what)
+        entries = doc["entries"]
         rules = TreeRules(what)
         for entry in entries:
             rules.check(entry["path"], entry["type"], entry.get("target"))

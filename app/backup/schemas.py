@@ -68,8 +68,8 @@ class VolumeDoc(TypedDict):
 class _Meta(TypedDict):
     path: Str
     mode: IntRange(0, 0o7777)
-    uid: IntRange(0, UINT32_MAX)
-    gid: IntRange(0, UINT32_MAX)
+    uid: IntRange(0, UINT32_MAX - 1)  # 2**32-1 means "leave unchanged" to chown
+    gid: IntRange(0, UINT32_MAX - 1)
     mtime_ns: IntRange(-INT64_MAX, INT64_MAX)
     xattrs: NotRequired[dict[Str, Str] | None]
 
@@ -89,7 +89,7 @@ class FileEntry(_Meta):
 @with_config(_KEEP_EXTRA)
 class LinkEntry(_Meta):
     type: Literal["symlink", "hardlink"]
-    target: Str
+    target: Annotated[str, Strict(), StringConstraints(min_length=1)]
 
 
 @with_config(_KEEP_EXTRA)

@@ -3,8 +3,8 @@
 An entry is a dict: path (relative, "." for the root), type, mode, uid, gid,
 mtime_ns; plus size for files, target for symlinks and hard links, rdev for
 device nodes. Regular files get their block map filled in by the backup.
-`Entry` is its schema: what a restore accepts from a store, with the range
-of every number, so a hostile entry fails before anything is created.
+`schemas.Entry` is its schema: what a restore accepts from a store, with the
+range of every number, so a hostile entry fails before anything is created.
 """
 
 from __future__ import annotations
@@ -12,98 +12,21 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from typing import Annotated, Literal, NotRequired
-
-from pydantic import Field, StrictInt, StrictStr
-from typing_extensions import TypedDict
 
 from app.errors import Conflict, InvalidInput, NotFound
 from app.validation import validate
 
 from . import xattrs
+from .schemas import INT64_MAX, Entry
 
-MAX_FILE_SIZE = 2**63 - 1  # off_t: the largest size a Linux file can have
-
-Size = Annotated[StrictInt, Field(ge=0, le=MAX_FILE_SIZE)]
-Mode = Annotated[StrictInt, Field(ge=0, le=0o7777)]
-Id = Annotated[StrictInt, Field(ge=0, le=2**32 - 2)]  # 2**32-1 means "leave unchanged" to chown
-TimeNs = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-Digest = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
-Block = tuple[Size, Annotated[StrictInt, Field(gt=0)], Digest]  # offset, length, BLAKE3 of the data
-
-
-# TypedDict from typing_extensions: pydantic needs it before Python 3.12
-class _Common(TypedDict):
-    path: StrictStr
-    mode: Mode
-    uid: Id
-    gid: Id
-    mtime_ns: TimeNs
-    xattrs: NotRequired[dict[Annotated[StrictStr, Field(pattern=r"^[^\x00]+$")], Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]]]
-
-
-class DirEntry(_Common):
-    type: Literal["dir"]
-
-
-class FileEntry(_Common):
-    type: Literal["file"]
-    size: Size
-    blocks: NotRequired[list[Block]]
-
-
-class LinkEntry(_Common):
-    type: Literal["symlink", "hardlink"]
-    target: Annotated[StrictStr, Field(min_length=1)]
-
-
-class FifoEntry(_Common):
-    type: Literal["fifo"]
-
-
-class DeviceEntry(_Common):
-    type: Literal["chardev", "blockdev"]
-    rdev: Annotated[StrictInt, Field(ge=0, lt=2**64)]
-
-
-Entry = Annotated[DirEntry | FileEntry | LinkEntry | FifoEntry | DeviceEntry, Field(discriminator="type")]
+MAX_FILE_SIZE = INT64_MAX  # off_t: the largest size a Linux file can have
 
 
 def check_entry(raw: object, what: str) -> dict:
     """One entry, validated; Conflict naming the entry's path when it is not valid."""
     path = raw.get("path") if isinstance(raw, dict) else None
     name = repr(path) if isinstance(path, str) else "without a path"
-    entry = validate(Entry, raw, what=f"{what}: entry {name}", error=Conflict)
-    if entry["type"] == "file":
-        _check_blocks(entry, what)
-    return entry
-
-
-def check_entries(raw: object, what: str) -> list[dict]:
-    """A backup's list of entries, validated as a whole before anything is restored."""
-    try:
-        entries = validate(list[Entry], raw, what=f"{what}: its list of entries", error=Conflict)
-    except Conflict:
-        if isinstance(raw, list):
-            for item in raw:  # name the first bad entry by its path
-                check_entry(item, what)
-        raise
-    for entry in entries:
-        if entry["type"] == "file":
-            _check_blocks(entry, what)
-    return entries
-
-
-def _check_blocks(entry: dict, what: str) -> None:
-    """A file's blocks lie inside its size, in order, without overlapping."""
-    end = 0
-    for offset, length, _digest in entry.get("blocks", ()):
-        if offset < end or offset + length > entry["size"]:
-            raise Conflict(
-                f"{what}: entry {entry['path']!r} lists a block at offset {offset} of {length} bytes, "
-                f"outside its size of {entry['size']} bytes or overlapping another; the backup is damaged"
-            )
-        end = offset + length
+    return validate(Entry, raw, what=f"{what}: entry {name}", error=Conflict)  # type: ignore[return-value]
 
 
 def _entry(rel: str, st: os.stat_result) -> dict:
