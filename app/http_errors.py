@@ -72,9 +72,13 @@ async def read_body(request: Request, what: str) -> bytes:
 
 
 async def read_request(request: Request, schema: type[T] | Any, what: str) -> T:
-    """The body parsed against `schema`; an empty body is an empty object (Docker sends some)."""
-    body = await read_body(request, what)
-    return parse_json(schema, body if body.strip() else b"{}", what=what, max_bytes=MAX_REQUEST_BYTES)
+    """The body parsed against `schema`.
+
+    An empty body, or `null` (a Go client's nil), is an empty object: Docker
+    sends no body to Plugin.Activate.
+    """
+    body = (await read_body(request, what)).strip()
+    return parse_json(schema, body if body not in (b"", b"null") else b"{}", what=what, max_bytes=MAX_REQUEST_BYTES)
 
 
 def read_query(request: Request, schema: type[T] | Any, what: str) -> T:

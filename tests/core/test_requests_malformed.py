@@ -47,7 +47,7 @@ DOCKER_CASES = [
     ("Create", {"Name": {"$ne": ""}}, ["Name"]),
     ("Create", [], ["object"]),
     ("Create", "v1", ["object"]),
-    ("Create", None, ["object"]),
+    ("Create", 0, ["object"]),
     ("Create", deep_body('{"Name": "v1", "Opts": '), ["recursion"]),
     ("Create", DEEP_JSON, ["recursion"]),
     ("Create", b'{"Name": "v1"', ["Invalid JSON"]),
@@ -180,3 +180,11 @@ def test_oversized_bodies_are_refused_with_413(daemon, which, path, chunked):
     assert "larger than" in message and "1 MiB" in message, message
     assert "Traceback" not in daemon.log_text()
     assert daemon.docker_ok("List")["Volumes"] == []
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"{}\n", b"null", b'{"Future": "field"}'], ids=["empty", "object", "newline", "null", "unknown-field"])
+@pytest.mark.parametrize("endpoint", ["/Plugin.Activate", "/VolumeDriver.List", "/VolumeDriver.Capabilities"])
+def test_what_docker_sends_to_endpoints_without_fields_is_accepted(daemon, endpoint, body):
+    """Docker sends no body to Activate and `{}` to List and Capabilities; a newer Docker may add fields."""
+    status, data = http_call(daemon.plugin_socket, "POST", endpoint, raw=body)
+    assert status == 200 and not data.get("Err"), data
