@@ -5,9 +5,11 @@ service's own user-facing text. Errors go out with their HTTP status (500
 for a user error, as Docker's own plugin helpers send; 413 for a body over
 the cap) and `{"Err": ...}`, which every Docker version shows as is.
 
-The handlers run on this app's own worker threads (`limiter`): whatever the
-control socket or a slow backup store is doing, Docker's calls never wait for
-a thread, and Docker marks a plugin that does not answer as failed.
+The handlers run on this app's own worker threads: whatever the control
+socket or a slow backup store is doing, Docker's calls never wait for a
+thread (Docker marks a plugin that does not answer as failed). A create from
+a backup waits on its store for up to --docker-restore-timeout, so those run
+on threads of their own too, and cannot hold up Docker's List, Get or Mount.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from app.volumedriver import schema
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 WORKER_THREADS = 32  # Docker calls Get for every volume at once after a restart
+RESTORE_THREADS = 32  # creates from a backup (-o backup=URL), each waiting on a store
 
 
 def _reply(payload: dict, status: int = 200) -> JSONResponse:
@@ -48,11 +51,17 @@ def _docker_status(view: dict) -> dict:
     }
 
 
-def build_app(service: VolumeService, backups: BackupService, limiter: anyio.CapacityLimiter | None = None) -> Starlette:
-    limiter = limiter or anyio.CapacityLimiter(WORKER_THREADS)
+def _restores(body: schema.CreateRequest) -> bool:
+    """A create with `-o backup=URL`: a restore, not an empty volume."""
+    return bool((body.get("Opts") or {}).get("backup"))
 
-    def handler(method: str, request_schema, work, blocking: bool = True):
-        """A route for `work(body)`; blocking work runs on this app's threads, the rest on the loop."""
+
+def build_app(service: VolumeService, backups: BackupService) -> Starlette:
+    workers = anyio.CapacityLimiter(WORKER_THREADS)
+    restore_workers = anyio.CapacityLimiter(RESTORE_THREADS)
+
+    def handler(method: str, request_schema, work, blocking: bool = True, pool=lambda body: workers):
+        """A route for `work(body)`; blocking work runs on `pool(body)`'s threads, the rest on the loop."""
         what = f"Docker's {method} request"
 
         async def endpoint(request):
@@ -60,7 +69,7 @@ def build_app(service: VolumeService, backups: BackupService, limiter: anyio.Cap
                 body = await read_request(request, request_schema, what)
                 if not blocking:
                     return _reply(work(body))
-                return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=limiter))
+                return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=pool(body)))
             except Exception as error:  # every failure reaches Docker as Err
                 status, _, message = describe(error)
                 return _reply({"Err": message}, 413 if status == 413 else 500)
@@ -72,7 +81,7 @@ def build_app(service: VolumeService, backups: BackupService, limiter: anyio.Cap
 
     def create(body: schema.CreateRequest):
         name, options = body.get("Name", ""), body.get("Opts") or {}
-        if options.get("backup"):  # -o backup=URL: restore, within Docker's create deadline
+        if _restores(body):  # within Docker's create deadline
             backups.restore_for_docker(name, options, service.settings.docker_restore_timeout)
         else:
             service.create(name, options, exist_ok=True)
@@ -108,7 +117,7 @@ def build_app(service: VolumeService, backups: BackupService, limiter: anyio.Cap
 
     routes = [
         handler("Activate", schema.NoFields, activate, blocking=False),
-        handler("Create", schema.CreateRequest, create),
+        handler("Create", schema.CreateRequest, create, pool=lambda body: restore_workers if _restores(body) else workers),
         handler("Remove", schema.NameRequest, remove),
         handler("Mount", schema.MountRequest, mount),
         handler("Unmount", schema.MountRequest, unmount),

@@ -111,3 +111,31 @@ def test_backup_list_on_a_silent_endpoint_names_it(make_daemon, silent_endpoint)
     assert silent_endpoint.url in result.stderr and "cannot reach the S3 endpoint" in result.stderr, result.stderr
     assert seconds < 60, f"one attempt must end at its read time-out, not after {seconds:.0f} s"
     assert "Traceback" not in daemon.log_text()
+
+
+def test_docker_answers_while_its_own_creates_from_a_backup_wait(make_daemon, silent_endpoint):
+    """More Docker creates from the silent store than Docker has threads: List, Get and Mount still answer."""
+    daemon = make_daemon("--docker-restore-timeout", str(RESTORE_TIMEOUT), env=_env(silent_endpoint))
+    daemon.cli("create", "vol1", check=True)
+    answers = []
+
+    def create(i):
+        answers.append(daemon.docker("Create", {"Name": f"restored{i}", "Opts": {"backup": BACKUP}}))
+
+    threads = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # every create now holds a thread, waiting for the store (connected or still connecting)
+    for path, body in [
+        ("/VolumeDriver.List", {}),
+        ("/VolumeDriver.Get", {"Name": "vol1"}),
+        ("/VolumeDriver.Mount", {"Name": "vol1", "ID": "c1"}),
+        ("/VolumeDriver.Unmount", {"Name": "vol1", "ID": "c1"}),
+    ]:
+        seconds, (status, data) = _timed(lambda: _docker_call(daemon, path, body))
+        assert status == 200 and not data.get("Err"), (path, data)
+        assert seconds < DOCKER_ANSWERS_WITHIN, f"{path} took {seconds:.1f} s while Docker's creates wait"
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 40 and all("did not answer in time" in data["Err"] for _, data in answers)
+    assert [v["Name"] for v in daemon.docker_ok("List")["Volumes"]] == ["vol1"]
