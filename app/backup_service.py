@@ -10,9 +10,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from app.backup import engine
 from app.backup.backup import SnapshotSource

@@ -43,7 +43,7 @@ class ControlClient:
             raise Unavailable(self._not_running_message()) from None
         except PermissionError:
             raise Unavailable(f"no permission to use {self.socket_path}: run convoy as root") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise Unavailable(f"the convoy daemon at {self.socket_path} did not answer in {self.timeout:.0f} s") from None
         except (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead):
             # the daemon died or was restarted mid-request (kill -9, OOM, systemctl restart)

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.control import schema
-from app.http_errors import describe, read_request, read_query
+from app.http_errors import describe, read_query, read_request
 from app.service import CLI_REF_PREFIX, VolumeService
 
 API_VERSION = "v1"

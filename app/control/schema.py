@@ -4,14 +4,16 @@ Every field the CLI sends is a string (or null when the user left it out);
 anything else is refused with the field named. Required fields are the ones
 the operation cannot do without. Unknown fields are ignored, so an older
 daemon still serves a newer CLI. Bounds keep every document small.
+(TypedDict comes from typing_extensions: pydantic needs that one before
+Python 3.12.)
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NotRequired
 
 from pydantic import Field, StringConstraints
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 # Names and URLs are checked by their own modules (app.names, app.backup.urls),
 # which say the rule and give an example, also for an empty one; these bounds

@@ -4,14 +4,16 @@ Docker always sends strings: `Name`, the container `ID`, and `Opts` from
 `docker volume create -o KEY=VALUE` (null when there are none). Anything
 else is refused with the field named. Unknown fields are ignored: newer
 Dockers add some. Bounds keep a request small whatever the body cap.
+(TypedDict comes from typing_extensions: pydantic needs that one before
+Python 3.12.)
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NotRequired
 
 from pydantic import Field, StringConstraints
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 MAX_OPTIONS = 64
 OptionKey = Annotated[str, StringConstraints(max_length=128)]

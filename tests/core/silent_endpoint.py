@@ -4,8 +4,6 @@ import socket
 import threading
 import time
 
-import pytest
-
 
 class SilentEndpoint:
     """A TCP server that accepts every connection and never sends a byte."""
@@ -25,7 +23,7 @@ class SilentEndpoint:
         while not self._stop.is_set():
             try:
                 connection, _ = self.server.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -37,6 +35,12 @@ class SilentEndpoint:
             time.sleep(0.05)
         return len(self.held)
 
+    def __enter__(self) -> "SilentEndpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self):
         self._stop.set()
         self._thread.join(5)
@@ -44,10 +48,3 @@ class SilentEndpoint:
             connection.close()
         self.server.close()
 
-
-@pytest.fixture
-def silent_endpoint():
-    """Import this fixture by name into the test modules that need it."""
-    endpoint = SilentEndpoint()
-    yield endpoint
-    endpoint.close()

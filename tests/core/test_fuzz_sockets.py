@@ -32,7 +32,7 @@ from tests.daemon_harness import mounted_points
 
 pytestmark = pytest.mark.needs_root
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 900))  # 1 to 6 requests each: about 3000 in all, 30-40 s
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "900"))  # 1 to 6 requests each: about 3000 in all, 30-40 s
 
 # What the daemon knows when the fuzz starts (made by the `world` fixture).
 VOLUMES = ["vol-a", "vol-b"]

@@ -9,16 +9,16 @@ which endpoint did not answer.
 """
 
 import json
-import subprocess
 import threading
 import time
+from functools import partial
 from urllib.parse import quote
 
 import pytest
 
 from app.cli.client import UnixHTTPConnection
-from tests.core.silent_endpoint import SilentEndpoint, silent_endpoint  # noqa: F401 - a fixture
-from tests.daemon_harness import CONVOY, REPO, http_call
+from tests.core.silent_endpoint import SilentEndpoint
+from tests.daemon_harness import http_call
 
 pytestmark = pytest.mark.needs_root
 
@@ -27,6 +27,12 @@ BACKUP = f"{STORE}?backup=backup-1&volume=vol1"
 HANGING_CALLS = 45
 RESTORE_TIMEOUT = 6.0
 DOCKER_ANSWERS_WITHIN = 2.0
+
+
+@pytest.fixture
+def silent_endpoint():
+    with SilentEndpoint() as endpoint:
+        yield endpoint
 
 
 def _env(endpoint: SilentEndpoint, attempts: int = 1) -> dict:
@@ -84,7 +90,7 @@ def test_docker_answers_while_store_calls_hang(make_daemon, silent_endpoint):
         ("/Plugin.Activate", {}),
         ("/VolumeDriver.Path", {"Name": "vol1"}),
     ]:
-        seconds, (status, data) = _timed(lambda: _docker_call(daemon, path, body))
+        seconds, (status, data) = _timed(partial(_docker_call, daemon, path, body))
         assert status == 200 and not data.get("Err"), (path, data)
         assert seconds < DOCKER_ANSWERS_WITHIN, f"{path} took {seconds:.1f} s while store calls hang"
 
@@ -137,7 +143,7 @@ def test_docker_answers_while_its_own_creates_from_a_backup_wait(make_daemon, si
         ("/VolumeDriver.Mount", {"Name": "vol1", "ID": "c1"}),
         ("/VolumeDriver.Unmount", {"Name": "vol1", "ID": "c1"}),
     ]:
-        seconds, (status, data) = _timed(lambda: _docker_call(daemon, path, body))
+        seconds, (status, data) = _timed(partial(_docker_call, daemon, path, body))
         assert status == 200 and not data.get("Err"), (path, data)
         assert seconds < DOCKER_ANSWERS_WITHIN, f"{path} took {seconds:.1f} s while Docker's creates wait"
     for thread in threads:
