@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app.errors import ConvoyError, InvalidInput
 from app.validation import parse_json, validate
@@ -63,11 +63,15 @@ async def read_body(request: Request, what: str) -> bytes:
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
         raise _too_large(what, f"{declared} bytes announced")
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_REQUEST_BYTES:
-            raise _too_large(what, f"more than {MAX_REQUEST_BYTES} bytes sent")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > MAX_REQUEST_BYTES:
+                raise _too_large(what, f"more than {MAX_REQUEST_BYTES} bytes sent")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer; not a fault of ours worth a traceback
+        log.info("%s: the client hung up after %d bytes of its body", what, total)
+        raise InvalidInput(f"{what} ended before its body did: the client hung up") from None
     return b"".join(chunks)
 
 

@@ -7,6 +7,7 @@ and the daemon log must never hold a traceback.
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -188,3 +189,22 @@ def test_what_docker_sends_to_endpoints_without_fields_is_accepted(daemon, endpo
     """Docker sends no body to Activate and `{}` to List and Capabilities; a newer Docker may add fields."""
     status, data = http_call(daemon.plugin_socket, "POST", endpoint, raw=body)
     assert status == 200 and not data.get("Err"), data
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("which, path", [("plugin", "/VolumeDriver.Create"), ("control", "/v1/volumes")])
+def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(daemon, which, path, chunked):
+    """Docker or the CLI killed while sending: the daemon logs one line and goes on."""
+    sock_path = daemon.plugin_socket if which == "plugin" else daemon.socket
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(str(sock_path))
+    framing = "Transfer-Encoding: chunked\r\n\r\n7\r\n" if chunked else "Content-Length: 100\r\n\r\n"
+    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{framing}".encode() + b'{"Name"')
+    conn.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(w in daemon.log_text() for w in ("hung up", "Traceback")):
+        time.sleep(0.05)  # the daemon notices the hang-up on its own time
+    assert daemon.docker_ok("List")["Volumes"] == []
+    log = daemon.log_text()
+    assert "the client hung up" in log
+    assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
