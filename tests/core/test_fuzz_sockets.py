@@ -21,6 +21,8 @@ import os
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -33,6 +35,7 @@ from tests.daemon_harness import mounted_points
 pytestmark = pytest.mark.needs_root
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "900"))  # 1 to 6 requests each: about 3000 in all, 30-40 s
+CONCURRENT_EXAMPLES = int(os.environ.get("FUZZ_CONCURRENT_EXAMPLES", "150"))  # batches of 2 to 12 at once
 
 # What the daemon knows when the fuzz starts (made by the `world` fixture).
 VOLUMES = ["vol-a", "vol-b"]
@@ -223,6 +226,20 @@ def test_fuzz_both_sockets(daemon, world, data):
     requests = st.one_of(docker_requests(world), control_requests(world), raw_garbage())
     for request in data.draw(st.lists(requests, min_size=1, max_size=6), label="requests"):
         status, answer = send(daemon, request)
+        check_answer(request, status, answer)
+    assert daemon.process.poll() is None, "the daemon must stay up"
+    assert "Traceback" not in daemon.log_text(), "a traceback in the daemon log (the requests above caused it)"
+
+
+@settings(max_examples=CONCURRENT_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_both_sockets_concurrently(daemon, world, data):
+    """Batches sent at once: the same answers, and the same catalog, whatever the interleaving."""
+    requests = st.one_of(docker_requests(world), control_requests(world))
+    batch = data.draw(st.lists(requests, min_size=2, max_size=12), label="requests")
+    with ThreadPoolExecutor(len(batch)) as pool:
+        answers = list(pool.map(partial(send, daemon), batch))
+    for request, (status, answer) in zip(batch, answers, strict=True):
         check_answer(request, status, answer)
     assert daemon.process.poll() is None, "the daemon must stay up"
     assert "Traceback" not in daemon.log_text(), "a traceback in the daemon log (the requests above caused it)"
