@@ -8,18 +8,40 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TypeVar
 
 from app.backup import engine
 from app.backup.backup import SnapshotSource
 from app.backup.progress import Progress
-from app.backup.urls import parse_backup_url, parse_store_url
+from app.backup.urls import BackupURL, parse_backup_url, parse_store_url
 from app.errors import Conflict, ConvoyError, Unavailable, error_from
 from app.jobs import Job, JobRunner
 from app.service import RESTORE_REF, VolumeService
 from app.snapshot_service import SnapshotService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DOCKER_CREATE_LIMIT = 120.0  # seconds Docker waits for a volume create before it gives up
+CLEAN_UP_MARGIN = 3.0  # seconds kept back for the answer to reach Docker
+
+
+@dataclass(frozen=True)
+class _RestoreRequest:
+    """A restore request checked without the store: what to create, from where."""
+
+    name: str
+    url: str
+    parsed: BackupURL
+    driver: str
+    size: int | None
+    options: dict[str, str]
+    endpoint: str | None
 
 
 class BackupService:
@@ -92,13 +114,22 @@ class BackupService:
 
     def restore(self, name: str, url: str, options: dict | None = None, s3_endpoint: str | None = None) -> Job:
         """Create volume `name` from a backup. The volume is usable when the job is done."""
+        request = self._check_restore(name, url, options, s3_endpoint)
+        summary = engine.inspect_backup(url, s3_endpoint=request.endpoint)  # fails now, not in the job, when it is missing
+        return self._start_restore(request, summary)
+
+    def _check_restore(self, name: str, url: str, options: dict | None, s3_endpoint: str | None) -> _RestoreRequest:
+        """Everything about a restore request that can be checked without asking the store."""
         parsed = parse_backup_url(url)
         options = {k: v for k, v in (options or {}).items() if k != "backup"}
         driver_name, size, backend_options = self.volumes.parse_create_options(name, options)
-        endpoint = self._endpoint(s3_endpoint)
-        summary = engine.inspect_backup(url, s3_endpoint=endpoint)  # fails now, not in the job, when it is missing
-        size = size or summary.get("volume_size")
-        self.volumes.create_for_restore(name, driver_name, size, backend_options, str(parsed))
+        return _RestoreRequest(name, url, parsed, driver_name, size, backend_options, self._endpoint(s3_endpoint))
+
+    def _start_restore(self, request: _RestoreRequest, summary: dict) -> Job:
+        """Create the volume, marked as being restored, and start the job that fills it."""
+        name, url, endpoint = request.name, request.url, request.endpoint
+        size = request.size or summary.get("volume_size")
+        self.volumes.create_for_restore(name, request.driver, size, request.options, str(request.parsed))
 
         def work(progress: Progress) -> dict:
             try:
@@ -115,9 +146,9 @@ class BackupService:
             self.volumes.finish_restore(name)
             return {"volume": name, **result}
 
-        job = self.jobs.submit("restore", f"restore of {parsed} into volume {name}", work)
+        job = self.jobs.submit("restore", f"restore of {request.parsed} into volume {name}", work)
         self._restores = {k: v for k, v in self._restores.items() if v[1].state == "running"}
-        self._restores[name] = (str(parsed), job)
+        self._restores[name] = (str(request.parsed), job)
         return job
 
     def _abandon(self, name: str) -> None:
@@ -128,7 +159,14 @@ class BackupService:
             log.exception("could not remove %s after its failed restore; the next start removes it", name)
 
     def restore_for_docker(self, name: str, options: dict, timeout: float) -> None:
-        """`docker volume create -o backup=URL`: restore within Docker's create deadline."""
+        """`docker volume create -o backup=URL`: restore within Docker's create deadline.
+
+        `timeout` covers everything: the look-up of the backup in its store
+        (a store that does not answer would otherwise hold Docker's call for
+        minutes) and the restore itself. Nothing is created before the look-up
+        has answered, so a look-up past the deadline leaves nothing behind.
+        """
+        started = time.monotonic()
         url = str(parse_backup_url(options["backup"]))
         running = self._restores.get(name)
         if running and running[0] == url and running[1].state == "running":
@@ -136,10 +174,20 @@ class BackupService:
         elif self.volumes.catalog.get(name) is not None and self.volumes.catalog.get(name).options.get("backup") == url:
             return  # restored already: Create is idempotent
         else:
-            job = self.restore(name, url, options)
-        if not job.done.wait(timeout):
+            request = self._check_restore(name, url, options, None)
+            summary = _within(timeout, lambda: engine.inspect_backup(url, s3_endpoint=request.endpoint))
+            if summary is None:
+                where = str(request.parsed.store) + (f" (endpoint {request.endpoint})" if request.endpoint else "")
+                raise Unavailable(
+                    f"the backup store at {where} did not answer in time for Docker's volume create "
+                    f"({timeout:.0f} s); nothing was created; restore with `convoy create {name} --backup '{url}'`, "
+                    "which waits as long as it needs"
+                )
+            job = self._start_restore(request, summary)
+        if not job.done.wait(max(0.0, timeout - (time.monotonic() - started))):
             job.cancel.set()
-            job.done.wait(60)
+            # the clean-up (removing the half-restored volume) gets what is left of Docker's own limit
+            job.done.wait(max(1.0, DOCKER_CREATE_LIMIT - CLEAN_UP_MARGIN - (time.monotonic() - started)))
             raise Unavailable(
                 f"restoring {url} takes longer than Docker allows for a volume create ({timeout:.0f} s); "
                 f"restore it with `convoy create {name} --backup '{url}'`, which shows progress, "
@@ -147,3 +195,27 @@ class BackupService:
             )
         if job.state == "failed":
             raise error_from(job.error["kind"], job.error["message"])
+
+
+def _within(seconds: float, call: Callable[[], T]) -> T | None:
+    """`call()`'s result, or None when it has not returned in `seconds`; its error is raised here.
+
+    The call goes on in its own thread until it ends by itself (every store
+    call has time-outs of its own); its late result is dropped.
+    """
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as error:  # handed to the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="look-up-within-deadline", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return None
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]  # type: ignore[return-value]

@@ -1,13 +1,26 @@
-"""The one place where user-facing errors become HTTP statuses."""
+"""The one place where user-facing errors become HTTP statuses, and requests are read.
+
+Both sockets read a request the same way: the body is capped before it is
+read whole (Content-Length first, then counted while it streams in, so a
+chunked body cannot slip past), then parsed and validated against the
+endpoint's schema in one pass (`app.validation.parse_json`).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from typing import Any, TypeVar
+
+from starlette.requests import ClientDisconnect, Request
 
 from app.errors import ConvoyError, InvalidInput
+from app.validation import parse_json, validate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Every request on either socket is a small JSON document (a name, a few options, a URL).
+MAX_REQUEST_BYTES = 1 << 20
 
 STATUS_BY_KIND = {
     "invalid": 400,
@@ -19,8 +32,14 @@ STATUS_BY_KIND = {
 }
 
 
+class RequestTooLarge(InvalidInput):
+    """A request body over the cap: an invalid request, answered 413 rather than 400."""
+
+    status = 413
+
+
 def status_for(error: Exception) -> int:
-    return STATUS_BY_KIND.get(getattr(error, "kind", "error"), 500)
+    return getattr(error, "status", None) or STATUS_BY_KIND.get(getattr(error, "kind", "error"), 500)
 
 
 def describe(error: Exception) -> tuple[int, str, str]:
@@ -31,15 +50,41 @@ def describe(error: Exception) -> tuple[int, str, str]:
     return 500, "error", f"internal error: {type(error).__name__}: {error}; see the convoy daemon log"
 
 
-async def read_json(request) -> dict:
-    """The request body as a dict; Docker sends an empty body to some endpoints."""
-    body = await request.body()
-    if not body.strip():
-        return {}
+def _too_large(what: str, size: str) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"{what} is larger than {MAX_REQUEST_BYTES >> 20} MiB ({size}); convoy's requests are small JSON "
+        "documents: check the client that sent it"
+    )
+
+
+async def read_body(request: Request, what: str) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over the cap."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise _too_large(what, f"{declared} bytes announced")
+    chunks, total = [], 0
     try:
-        data = json.loads(body)
-    except ValueError as err:
-        raise InvalidInput(f"request body is not JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return data
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > MAX_REQUEST_BYTES:
+                raise _too_large(what, f"more than {MAX_REQUEST_BYTES} bytes sent")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer; not a fault of ours worth a traceback
+        log.info("%s: the client hung up after %d bytes of its body", what, total)
+        raise InvalidInput(f"{what} ended before its body did: the client hung up") from None
+    return b"".join(chunks)
+
+
+async def read_request(request: Request, schema: type[T] | Any, what: str) -> T:
+    """The body parsed against `schema`.
+
+    An empty body, or `null` (a Go client's nil), is an empty object: Docker
+    sends no body to Plugin.Activate.
+    """
+    body = (await read_body(request, what)).strip()
+    return parse_json(schema, body if body not in (b"", b"null") else b"{}", what=what, max_bytes=MAX_REQUEST_BYTES)
+
+
+def read_query(request: Request, schema: type[T] | Any, what: str) -> T:
+    """The query string (last value of each key) validated against `schema`."""
+    return validate(schema, dict(request.query_params), what=what)

@@ -10,6 +10,7 @@ import socket
 import uvicorn
 
 from app.backup_service import BackupService
+from app.control.api import WorkerPools
 from app.control.api import build_app as build_control_app
 from app.control.jobs import backup_routes, job_routes, snapshot_routes
 from app.jobs import JobRunner
@@ -32,12 +33,17 @@ def _server(app) -> _Server:
 
 
 def serve(service: VolumeService, plugin_socket: socket.socket, control_socket: socket.socket) -> None:
-    """Wire the services to both adapters and serve until SIGTERM or SIGINT."""
+    """Wire the services to both adapters and serve until SIGTERM or SIGINT.
+
+    Each adapter runs its blocking work on its own worker threads: Docker's
+    calls never queue behind the CLI's or behind a store that does not answer.
+    """
     jobs = JobRunner()
     snapshots = SnapshotService(service)
     backups = BackupService(service, snapshots, jobs)
-    extra_routes = snapshot_routes(snapshots) + backup_routes(backups) + job_routes(jobs)
-    servers = [_server(build_plugin_app(service, backups)), _server(build_control_app(service, extra_routes))]
+    pools = WorkerPools()
+    extra_routes = snapshot_routes(snapshots, pools) + backup_routes(backups, pools) + job_routes(jobs, pools)
+    servers = [_server(build_plugin_app(service, backups)), _server(build_control_app(service, pools, extra_routes))]
 
     async def main():
         loop = asyncio.get_running_loop()

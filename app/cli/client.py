@@ -43,19 +43,36 @@ class ControlClient:
             raise Unavailable(self._not_running_message()) from None
         except PermissionError:
             raise Unavailable(f"no permission to use {self.socket_path}: run convoy as root") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise Unavailable(f"the convoy daemon at {self.socket_path} did not answer in {self.timeout:.0f} s") from None
+        except (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead):
+            # the daemon died or was restarted mid-request (kill -9, OOM, systemctl restart)
+            raise Unavailable(self._closed_message()) from None
+        except http.client.HTTPException as error:
+            raise Unavailable(
+                f"the program at {self.socket_path} answered with something that is not HTTP ({type(error).__name__}); "
+                "is it convoy's control socket? Point --socket or CONVOY_SOCKET at it"
+            ) from None
         finally:
             connection.close()
+        if not data:  # every answer of the daemon has a JSON body: it died while sending the headers
+            raise Unavailable(self._closed_message())
         try:
-            decoded = json.loads(data) if data else {}
+            decoded = json.loads(data)
         except ValueError:
             raise Unavailable(f"the daemon at {self.socket_path} answered with something that is not JSON") from None
         if response.status >= 400:
-            error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
-            raise error_from(error.get("kind", "error"), error.get("message") or f"the daemon answered HTTP {response.status}")
+            error = decoded.get("error") if isinstance(decoded, dict) else None
+            error = error if isinstance(error, dict) else {}
+            message = error.get("message") or f"the daemon answered HTTP {response.status}"
+            raise error_from(str(error.get("kind", "error")), str(message))
         return decoded
 
+    def _closed_message(self) -> str:
+        return (
+            f"the daemon at {self.socket_path} closed the connection before answering; "
+            "check `journalctl -u convoy` or the daemon log, and retry"
+        )
 
     def _not_running_message(self) -> str:
         error_file = start_error_file(Path(self.socket_path))

@@ -1,22 +1,34 @@
 """Docker VolumeDriver protocol endpoints (docker.volumedriver/1.0).
 
 Docker shows `Err` to the user as `<Method>: <Err>`, so the message is the
-service's own user-facing text. Errors go out as HTTP 500 with `{"Err": ...}`,
-which every Docker version accepts.
+service's own user-facing text. Errors go out with their HTTP status (500
+for a user error, as Docker's own plugin helpers send; 413 for a body over
+the cap) and `{"Err": ...}`, which every Docker version shows as is.
+
+The handlers run on this app's own worker threads: whatever the control
+socket or a slow backup store is doing, Docker's calls never wait for a
+thread (Docker marks a plugin that does not answer as failed). A create from
+a backup waits on its store for up to --docker-restore-timeout, so those run
+on threads of their own too, and cannot hold up Docker's List, Get or Mount.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+import anyio
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.backup_service import BackupService
-from app.http_errors import describe, read_json
+from app.http_errors import describe, read_request
 from app.service import VolumeService
+from app.volumedriver import schema
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+WORKER_THREADS = 32  # Docker calls Get for every volume at once after a restart
+RESTORE_THREADS = 32  # creates from a backup (-o backup=URL), each waiting on a store
 
 
 def _reply(payload: dict, status: int = 200) -> JSONResponse:
@@ -39,66 +51,79 @@ def _docker_status(view: dict) -> dict:
     }
 
 
+def _restores(body: schema.CreateRequest) -> bool:
+    """A create with `-o backup=URL`: a restore, not an empty volume."""
+    return bool((body.get("Opts") or {}).get("backup"))
+
+
 def build_app(service: VolumeService, backups: BackupService) -> Starlette:
-    def handler(work):
+    workers = anyio.CapacityLimiter(WORKER_THREADS)
+    restore_workers = anyio.CapacityLimiter(RESTORE_THREADS)
+
+    def handler(method: str, request_schema, work, blocking: bool = True, pool=lambda body: workers):
+        """A route for `work(body)`; blocking work runs on `pool(body)`'s threads, the rest on the loop."""
+        what = f"Docker's {method} request"
+
         async def endpoint(request):
             try:
-                body = await read_json(request)
-                return _reply(await run_in_threadpool(work, body))
+                body = await read_request(request, request_schema, what)
+                if not blocking:
+                    return _reply(work(body))
+                return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=pool(body)))
             except Exception as error:  # every failure reaches Docker as Err
-                _, _, message = describe(error)
-                return _reply({"Err": message}, 500)
+                status, _, message = describe(error)
+                return _reply({"Err": message}, 413 if status == 413 else 500)
 
-        return endpoint
+        return Route(f"/{'Plugin' if method == 'Activate' else 'VolumeDriver'}.{method}", endpoint, methods=["POST"])
 
-    def activate(_body):
+    def activate(_body: schema.NoFields):
         return {"Implements": ["VolumeDriver"]}
 
-    def create(body):
-        options = body.get("Opts") or {}
-        if options.get("backup"):  # -o backup=URL: restore, within Docker's create deadline
-            backups.restore_for_docker(body.get("Name"), options, service.settings.docker_restore_timeout)
+    def create(body: schema.CreateRequest):
+        name, options = body.get("Name", ""), body.get("Opts") or {}
+        if _restores(body):  # within Docker's create deadline
+            backups.restore_for_docker(name, options, service.settings.docker_restore_timeout)
         else:
-            service.create(body.get("Name"), options, exist_ok=True)
+            service.create(name, options, exist_ok=True)
         return {"Err": ""}
 
-    def remove(body):
-        service.delete_from_docker(body.get("Name"))
+    def remove(body: schema.NameRequest):
+        service.delete_from_docker(body.get("Name", ""))
         return {"Err": ""}
 
-    def mount(body):
-        path = service.mount(body.get("Name"), str(body.get("ID") or ""), create=True)
+    def mount(body: schema.MountRequest):
+        path = service.mount(body.get("Name", ""), body.get("ID", ""), create=True)
         return {"Mountpoint": path, "Err": ""}
 
-    def unmount(body):
-        service.unmount(body.get("Name"), str(body.get("ID") or ""))
+    def unmount(body: schema.MountRequest):
+        service.unmount(body.get("Name", ""), body.get("ID", ""))
         return {"Err": ""}
 
-    def path(body):
-        return {"Mountpoint": service.path(body.get("Name")), "Err": ""}
+    def path(body: schema.NameRequest):
+        return {"Mountpoint": service.path(body.get("Name", "")), "Err": ""}
 
-    def get(body):
-        view = service.get(body.get("Name"))
+    def get(body: schema.NameRequest):
+        view = service.get(body.get("Name", ""))
         volume = {**_docker_volume(view), "CreatedAt": view["created_at"], "Status": _docker_status(view)}
         return {"Volume": volume, "Err": ""}
 
-    def list_volumes(_body):
+    def list_volumes(_body: schema.NoFields):
         return {"Volumes": [_docker_volume(view) for view in service.list()], "Err": ""}
 
     scope = service.drivers[service.settings.default_driver].scope  # computed once: asked on every look-up
 
-    async def capabilities(_request):
-        return _reply({"Capabilities": {"Scope": scope}})
+    def capabilities(_body: schema.NoFields):
+        return {"Capabilities": {"Scope": scope}}
 
     routes = [
-        Route("/Plugin.Activate", handler(activate), methods=["POST"]),
-        Route("/VolumeDriver.Create", handler(create), methods=["POST"]),
-        Route("/VolumeDriver.Remove", handler(remove), methods=["POST"]),
-        Route("/VolumeDriver.Mount", handler(mount), methods=["POST"]),
-        Route("/VolumeDriver.Unmount", handler(unmount), methods=["POST"]),
-        Route("/VolumeDriver.Path", handler(path), methods=["POST"]),
-        Route("/VolumeDriver.Get", handler(get), methods=["POST"]),
-        Route("/VolumeDriver.List", handler(list_volumes), methods=["POST"]),
-        Route("/VolumeDriver.Capabilities", capabilities, methods=["POST"]),
+        handler("Activate", schema.NoFields, activate, blocking=False),
+        handler("Create", schema.CreateRequest, create, pool=lambda body: restore_workers if _restores(body) else workers),
+        handler("Remove", schema.NameRequest, remove),
+        handler("Mount", schema.MountRequest, mount),
+        handler("Unmount", schema.MountRequest, unmount),
+        handler("Path", schema.NameRequest, path),
+        handler("Get", schema.NameRequest, get),
+        handler("List", schema.NoFields, list_volumes),
+        handler("Capabilities", schema.NoFields, capabilities, blocking=False),
     ]
     return Starlette(routes=routes)

@@ -37,7 +37,7 @@ def test_docker_protocol_errors(daemon, endpoint, body, words):
 
 def test_a_body_that_is_not_json_is_an_error_not_a_crash(daemon):
     status, data = http_call(daemon.plugin_socket, "POST", "/VolumeDriver.Create", raw=b"{not json")
-    assert status == 500 and "request body is not JSON" in data["Err"]
+    assert status == 500 and "Invalid JSON" in data["Err"]
     daemon.docker_ok("List")
 
 

@@ -3,9 +3,14 @@
 boto3 with the standard credential chain (environment, shared files,
 instance roles). A custom endpoint uses path-style addressing, which every
 S3-compatible server understands. Listing follows every page (Convoy stopped
-after the first 1000 keys). Retries use botocore's "standard" mode. The
-client is thread-safe; its connection pool is sized for the engine's parallel
-uploads. A put is one whole-object PUT, so readers see all or nothing.
+after the first 1000 keys). The client is thread-safe; its connection pool is
+sized for the engine's parallel uploads. A put is one whole-object PUT, so
+readers see all or nothing.
+
+Every call has a deadline: an endpoint that accepts connections and never
+answers holds a call for at most ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT)
+plus botocore's short backoff, then the user is told which endpoint did not
+answer. AWS_MAX_ATTEMPTS, the standard AWS setting, changes the attempts.
 """
 
 from __future__ import annotations
@@ -21,6 +26,15 @@ from ..urls import StoreURL
 from .base import ObjectStore
 
 CONNECTIONS = 16
+CONNECT_TIMEOUT = 5  # seconds to open a connection
+READ_TIMEOUT = 30  # seconds of silence on an open connection (per read, not per object)
+ATTEMPTS = 4  # in all, the first one included; botocore's "standard" retry mode
+
+
+def _attempts() -> int:
+    """ATTEMPTS, or AWS_MAX_ATTEMPTS when set (botocore ignores it once a Config names retries)."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else ATTEMPTS
 
 
 def _describe(exc: Exception) -> str:
@@ -29,6 +43,7 @@ def _describe(exc: Exception) -> str:
 
 class S3Store(ObjectStore):
     parallelism = 12  # requests in flight hide the round trips
+
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
         import boto3
         import botocore.config
@@ -50,10 +65,10 @@ class S3Store(ObjectStore):
         if not region and endpoint:
             region = session.region_name or "us-east-1"
         config = botocore.config.Config(
-            retries={"max_attempts": 8, "mode": "standard"},
+            retries={"total_max_attempts": _attempts(), "mode": "standard"},
             max_pool_connections=CONNECTIONS,
-            connect_timeout=10,
-            read_timeout=120,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
             s3={"addressing_style": "path"} if endpoint else {},
         )
         try:

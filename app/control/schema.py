@@ -1,0 +1,81 @@
+"""What the control socket accepts, one schema per endpoint: bodies and query strings.
+
+Every field the CLI sends is a string (or null when the user left it out);
+anything else is refused with the field named. Required fields are the ones
+the operation cannot do without. Unknown fields are ignored, so an older
+daemon still serves a newer CLI. Bounds keep every document small.
+(TypedDict comes from typing_extensions: pydantic needs that one before
+Python 3.12.)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, NotRequired
+
+from pydantic import Field, StringConstraints
+from typing_extensions import TypedDict
+
+# Names and URLs are checked by their own modules (app.names, app.backup.urls),
+# which say the rule and give an example, also for an empty one; these bounds
+# only keep a request, and its error, short.
+Text = Annotated[str, StringConstraints(max_length=4096)]
+OptionKey = Annotated[str, StringConstraints(max_length=128)]
+Options = Annotated[dict[OptionKey, Text], Field(max_length=64)]
+
+
+class NoFields(TypedDict):
+    """POST endpoints that take nothing (umount, cancel): `{}` or an empty body."""
+
+
+class VolumeCreate(TypedDict):
+    name: Text
+    driver: NotRequired[Text | None]
+    size: NotRequired[Text | None]
+    options: NotRequired[Options | None]
+
+
+class VolumeMount(TypedDict):
+    mountpoint: NotRequired[Text | None]
+
+
+class VolumeDeleteQuery(TypedDict):
+    reference_only: NotRequired[bool]  # 1/0, true/false, yes/no
+
+
+class SnapshotCreate(TypedDict):
+    volume: Text
+    name: NotRequired[Text | None]
+
+
+class SnapshotListQuery(TypedDict):
+    volume: NotRequired[Text]
+
+
+class BackupCreate(TypedDict):
+    snapshot: Text
+    dest: Text
+    s3_endpoint: NotRequired[Text | None]
+    name: NotRequired[Text | None]
+
+
+class BackupListQuery(TypedDict):
+    dest: Text
+    volume: NotRequired[Text]
+    s3_endpoint: NotRequired[Text]
+
+
+class BackupInspectQuery(TypedDict):
+    url: Text
+    s3_endpoint: NotRequired[Text]
+
+
+class BackupAction(TypedDict):
+    """Delete and verify of one backup."""
+
+    url: Text
+    s3_endpoint: NotRequired[Text | None]
+
+
+class RestoreCreate(VolumeCreate):
+    url: Text
+    s3_endpoint: NotRequired[Text | None]
