@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 
 from . import blocks, manifest
 from .locks import StoreLock
@@ -13,6 +13,7 @@ from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
 from .pipeline import BoundedPool
 from .progress import Progress
+from .restore_target import TreeRules
 
 WORKERS = 4
 MAX_LISTED = 100
@@ -26,10 +27,11 @@ class VerifyReport:
     bytes: int = 0
     missing: list[dict] = field(default_factory=list)  # {"block", "files"}
     corrupted: list[dict] = field(default_factory=list)  # {"block", "files", "reason"}
+    problems: list[str] = field(default_factory=list)  # why a restore would refuse the manifest
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.corrupted
+        return not self.missing and not self.corrupted and not self.problems
 
     def as_dict(self) -> dict:
         return {
@@ -42,12 +44,13 @@ class VerifyReport:
             "corrupted": self.corrupted[:MAX_LISTED],
             "missing_count": len(self.missing),
             "corrupted_count": len(self.corrupted),
+            "problems": self.problems,
         }
 
     def message(self) -> str:
         if self.ok:
             return f"backup {self.backup} of {self.volume} is intact: {self.blocks} blocks checked"
-        parts = []
+        parts = list(self.problems)
         for kind, items in (("missing", self.missing), ("corrupted", self.corrupted)):
             if items:
                 first = items[0]
@@ -61,6 +64,7 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
     report = VerifyReport(backup=backup, volume=volume)
     with StoreLock(store, "shared", f"verify of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
+        _check_names(doc["entries"], f"backup {backup} of volume {volume}", report)
         users: dict[str, tuple[int, list[str]]] = {}
         for entry in doc["entries"]:
             for _offset, length, digest in entry.get("blocks", ()):
@@ -92,3 +96,13 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
                 pool.submit(check, digest, length, files)
     progress.finish()
     return report
+
+
+def _check_names(entries: list, what: str, report: VerifyReport) -> None:
+    """Apply the restore's own rules, so verify never calls intact what a restore refuses."""
+    rules = TreeRules(what)
+    try:
+        for entry in entries:
+            rules.check(entry["path"], entry["type"], entry.get("target"))
+    except Conflict as e:
+        report.problems.append(str(e))

@@ -22,7 +22,7 @@ import pytest
 
 from app.backup import blocks, layout, manifest, restore_backup, verify_backup
 from app.backup.objectstore import open_store
-from app.errors import ConvoyError
+from app.errors import Conflict, ConvoyError
 
 CANARY_MODE = 0o751
 CANARY_MTIME = 1_000_000_000
@@ -295,6 +295,13 @@ def test_hostile_manifest_fails_and_leaves_the_host_alone(tmp_path, case):
     index = max(i for i, e in enumerate(entries, start=1) if _fill(e["path"], tmp_path, target) == named)
     message = assert_restore_refused(url, target, tmp_path, store, named, index)
     assert "internal" not in message
+    # verify never calls intact what a restore refuses
+    try:
+        report = verify_backup(url)
+    except Conflict as e:
+        assert names_entry(str(e), named, index), e
+    else:
+        assert not report["ok"] and names_entry(report["message"], named, index), report
 
 
 # -- through the daemon: `convoy create NAME --backup URL` ---------------------------------
