@@ -97,3 +97,16 @@ def test_store_url_object_is_accepted(tmp_path):
     store = open_store(parse_store_url(f"vfs://{tmp_path}"))
     store.put("k", b"v")
     assert store.get("k") == b"v"
+
+
+@pytest.mark.parametrize("view", [False, True], ids=["get", "view"])
+def test_an_object_grown_after_its_size_was_looked_up_is_still_refused(store, monkeypatch, view):
+    """A store another host writes can swap an object for a bigger one between a
+    size look-up and the read: the cap holds on what is actually read."""
+    from app.backup.limits import ObjectTooLarge
+
+    store.put("blocks/x", b"y" * (256 * 1024))
+    monkeypatch.setattr(store, "size", lambda key: 10)  # what a stat before the swap saw
+    with pytest.raises(ObjectTooLarge, match="blocks/x"):
+        store.get_at_most("blocks/x", 100, "block", view=view)
+    assert bytes(store.get_at_most("blocks/x", 256 * 1024, "block", view=view)) == b"y" * (256 * 1024)

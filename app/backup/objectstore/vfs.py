@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 from app.errors import NotFound, Unavailable
 
+from ..limits import check_size
 from .base import ObjectStore
 
 TMP_MARK = ".tmp-"
@@ -180,32 +181,34 @@ class VfsStore(ObjectStore):
         return True
 
     def get(self, key: str) -> bytes:
-        try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise NotFound(f"{key} is missing from {self.url}") from None
-        except OSError as e:
-            raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
+        return bytes(self._read(key, direct=False))
 
     def get_view(self, key: str) -> bytes | memoryview:
         """Read with O_DIRECT into this thread's buffer (no page-cache allocation)."""
-        if not self._direct:
-            return self.get(key)
+        return self._read(key, direct=self._direct)
+
+    def get_at_most(self, key: str, max_size: int, what: str, *, view: bool = False) -> bytes | memoryview:
+        """The size is checked on the open file, so an object swapped for a
+        bigger one after a stat is still refused before it is read."""
+        return self._read(key, direct=view and self._direct, cap=(max_size, f"{what} {key} in {self.url}"))
+
+    def _read(self, key: str, *, direct: bool, cap: tuple[int, str] | None = None) -> bytes | memoryview:
         path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECT if direct else 0))
         except FileNotFoundError:
             raise NotFound(f"{key} is missing from {self.url}") from None
         except OSError as e:
-            if e.errno == errno.EINVAL:
+            if direct and e.errno == errno.EINVAL:
                 self._direct = False
-                return self.get(key)
+                return self._read(key, direct=False, cap=cap)
             raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
         try:
             size = os.fstat(fd).st_size
-            if size < DIRECT_MIN:
-                return os.pread(fd, size, 0)
+            if cap:
+                check_size(size, *cap)
+            if not direct or size < DIRECT_MIN:
+                return _pread_all(fd, size)
             buf = aligned_buffer(size + ALIGN, "read")
             view = memoryview(buf)
             pos = 0
@@ -214,11 +217,11 @@ class VfsStore(ObjectStore):
                 if n <= 0:
                     break
                 pos += n
-            return view[:pos]
+            return view[: min(pos, size)]
         except OSError as e:
-            if e.errno == errno.EINVAL:
+            if direct and e.errno == errno.EINVAL:
                 self._direct = False
-                return self.get(key)
+                return self._read(key, direct=False, cap=cap)
             raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
         finally:
             os.close(fd)
@@ -304,3 +307,16 @@ class VfsStore(ObjectStore):
                 raise Unavailable(f"cannot flush {self.url} to disk: {os.strerror(err)}")
         finally:
             os.close(fd)
+
+
+def _pread_all(fd: int, size: int) -> bytes:
+    """Exactly the `size` bytes fstat saw (fewer if the file shrank), never more."""
+    parts = []
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, size - pos, pos)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+    return b"".join(parts)
