@@ -128,7 +128,8 @@ def run(settings: Settings) -> None:
     drivers = build_drivers(settings, catalog)
     check_volumes_reachable(catalog, drivers)
     check_mount_root_apart(settings, drivers)
-    plugin_socket = bind_unix_socket(settings.plugin_socket, 0o660)
+    # Docker connects as root: no group (not even root's) needs the socket
+    plugin_socket = bind_unix_socket(settings.plugin_socket, 0o600)
     control_socket = bind_unix_socket(settings.socket, 0o600)
     start_error_file(settings.socket).unlink(missing_ok=True)
     log.info("listening on %s (Docker) and %s (control)", settings.plugin_socket, settings.socket)

@@ -50,9 +50,9 @@ print(json.dumps(out))
 """
 
 
-def as_nobody(dirs, sockets) -> dict:
+def as_nobody(dirs, sockets, gid: int = NOBODY) -> dict:
     result = subprocess.run(
-        ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+        ["setpriv", "--reuid", str(NOBODY), "--regid", str(gid), "--clear-groups",
          "/usr/bin/python3", "-c", PROBE, json.dumps({"dirs": [str(d) for d in dirs], "sockets": [str(s) for s in sockets]})],
         capture_output=True, text=True, timeout=60, cwd="/", check=False,
     )
@@ -107,6 +107,9 @@ def test_a_host_user_cannot_reach_setuid_binaries_devices_or_sockets(open_base, 
     ]
     result = as_nobody(reachable_by_name, [daemon.socket, daemon.plugin_socket])
     assert set(result.values()) == {"denied"}, {k: v for k, v in result.items() if v != "denied"}
+    # a user whose group is root's (gid 0) is still not root: the sockets are the owner's alone
+    in_root_group = as_nobody([], [daemon.socket, daemon.plugin_socket], gid=0)
+    assert set(in_root_group.values()) == {"denied"}, in_root_group
     for path in (daemon.root, vfs, vfs / ".convoy", vfs / ".convoy" / "volumes", vfs / ".convoy" / "snapshots", daemon.mount_root):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
 
