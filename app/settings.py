@@ -100,6 +100,12 @@ def _parse_bool(text: str, name: str) -> bool:
     raise InvalidInput(f"{name}={text!r} is not a boolean: use true or false")
 
 
+def _absolute(path: str) -> Path:
+    """Paths are made absolute once, at start: Docker needs absolute mount
+    points, and a path must not change meaning with the working directory."""
+    return Path(os.path.abspath(path))
+
+
 def load_settings(
     *,
     drivers: list[str] | None = None,
@@ -126,7 +132,7 @@ def load_settings(
     driver_list = drivers or _split_list(env.get(ENV_VARS["drivers"], "")) or ["vfs"]
     opts_env = parse_key_values(_split_list(env.get(ENV_VARS["driver_opts"], "")), ENV_VARS["driver_opts"])
     opts_flag = parse_key_values(driver_opts or [], "--driver-opts")
-    root_path = Path(pick(root, "root") or DEFAULT_ROOT)
+    root_path = _absolute(pick(root, "root") or DEFAULT_ROOT)
     mount_root_value = pick(mount_root, "mount_root")
 
     def pick_bool(flag, name):
@@ -139,9 +145,9 @@ def load_settings(
         drivers=tuple(dict.fromkeys(driver_list)),
         driver_opts={**opts_env, **opts_flag},
         root=root_path,
-        plugin_socket=Path(pick(plugin_socket, "plugin_socket") or DEFAULT_PLUGIN_SOCKET),
-        socket=Path(pick(socket, "socket") or DEFAULT_CONTROL_SOCKET),
-        mount_root=Path(mount_root_value) if mount_root_value else root_path / "mounts",
+        plugin_socket=_absolute(pick(plugin_socket, "plugin_socket") or DEFAULT_PLUGIN_SOCKET),
+        socket=_absolute(pick(socket, "socket") or DEFAULT_CONTROL_SOCKET),
+        mount_root=_absolute(mount_root_value) if mount_root_value else root_path / "mounts",
         create_on_docker_mount=pick_bool(create_on_docker_mount, "create_on_docker_mount"),
         ignore_docker_delete=pick_bool(ignore_docker_delete, "ignore_docker_delete"),
         default_size=_parse_default_size(pick(default_size, "default_size")),

@@ -67,3 +67,13 @@ def test_default_size_from_the_environment():
     assert load_settings(env={"DEFAULT_SIZE": ""}).default_size is None  # Docker passes unset settings as ""
     with pytest.raises(InvalidInput, match="default size: size 'big' is not a size"):
         load_settings(env={"DEFAULT_SIZE": "big"})
+
+
+def test_relative_paths_are_made_absolute_at_start(tmp_path, monkeypatch):
+    """Docker needs absolute mount points; a relative --mount-root would hand it `mounts/NAME`."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(root="state", mount_root="./mnt", socket="run/c.sock", plugin_socket="p.sock", env={})
+    assert settings.root == tmp_path / "state"
+    assert settings.mount_root == tmp_path / "mnt"
+    assert settings.socket == tmp_path / "run" / "c.sock"
+    assert settings.plugin_socket == tmp_path / "p.sock"
