@@ -50,7 +50,8 @@ class BackupService:
         self.snapshots = snapshots
         self.jobs = jobs
         self.default_s3_endpoint = volumes.settings.s3_endpoint
-        self._restores: dict[str, tuple[str, Job]] = {}  # volume -> (url, job)
+        # volume -> (url, job, started by Docker): Docker's retries join only Docker's own restores
+        self._restores: dict[str, tuple[str, Job, bool]] = {}
 
     def _endpoint(self, s3_endpoint: str | None) -> str | None:
         return s3_endpoint or self.default_s3_endpoint
@@ -116,7 +117,7 @@ class BackupService:
         """Create volume `name` from a backup. The volume is usable when the job is done."""
         request = self._check_restore(name, url, options, s3_endpoint)
         summary = engine.inspect_backup(url, s3_endpoint=request.endpoint)  # fails now, not in the job, when it is missing
-        return self._start_restore(request, summary)
+        return self._start_restore(request, summary, for_docker=False)
 
     def _check_restore(self, name: str, url: str, options: dict | None, s3_endpoint: str | None) -> _RestoreRequest:
         """Everything about a restore request that can be checked without asking the store."""
@@ -125,7 +126,7 @@ class BackupService:
         driver_name, size, backend_options = self.volumes.parse_create_options(name, options)
         return _RestoreRequest(name, url, parsed, driver_name, size, backend_options, self._endpoint(s3_endpoint))
 
-    def _start_restore(self, request: _RestoreRequest, summary: dict) -> Job:
+    def _start_restore(self, request: _RestoreRequest, summary: dict, *, for_docker: bool) -> Job:
         """Create the volume, marked as being restored, and start the job that fills it."""
         name, url, endpoint = request.name, request.url, request.endpoint
         size = request.size or summary.get("volume_size")
@@ -148,7 +149,7 @@ class BackupService:
 
         job = self.jobs.submit("restore", f"restore of {request.parsed} into volume {name}", work)
         self._restores = {k: v for k, v in self._restores.items() if v[1].state == "running"}
-        self._restores[name] = (str(request.parsed), job)
+        self._restores[name] = (str(request.parsed), job, for_docker)
         return job
 
     def _abandon(self, name: str) -> None:
@@ -169,9 +170,17 @@ class BackupService:
         started = time.monotonic()
         url = str(parse_backup_url(options["backup"]))
         running = self._restores.get(name)
-        if running and running[0] == url and running[1].state == "running":
+        existing = self.volumes.catalog.get(name)
+        if running and running[0] == url and running[1].state == "running" and running[2]:
             job = running[1]  # Docker retried the create: join the restore under way
-        elif self.volumes.catalog.get(name) is not None and self.volumes.catalog.get(name).options.get("backup") == url:
+        elif existing is not None and existing.details.get("restore_pending"):
+            # a restore the CLI started: Docker must not report it done, nor cancel it at its deadline
+            job_hint = f" (job {running[1].id})" if running and running[1].state == "running" else ""
+            raise Conflict(
+                f"volume {name} is still being restored from {existing.details['restore_pending']}{job_hint} "
+                f"by `convoy create`; wait until `convoy inspect {name}` shows it ready, then create or use it again"
+            )
+        elif existing is not None and existing.options.get("backup") == url:
             return  # restored already: Create is idempotent
         else:
             request = self._check_restore(name, url, options, None)
@@ -183,7 +192,7 @@ class BackupService:
                     f"({timeout:.0f} s); nothing was created; restore with `convoy create {name} --backup '{url}'`, "
                     "which waits as long as it needs"
                 )
-            job = self._start_restore(request, summary)
+            job = self._start_restore(request, summary, for_docker=True)
         if not job.done.wait(max(0.0, timeout - (time.monotonic() - started))):
             job.cancel.set()
             # the clean-up (removing the half-restored volume) gets what is left of Docker's own limit

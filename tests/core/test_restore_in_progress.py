@@ -6,13 +6,14 @@ every start deleted its data but kept the record ("FOREIGN KEY constraint
 failed" on every start).
 """
 
-import errno
 import json
 import os
 import sqlite3
 import time
 
 import pytest
+
+from tests.open_gate import OpenGate
 
 pytestmark = pytest.mark.needs_root
 
@@ -24,7 +25,7 @@ def cli_json(daemon, *args):
 
 
 class BlockedRestore:
-    """A restore held half-way: one block of its backup is a FIFO the test writes when it likes."""
+    """A restore held half-way: the open of one block of its backup waits until the test lets it go."""
 
     def __init__(self, daemon, tmp_path, name="half"):
         self.daemon, self.name = daemon, name
@@ -35,32 +36,24 @@ class BlockedRestore:
         self.url = daemon.cli("backup", "create", snapshot, "--dest", f"vfs://{store}", check=True).stdout.strip()
         blocks = sorted(p for p in store.rglob("*") if p.is_file() and "blocks" in p.parts)
         assert blocks, "the backup must have blocks"
-        self.fifo = blocks[len(blocks) // 2]
-        self.fifo.unlink()
-        os.mkfifo(self.fifo)
+        self.block = blocks[len(blocks) // 2]
+        self.writer = os.open(self.block, os.O_WRONLY)  # opened before the gate, so writing never waits on it
+        self.gate = OpenGate(self.block)
         status, self.job = daemon.control("POST", "/restores", {"name": name, "url": self.url})
         assert status == 202, self.job
-        self.writer = self._wait_for_reader()
-
-    def _wait_for_reader(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:  # succeeds only once the restore has the FIFO open: it is blocked in that read
-                return os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as err:
-                if err.errno != errno.ENXIO:
-                    raise
-            assert self.job_state() == "running", self.daemon.control("GET", f"/jobs/{self.job['id']}")
-            time.sleep(0.01)
-        raise AssertionError("the restore never read the blocked block")
+        self.held = self.gate.held(30)
+        assert self.held, ("the restore never opened the held block", self.job_state())
 
     def job_state(self) -> str:
         return self.daemon.control("GET", f"/jobs/{self.job['id']}")[1]["state"]
 
     def fail(self) -> None:
-        """Feed the block garbage: the restore fails its checksum and cleans up."""
+        """Damage the held block, then let the restore read it: it fails its checksum and cleans up."""
+        os.ftruncate(self.writer, 0)
         os.write(self.writer, b"not the block you are looking for")
         os.close(self.writer)
+        self.gate.allow(self.held)
+        self.gate.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.job_state() == "running":
             time.sleep(0.02)
@@ -100,6 +93,22 @@ def test_a_volume_being_restored_cannot_be_snapshotted_mounted_or_deleted_and_a_
     daemon.docker_ok("List")
     daemon.cli("create", "half", check=True)  # the name is free again
     assert "FOREIGN KEY" not in daemon.log_text()
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_docker_create_of_a_volume_the_cli_is_restoring_neither_reports_it_ready_nor_cancels_it(daemon, tmp_path):
+    """Docker retrying a create joins its own restore; one the CLI started is not Docker's to
+    report done (the data is partial) nor to cancel at Docker's deadline."""
+    restore = BlockedRestore(daemon, tmp_path)
+    started = time.monotonic()
+    status, data = daemon.docker("Create", {"Name": "half", "Opts": {"backup": restore.url}})
+    assert time.monotonic() - started < 10
+    assert status != 200 and "still being restored" in data["Err"] and "convoy inspect half" in data["Err"], data
+    assert restore.job_state() == "running"  # the user's restore goes on
+    status, data = daemon.docker("Mount", {"Name": "half", "ID": "c1"})
+    assert status != 200, data
+    restore.fail()
+    wait_gone(daemon, "half")
     assert "Traceback" not in daemon.log_text()
 
 

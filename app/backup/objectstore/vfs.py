@@ -26,12 +26,13 @@ import fcntl
 import mmap
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import NotFound, Unavailable
+from app.errors import Conflict, NotFound, Unavailable
 
 from ..limits import check_size
 from .base import ObjectStore
@@ -192,12 +193,26 @@ class VfsStore(ObjectStore):
         bigger one after a stat is still refused before it is read."""
         return self._read(key, direct=view and self._direct, cap=(max_size, f"{what} {key} in {self.url}"))
 
-    def _read(self, key: str, *, direct: bool, cap: tuple[int, str] | None = None) -> bytes | memoryview:
-        path = self._path(key)
+    def _open_object(self, key: str, flags: int = 0) -> int:
+        """A descriptor of the object, which must be a regular file: a FIFO or
+        device planted in a store would hang a read for ever, and a link
+        would read whatever it points at."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECT if direct else 0))
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW | flags)
         except FileNotFoundError:
             raise NotFound(f"{key} is missing from {self.url}") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Conflict(f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise Conflict(f"{key} in {self.url} is not a regular file; the store was tampered with")
+        return fd
+
+    def _read(self, key: str, *, direct: bool, cap: tuple[int, str] | None = None) -> bytes | memoryview:
+        try:
+            fd = self._open_object(key, os.O_DIRECT if direct else 0)
         except OSError as e:
             if direct and e.errno == errno.EINVAL:
                 self._direct = False
@@ -239,9 +254,9 @@ class VfsStore(ObjectStore):
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")
-        except FileNotFoundError:
-            raise NotFound(f"{key} is missing from {self.url}") from None
+            return os.fdopen(self._open_object(key), "rb")
+        except OSError as e:
+            raise Unavailable(f"cannot read {key} from {self.url}: {e.strerror}") from e
 
     def exists(self, key: str) -> bool:
         return os.path.exists(self._path(key))
