@@ -40,11 +40,11 @@ BAD_OPTS = [
     ({"size": "0"}, ["larger than zero"]),
     ({"size": "-1G"}, ["is not a size"]),
     ({"size": "1e9"}, ["is not a size"]),
-    ({"size": "1" * 5000}, ["is not a size"]),
-    ({"size": 5}, ["volume options", "size", "valid string"]),
-    ({"size": None}, ["volume options", "size", "valid string"]),
-    ({"size": ["1G"]}, ["volume options", "size", "valid string"]),
-    ({"driver": 7}, ["volume options", "driver", "valid string"]),
+    ({"size": "1" * 5000}, ["Opts.size", "at most 4096 characters"]),
+    ({"size": 5}, ["Opts.size", "valid string"]),
+    ({"size": None}, ["Opts.size", "valid string"]),
+    ({"size": ["1G"]}, ["Opts.size", "valid string"]),
+    ({"driver": 7}, ["Opts.driver", "valid string"]),
     ({"colour": "blue"}, ["unknown option colour"]),
 ]
 
