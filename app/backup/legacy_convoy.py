@@ -161,10 +161,13 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
         kind = "symlink"
     elif member.islnk():
         kind = "hardlink"
-    else:  # device nodes and fifos have no business in a Convoy volume archive
+    elif member.ischr() or member.isblk() or member.isfifo():
+        # a container's data, kept as data as in our format (docs/security.md)
+        kind = "chardev" if member.ischr() else "blockdev" if member.isblk() else "fifo"
+    else:
         raise Conflict(
-            f"{what} holds {member.name!r}, a device node or fifo; refusing to restore it "
-            "(nothing outside the target was touched)"
+            f"{what} holds {member.name!r}, a member of tar type {member.type!r} that Convoy never wrote; "
+            "refusing to restore it (nothing outside the target was touched)"
         )
     raw = {
         "path": _member_path(member.name),
@@ -179,6 +182,8 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
         raw["blocks"] = []  # the archive holds the data; the schema wants a block map
     elif kind in ("symlink", "hardlink"):
         raw["target"] = _member_path(member.linkname) if kind == "hardlink" else member.linkname
+    elif kind in ("chardev", "blockdev"):
+        raw["rdev"] = os.makedev(member.devmajor, member.devminor)
     return tree.check_entry(raw, what)
 
 
@@ -196,6 +201,8 @@ def _restore_member(
     elif kind == "hardlink":
         out.hardlink(path, entry["target"])
         return  # shares the metadata of the file it links to
+    elif kind in ("chardev", "blockdev", "fifo"):
+        out.special(path, kind, entry.get("rdev", 0))
     else:
         fd = out.create_file(path, entry["size"])  # full size first: runs of zeros stay holes
         try:
