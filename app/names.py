@@ -23,7 +23,7 @@ def check_name(kind: str, name: object) -> str:
     """Check the name of a volume, snapshot or backup; `kind` names it in the error."""
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"a {kind} name is required")
-    if not _NAME.match(name) or len(name) > MAX_NAME_LENGTH:
+    if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:  # fullmatch: `$` alone lets "vol\n" through
         raise InvalidInput(
             f"{kind} name {name!r} is not valid: use 2 to {MAX_NAME_LENGTH} characters from "
             "[a-zA-Z0-9_.-], starting with a letter or digit"

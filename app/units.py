@@ -17,7 +17,7 @@ MAX_SIZE = (1 << 63) - 1
 
 def parse_size(text: str) -> int:
     """Bytes from a size; binary units, as Convoy and Docker users expect."""
-    match = _SIZE.match(text or "") if isinstance(text, str) else None
+    match = _SIZE.fullmatch(text or "") if isinstance(text, str) else None
     if not match:
         shown = text if isinstance(text, str) else type(text).__name__
         raise InvalidInput(

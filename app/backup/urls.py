@@ -102,12 +102,12 @@ def parse_store_url(text: str) -> StoreURL:
                 "s3://bucket@us-east-1/prefix"
             )
         bucket, _, region = netloc.partition("@")
-        if not BUCKET_RE.match(bucket):
+        if not BUCKET_RE.fullmatch(bucket):
             raise InvalidInput(
                 f"destination {text!r}: {bucket!r} is not a valid S3 bucket name "
                 "(3 to 255 letters, digits, '.', '_' or '-')"
             )
-        if region and not REGION_RE.match(region):
+        if region and not REGION_RE.fullmatch(region):
             raise InvalidInput(
                 f"destination {text!r}: {region!r} is not a valid region name "
                 "(for example us-east-1)"

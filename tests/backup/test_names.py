@@ -19,7 +19,7 @@ from app.backup.urls import parse_backup_url
 from app.errors import InvalidInput
 from app.names import check_name
 
-NAMES = ["a..b", "xy..", "ab", "v.1", "a_b-c.d", "x" * 200, "a.", "0..0..0", "..", ".a", "-a", "a/b", "a", "x" * 201, "a b", "a\x00b"]
+NAMES = ["a..b", "xy..", "ab", "v.1", "a_b-c.d", "x" * 200, "a.", "0..0..0", "..", ".a", "-a", "a/b", "a", "x" * 201, "a b", "a\x00b"]  # no "\n": urlsplit drops it from a URL
 
 
 @pytest.mark.parametrize("name", NAMES, ids=[repr(n)[:24] for n in NAMES])
@@ -66,3 +66,10 @@ def test_a_name_with_dots_backs_up_and_restores_through_the_cli(daemon, tmp_path
     daemon.cli("create", "restored", "--backup", url, check=True)
     assert (daemon.root / "vfs" / "restored" / "data.txt").read_text() == f"content of {name}\n"
     assert "Traceback" not in daemon.log_text()
+
+
+@pytest.mark.parametrize("name", ["vol\n", "a..b\n", "\nvol"])
+def test_a_name_with_a_newline_is_refused(name):
+    """Python's `$` matches before a final newline; Docker's (Go's) rule does not."""
+    with pytest.raises(InvalidInput, match="is not valid"):
+        check_name("volume", name)
