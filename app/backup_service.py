@@ -52,6 +52,7 @@ class BackupService:
         self.default_s3_endpoint = volumes.settings.s3_endpoint
         # volume -> (url, job, started by Docker): Docker's retries join only Docker's own restores
         self._restores: dict[str, tuple[str, Job, bool]] = {}
+        self._restores_lock = threading.Lock()
 
     def _endpoint(self, s3_endpoint: str | None) -> str | None:
         return s3_endpoint or self.default_s3_endpoint
@@ -148,8 +149,9 @@ class BackupService:
             return {"volume": name, **result}
 
         job = self.jobs.submit("restore", f"restore of {request.parsed} into volume {name}", work)
-        self._restores = {k: v for k, v in self._restores.items() if v[1].state == "running"}
-        self._restores[name] = (str(request.parsed), job, for_docker)
+        with self._restores_lock:
+            self._restores = {k: v for k, v in self._restores.items() if v[1].state == "running"}
+            self._restores[name] = (str(request.parsed), job, for_docker)
         return job
 
     def _abandon(self, name: str) -> None:
@@ -169,19 +171,26 @@ class BackupService:
         """
         started = time.monotonic()
         url = str(parse_backup_url(options["backup"]))
-        running = self._restores.get(name)
+        with self._restores_lock:
+            running = self._restores.get(name)
         existing = self.volumes.catalog.get(name)
         if running and running[0] == url and running[1].state == "running" and running[2]:
             job = running[1]  # Docker retried the create: join the restore under way
         elif existing is not None and existing.details.get("restore_pending"):
-            # a restore the CLI started: Docker must not report it done, nor cancel it at its deadline
+            # another restore (the CLI's, or one from another URL): Docker must neither report it
+            # done nor cancel it at its deadline
             job_hint = f" (job {running[1].id})" if running and running[1].state == "running" else ""
             raise Conflict(
-                f"volume {name} is still being restored from {existing.details['restore_pending']}{job_hint} "
-                f"by `convoy create`; wait until `convoy inspect {name}` shows it ready, then create or use it again"
+                f"volume {name} is still being restored from {existing.details['restore_pending']}{job_hint}; "
+                f"wait until `convoy inspect {name}` shows it ready, then create or use it again"
             )
         elif existing is not None and existing.options.get("backup") == url:
             return  # restored already: Create is idempotent
+        elif existing is not None:  # refused before the store is asked, which can take the whole deadline
+            raise Conflict(
+                f"volume {name} already exists and was not restored from {url}; pick another name, "
+                f"or remove it first with `docker volume rm {name}`"
+            )
         else:
             request = self._check_restore(name, url, options, None)
             summary = _within(timeout, lambda: engine.inspect_backup(url, s3_endpoint=request.endpoint))
@@ -197,6 +206,8 @@ class BackupService:
             job.cancel.set()
             # the clean-up (removing the half-restored volume) gets what is left of Docker's own limit
             job.done.wait(max(1.0, DOCKER_CREATE_LIMIT - CLEAN_UP_MARGIN - (time.monotonic() - started)))
+            if job.state == "done":
+                return  # it finished just as it was cancelled: the volume is whole
             raise Unavailable(
                 f"restoring {url} takes longer than Docker allows for a volume create ({timeout:.0f} s); "
                 f"restore it with `convoy create {name} --backup '{url}'`, which shows progress, "

@@ -137,3 +137,12 @@ def test_start_up_removes_an_interrupted_restore_with_snapshots_without_a_foreig
     assert "FOREIGN KEY" not in log and "could not remove" not in log, log
     daemon.start()
     daemon.cli("create", "half", check=True)
+
+
+def test_docker_create_from_a_backup_over_an_existing_name_is_refused_before_the_store_is_asked(daemon, tmp_path):
+    """The store may be slow or gone: a name that is taken is known without it."""
+    daemon.cli("create", "taken", check=True)
+    missing = f"vfs://{tmp_path / 'no-such-store'}?backup=b1&volume=v1"
+    status, data = daemon.docker("Create", {"Name": "taken", "Opts": {"backup": missing}})
+    assert status != 200 and "volume taken already exists" in data["Err"] and "docker volume rm taken" in data["Err"], data
+    assert daemon.cli("inspect", "taken").returncode == 0
