@@ -13,7 +13,7 @@ import os
 import threading
 from collections import defaultdict
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app import mounts
@@ -39,7 +39,7 @@ BASE_OPTIONS = {
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class VolumeService:
@@ -355,12 +355,17 @@ class VolumeService:
             first = not mounts.is_mounted(target, mounted)
             if first:
                 self._mount_volume(record, target)
+            bound = False
             try:
                 if extra is not None and not mounts.is_mounted(extra, mounted):
                     self._bind_extra(target, extra)
+                    bound = True
                 self.catalog.add_ref(name, ref_id, str(extra) if extra else None)
             except BaseException:
-                if first:  # no reference holds it: leave nothing mounted
+                # no reference holds what this call mounted: leave none of it mounted
+                if bound:
+                    mounts.unmount(extra)
+                if first:
                     self.driver(record.driver).unmount(record.name, record.details, target)
                 raise
             return str(extra or target)

@@ -114,3 +114,33 @@ def test_mount_over_another_volumes_cli_mountpoint_is_refused(daemon, tmp_path):
     assert (place / "mine").read_text() == "other's file"
     daemon.cli("umount", "other", check=True)
     assert str(place) not in mounted_points()
+
+
+def test_a_failed_reference_write_leaves_neither_the_volume_nor_the_extra_place_mounted(tmp_path, monkeypatch):
+    """The bind at --mountpoint is outside the mount root: start-up reconciliation would never find it."""
+    import sqlite3
+
+    from app.catalog import Catalog
+    from app.service import VolumeService
+    from app.settings import load_settings
+    from app.storage.registry import build_driver
+
+    settings = load_settings(root=str(tmp_path / "root"), mount_root=str(tmp_path / "mounts"), env={})
+    catalog = Catalog(settings.root / "catalog.db")
+    service = VolumeService(settings, {"vfs": build_driver("vfs", {}, settings.root)}, catalog)
+    service.start()
+    service.create("vol1")
+    place = tmp_path / "place"
+
+    def fail(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(catalog, "add_ref", fail)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            service.mount("vol1", f"cli:{place}", extra_mountpoint=str(place))
+        assert str(place) not in mounted_points()
+        assert str(settings.mount_root / "vol1") not in mounted_points()
+    finally:
+        for point in (place, settings.mount_root / "vol1"):
+            subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
