@@ -10,7 +10,7 @@ import time
 from app.backup import SnapshotSource, create_backup, restore_backup
 from app.backup.objectstore.vfs import VfsStore
 
-_put, _get = VfsStore.put, VfsStore.get_view
+_put, _get, _get_at_most = VfsStore.put, VfsStore.get_view, VfsStore.get_at_most
 
 
 def slow_put(self, key, data):
@@ -25,7 +25,13 @@ def slow_get(self, key):
     return _get(self, key)
 
 
-VfsStore.put, VfsStore.get_view = slow_put, slow_get
+def slow_get_at_most(self, key, *args, **kwargs):  # how a restore reads blocks
+    if "/blocks/" in key:
+        time.sleep(0.05)
+    return _get_at_most(self, key, *args, **kwargs)
+
+
+VfsStore.put, VfsStore.get_view, VfsStore.get_at_most = slow_put, slow_get, slow_get_at_most
 
 if __name__ == "__main__":
     if sys.argv[1] == "backup":
