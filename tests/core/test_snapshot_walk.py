@@ -9,6 +9,7 @@ removed without following links.
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,19 @@ def test_create_snapshot_replaces_a_leftover_partial_of_any_type(tmp_path, canar
     assert sorted(os.listdir(parent)) == ["snap1"]
     assert (parent / "snap1" / "data").read_text() == "volume data"
     assert canary_state(canary) == before
+
+
+@pytest.mark.needs_root
+def test_daemon_start_up_removes_partial_files_and_links_without_a_traceback(daemon, canary):
+    before = canary_state(canary)
+    snapshots = daemon.root / "vfs" / ".convoy" / "snapshots"
+    plant_partials(snapshots, canary)
+    daemon.stop()
+    daemon.start()
+    deadline = time.monotonic() + 20  # start-up work runs after the sockets listen
+    while time.monotonic() < deadline and sorted(os.listdir(snapshots / "vol1")) != ["done"]:
+        time.sleep(0.1)
+    assert sorted(os.listdir(snapshots / "vol1")) == ["done"]
+    assert canary_state(canary) == before
+    daemon.docker_ok("List")
+    assert "Traceback" not in daemon.log_text(), daemon.log_text()
