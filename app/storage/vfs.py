@@ -249,8 +249,14 @@ class VfsDriver(StorageDriver):
             if lstat_at(parent, snapshot) is not None:
                 raise Conflict(f"snapshot directory {self.snapshot_dir(name, snapshot)} already exists")
             remove_at(parent, partial)  # a crashed attempt's, whatever its type
-            method = snapshot_tree(source, parent, partial, where=str(self.volume_dir(name)))
-            os.rename(partial, snapshot, src_dir_fd=parent, dst_dir_fd=parent)
+            try:
+                method = snapshot_tree(source, parent, partial, where=str(self.volume_dir(name)))
+                os.rename(partial, snapshot, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError as err:  # the host's storage (ENOSPC, EIO, EROFS), not the request
+                raise Unavailable(
+                    f"cannot copy volume {name} to {self.snapshot_dir(name, snapshot)}: {err.strerror or err}; "
+                    "free space in vfs.path or fix its file system, then take the snapshot again"
+                ) from None
         if method == "empty":  # no file data to clone: say what a file would get
             method = self.snapshot_method
         return {"path": str(self.snapshot_dir(name, snapshot)), "method": method}

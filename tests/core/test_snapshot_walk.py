@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import Conflict
+from app.errors import Conflict, Unavailable
 from app.storage import vfs as vfs_module
 from app.storage import vfs_snapshot
 from app.storage.driver import VolumeSpec
@@ -237,3 +237,26 @@ def test_daemon_start_up_removes_partial_files_and_links_without_a_traceback(dae
     assert canary_state(canary) == before
     daemon.docker_ok("List")
     assert "Traceback" not in daemon.log_text(), daemon.log_text()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO, errno.EROFS])
+def test_a_storage_failure_mid_snapshot_is_reported_as_unavailable(tmp_path, monkeypatch, code):
+    driver = started_driver(tmp_path)
+    driver.create_volume(VolumeSpec(name="vol1", size=None, created_at="2026-01-01T00:00:00Z"))
+    deepest = nested(driver.volume_dir("vol1"), 5)
+    (deepest / "fail-here").write_text("data")
+    real = vfs_snapshot._copy_file
+
+    def copy_file(src_dir, dst_dir, name, seen, tree, rel):
+        if name == "fail-here":
+            raise OSError(code, os.strerror(code))
+        return real(src_dir, dst_dir, name, seen, tree, rel)
+
+    monkeypatch.setattr(vfs_snapshot, "_copy_file", copy_file)
+    before = open_fds()
+    with pytest.raises(Unavailable) as caught:
+        driver.create_snapshot("vol1", {}, "snap1")
+    assert f"cannot copy volume vol1 to {driver.snapshot_dir('vol1', 'snap1')}: {os.strerror(code)}" in str(caught.value)
+    assert "take the snapshot again" in str(caught.value)
+    assert open_fds() == before
+    assert os.listdir(driver.snapshots_dir / "vol1") == [], "no half snapshot kept"
