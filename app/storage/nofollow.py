@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,20 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 def is_real_dir(dir_fd: int, name: str) -> bool:
     st = lstat_at(dir_fd, name)
     return st is not None and stat.S_ISDIR(st.st_mode)
+
+
+def remove_at(dir_fd: int, name: str) -> None:
+    """Remove `name` under `dir_fd`: a real directory with its tree, anything else (a link, a file) by unlinking it.
+
+    Never what a link points at: the tree is removed by descriptors, and a link is the entry removed.
+    """
+    st = lstat_at(dir_fd, name)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def write_json_at(dir_fd: int, name: str, data: object) -> None:

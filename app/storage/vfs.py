@@ -27,9 +27,11 @@ from app.storage.driver import SharedVolume, StorageDriver, VolumeSpec
 from app.storage.nofollow import (
     is_real_dir,
     lstat_at,
+    open_child_dir,
     open_dir,
     planted,
     proc_path,
+    remove_at,
     write_json_at,
 )
 from app.storage.shared_records import SharedRecordReader, record_file
@@ -97,11 +99,25 @@ class VfsDriver(StorageDriver):
             for volume in os.listdir(snapshots_fd):
                 if not is_real_dir(snapshots_fd, volume):
                     continue  # never followed: a link here was not made by convoy
-                with open_dir(self.snapshots_dir, volume) as volume_fd:
+                try:  # below the descriptor checked above, never its path resolved again
+                    volume_fd = open_child_dir(snapshots_fd, volume, self.snapshots_dir)
+                except Conflict:
+                    continue  # swapped for a link since the check: skipped the same way
+                try:
                     for name in os.listdir(volume_fd):
-                        if name.endswith(PARTIAL) and is_real_dir(volume_fd, name):
-                            log.info("removing %s: a snapshot interrupted by a crash", self.snapshots_dir / volume / name)
-                            shutil.rmtree(name, dir_fd=volume_fd, ignore_errors=True)
+                        if name.endswith(PARTIAL):
+                            self._remove_partial(volume_fd, self.snapshots_dir / volume / name)
+                finally:
+                    os.close(volume_fd)
+
+    @staticmethod
+    def _remove_partial(volume_fd: int, where: Path) -> None:
+        """A leftover of a crashed snapshot; a file or link in its place is unlinked, never followed."""
+        log.info("removing %s: a snapshot interrupted by a crash", where)
+        try:
+            remove_at(volume_fd, where.name)
+        except OSError as err:  # start-up goes on; create_snapshot tries again
+            log.warning("cannot remove %s: %s", where, err.strerror)
 
     @property
     def snapshot_method(self) -> str:
@@ -232,10 +248,15 @@ class VfsDriver(StorageDriver):
         with self._volume_fd(name, readable=True) as source, open_dir(self.path, *SNAPSHOTS, name, create=True) as parent:
             if lstat_at(parent, snapshot) is not None:
                 raise Conflict(f"snapshot directory {self.snapshot_dir(name, snapshot)} already exists")
-            if lstat_at(parent, partial) is not None:
-                shutil.rmtree(partial, dir_fd=parent)
-            method = snapshot_tree(source, parent, partial, where=str(self.volume_dir(name)))
-            os.rename(partial, snapshot, src_dir_fd=parent, dst_dir_fd=parent)
+            remove_at(parent, partial)  # a crashed attempt's, whatever its type
+            try:
+                method = snapshot_tree(source, parent, partial, where=str(self.volume_dir(name)))
+                os.rename(partial, snapshot, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError as err:  # the host's storage (ENOSPC, EIO, EROFS), not the request
+                raise Unavailable(
+                    f"cannot copy volume {name} to {self.snapshot_dir(name, snapshot)}: {err.strerror or err}; "
+                    "free space in vfs.path or fix its file system, then take the snapshot again"
+                ) from None
         if method == "empty":  # no file data to clone: say what a file would get
             method = self.snapshot_method
         return {"path": str(self.snapshot_dir(name, snapshot)), "method": method}
@@ -243,13 +264,7 @@ class VfsDriver(StorageDriver):
     def delete_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict) -> None:
         try:
             with open_dir(self.path, *SNAPSHOTS, name) as parent:
-                st = lstat_at(parent, snapshot)
-                if st is None:
-                    return
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(snapshot, dir_fd=parent)
-                else:
-                    os.unlink(snapshot, dir_fd=parent)
+                remove_at(parent, snapshot)
         except FileNotFoundError:
             pass
 
@@ -257,7 +272,9 @@ class VfsDriver(StorageDriver):
     def open_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict):
         directory = self.snapshot_dir(name, snapshot)
         try:
-            # checked link-free here; the engine opens it by name (with O_NOFOLLOW below it)
+            # checked here: the snapshot directory (and each component from vfs.path down) is a real
+            # directory, not a link. Below it the engine walks by path (os.scandir, lstat; files are
+            # opened with O_NOFOLLOW on their last component only), trusting the copy convoy made.
             with open_dir(self.path, *SNAPSHOTS, name, snapshot):
                 pass
         except FileNotFoundError:

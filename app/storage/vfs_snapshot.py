@@ -22,8 +22,12 @@ import stat
 
 from app.backup import xattrs
 from app.errors import Conflict
+from app.storage.nofollow import proc_path
 
 FICLONE = 0x40049409
+# directory levels below the volume's root a snapshot copies: the walk holds two
+# descriptors per level, so an unbounded depth would exhaust RLIMIT_NOFILE
+MAX_DEPTH = 256
 
 
 def _clone_or_copy(sfd: int, dfd: int, st: os.stat_result, state: dict) -> None:
@@ -89,6 +93,13 @@ class _Tree:
     def changed(self, rel: str) -> Conflict:
         return Conflict(f"{os.path.join(self.where, rel)} changed type while the snapshot was taken; take the snapshot again")
 
+    def too_deep(self, rel: str) -> Conflict:
+        return Conflict(
+            f"{os.path.join(self.where, rel)} is more than {MAX_DEPTH} directories deep below {self.where}; "
+            f"a snapshot copies at most {MAX_DEPTH} levels: move that tree nearer the volume's root "
+            "and take the snapshot again"
+        )
+
 
 class _Vanished(Exception):
     """An entry removed between listing and copying: the snapshot simply does not have it."""
@@ -118,11 +129,19 @@ def _copy_meta_fd(fd: int, st: os.stat_result, src_fd: int) -> None:
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_meta_at(dst_dir: int, name: str, st: os.stat_result, src_dir: int, is_link: bool) -> None:
-    """Metadata of a link or special file, which cannot be opened: by name in its (pinned) directory."""
+def _read_xattrs_at(src_dir: int, name: str, rel: str) -> dict[str, str] | None:
+    """Extended attributes of a link or special file, which cannot be opened: by name in its pinned directory."""
+    try:
+        # through the pinned directory's /proc name, the last component not followed
+        return xattrs.read(os.path.join(proc_path(src_dir), name))
+    except FileNotFoundError:
+        raise _Vanished(rel) from None
+
+
+def _copy_meta_at(dst_dir: int, name: str, st: os.stat_result, values: dict[str, str] | None, is_link: bool) -> None:
+    """Metadata of the copy of a link or special file, by name in its (pinned) directory."""
     os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
-    # through the pinned directories' /proc names, the last component not followed
-    xattrs.copy(f"/proc/self/fd/{src_dir}/{name}", f"/proc/self/fd/{dst_dir}/{name}")
+    xattrs.write(os.path.join(proc_path(dst_dir), name), values)  # after chown, as for files
     if not is_link:
         os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_dir)
     os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
@@ -136,7 +155,7 @@ def _copy_file(src_dir: int, dst_dir: int, name: str, seen: os.stat_result, tree
     # O_PATH first: opening for reading a device or FIFO swapped in could block or act
     path_fd = _open_same(src_dir, name, seen, os.O_PATH, tree, rel)
     try:
-        sfd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC)
+        sfd = os.open(proc_path(path_fd), os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(path_fd)
     try:
@@ -158,6 +177,10 @@ def _copy_entry(src_dir: int, dst_dir: int, name: str, st: os.stat_result, tree:
     if stat.S_ISREG(mode):
         _copy_file(src_dir, dst_dir, name, st, tree, rel)
         return
+    if stat.S_ISSOCK(mode):
+        return  # nothing to copy, a socket is only meaningful while its server runs
+    # read before the copy is made: a source removed meanwhile leaves nothing to undo
+    values = _read_xattrs_at(src_dir, name, rel)
     if stat.S_ISLNK(mode):
         try:
             target = os.readlink(name, dir_fd=src_dir)
@@ -173,44 +196,73 @@ def _copy_entry(src_dir: int, dst_dir: int, name: str, st: os.stat_result, tree:
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         os.mknod(name, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dst_dir)
     else:
-        return  # sockets: nothing to copy, a socket is only meaningful while its server runs
-    _copy_meta_at(dst_dir, name, st, src_dir, is_link=stat.S_ISLNK(mode))
+        return  # no other file type exists; never guess how to copy one
+    _copy_meta_at(dst_dir, name, st, values, is_link=stat.S_ISLNK(mode))
+
+
+class _Level:
+    """One directory of the walk: the source and its copy held open while its entries are copied."""
+
+    def __init__(self, src: int, dst: int, st: os.stat_result, rel: str):
+        self.src, self.dst, self.st, self.rel = src, dst, st, rel
+        self.entries = _entries(src)
+
+    def close(self) -> None:
+        os.close(self.src)
+        os.close(self.dst)
 
 
 def _copy_tree(source_fd: int, tree: _Tree) -> None:
     """Depth first, each directory held open while its entries are copied (no name is resolved twice)."""
-    root_st = os.fstat(source_fd)
-    # (source dir fd, dest dir fd, its stat, its path, entries left); the root's fds belong to the caller
-    stack = [(source_fd, tree.dest_root, root_st, "", _entries(source_fd))]
-    while stack:
-        src_dir, dst_dir, dir_st, dir_rel, entries = stack[-1]
-        entry = next(entries, None)
-        if entry is None:
-            stack.pop()
-            _copy_meta_fd(dst_dir, dir_st, src_dir)  # last: copying children changes a directory's mtime
-            if stack:
-                os.close(src_dir)
-                os.close(dst_dir)
-            continue
-        name, st = entry
-        rel = os.path.join(dir_rel, name)
-        if not stat.S_ISDIR(st.st_mode):
-            try:
-                _copy_entry(src_dir, dst_dir, name, st, tree, rel)
-            except _Vanished:
-                pass  # deleted by a container meanwhile, as it could have been a moment earlier
-            continue
-        try:
-            child_src = _open_same(src_dir, name, st, os.O_RDONLY | os.O_DIRECTORY, tree, rel)
-        except _Vanished:
-            continue
-        try:
-            os.mkdir(name, 0o700, dir_fd=dst_dir)
-            child_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_dir)
-        except BaseException:
-            os.close(child_src)
-            raise
-        stack.append((child_src, child_dst, st, rel, _entries(child_src)))
+    root = _Level(source_fd, tree.dest_root, os.fstat(source_fd), "")  # its fds belong to the caller
+    stack = [root]
+    try:
+        while stack:
+            level = stack[-1]
+            entry = next(level.entries, None)
+            if entry is None:
+                _copy_meta_fd(level.dst, level.st, level.src)  # last: copying children changes a directory's mtime
+                stack.pop()
+                if level is not root:
+                    level.close()
+                continue
+            name, st = entry
+            rel = os.path.join(level.rel, name)
+            if not stat.S_ISDIR(st.st_mode):
+                try:
+                    _copy_entry(level.src, level.dst, name, st, tree, rel)
+                except _Vanished:
+                    pass  # deleted by a container meanwhile, as it could have been a moment earlier
+                continue
+            if len(stack) > MAX_DEPTH:  # this directory would be level len(stack) below the root
+                raise tree.too_deep(rel)
+            child = _open_child(level, name, st, tree, rel)
+            if child is not None:
+                stack.append(child)
+    finally:  # a failure anywhere (a Conflict, ENOSPC) closes every level still open
+        for level in stack:
+            if level is not root:
+                level.close()
+
+
+def _open_child(level: _Level, name: str, st: os.stat_result, tree: _Tree, rel: str) -> _Level | None:
+    """Open directory `name` of `level` and make its copy; None if it vanished meanwhile."""
+    try:
+        child_src = _open_same(level.src, name, st, os.O_RDONLY | os.O_DIRECTORY, tree, rel)
+    except _Vanished:
+        return None
+    try:
+        os.mkdir(name, 0o700, dir_fd=level.dst)
+        child_dst = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=level.dst)
+    except BaseException:
+        os.close(child_src)
+        raise
+    try:
+        return _Level(child_src, child_dst, st, rel)
+    except BaseException:  # its listing failed
+        os.close(child_src)
+        os.close(child_dst)
+        raise
 
 
 def _entries(dir_fd: int):
