@@ -94,7 +94,7 @@ def create_image_backup(
         )
         if trust_changes:
             old = previous["entries"][0]
-            old_map = {(b[0], b[1]): b[2] for b in old.get("blocks", ())}
+            old_map = {(b[0], b[1]): b[2] for b in manifest.file_blocks(old)}
         cut = sparse.cut(data_ranges, bs)
         entry = {"path": IMAGE_PATH, "type": "file", "mode": 0o600, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size}
         slots: list = [None] * len(cut)
@@ -173,7 +173,7 @@ def restore_image_backup(
         if doc.get("source") != "image":
             raise Conflict(f"backup {backup} of {volume} is a directory backup; restore it into a directory volume")
         entry = doc["entries"][0]
-        blist = entry.get("blocks", ())
+        blist = manifest.file_blocks(entry)
         progress.total_bytes = sum(b[1] for b in blist)
         is_device = os.path.exists(target) and stat.S_ISBLK(os.stat(target).st_mode)
         if not is_device and os.path.exists(target):

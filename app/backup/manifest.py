@@ -177,11 +177,11 @@ def _check_entries(doc: schemas.BackupDoc, where: str) -> None:
     the buffers a restore or verify allocates)."""
     block_size = doc["block_size"]
     for i, entry in enumerate(doc["entries"]):
-        if "\0" in entry["path"] or "\0" in entry.get("target", ""):
+        if "\0" in entry["path"] or "\0" in (link_target(entry) or ""):
             raise Conflict(f"{where} is not valid: entries.{i}: a path holds a NUL character")
         if entry.get("xattrs"):
             _check_xattrs(entry["xattrs"], f"{where} is not valid: entries.{i} ({entry['path']!r})")
-        for offset, length, _digest in entry.get("blocks", ()):
+        for offset, length, _digest in file_blocks(entry):
             if length > block_size or offset + length > entry["size"]:
                 raise Conflict(
                     f"{where} is not valid: entries.{i} ({entry['path']!r}): a block of {length} bytes at "
@@ -274,10 +274,20 @@ def summary(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in ("entries",)}
 
 
+def file_blocks(entry: dict) -> list:
+    """The block map of a file entry; other entry types have none."""
+    return entry["blocks"] if entry["type"] == "file" else []
+
+
+def link_target(entry: dict) -> str | None:
+    """What a symlink or hard link points to; None for other entry types."""
+    return entry["target"] if entry["type"] in ("symlink", "hardlink") else None
+
+
 def block_digests(doc: dict):
     """Every block digest a manifest uses (with repeats)."""
-    for entry in doc.get("entries", ()):
-        for block in entry.get("blocks", ()):
+    for entry in doc["entries"]:
+        for block in file_blocks(entry):
             yield block[2]
 
 

@@ -67,7 +67,7 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
         _check_names(doc["entries"], f"backup {backup} of volume {volume}", report)
         users: dict[str, tuple[int, list[str]]] = {}
         for entry in doc["entries"]:
-            for _offset, length, digest in entry.get("blocks", ()):
+            for _offset, length, digest in manifest.file_blocks(entry):
                 if digest in users:
                     users[digest][1].append(entry["path"])
                 else:
@@ -103,6 +103,6 @@ def _check_names(entries: list, what: str, report: VerifyReport) -> None:
     rules = TreeRules(what)
     try:
         for entry in entries:
-            rules.check(entry["path"], entry["type"], entry.get("target"))
+            rules.check(entry["path"], entry["type"], manifest.link_target(entry))
     except Conflict as e:
         report.problems.append(str(e))

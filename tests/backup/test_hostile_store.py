@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import zlib
@@ -174,6 +175,46 @@ OUR_CASES = [
     ("manifest-nested-100k-deep-restore", "restore",
      lambda d, n, b: plant_manifest(d, n, raw=zstandard.ZstdCompressor().compress(b"[" * 100_000 + b"]" * 100_000))),
 ]
+
+
+def entry_with(kind: str, **fields):
+    """Plant a manifest with one more entry of type `kind` carrying `fields`
+    its type does not declare (or declares with another type)."""
+    def plant(store_dir: Path, name: str, bombs: dict) -> str:
+        real = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+        entry = {"path": "odd", "type": kind, "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, **fields}
+        return plant_manifest(store_dir, name, {"entries": [*real["entries"], entry]})
+    return plant
+
+
+# Fields read on the entry types that declare them, planted on the others
+ODD_ENTRIES = [
+    ("dir-with-blocks-of-ints", "dir", {"blocks": [1]}),
+    ("dir-with-blocks-a-string", "dir", {"blocks": "xyz"}),
+    ("dir-with-a-numeric-target", "dir", {"target": 5}),
+    ("dir-with-blocks-but-no-size", "dir", {"blocks": [[0, 10, "a" * 64]]}),
+    ("fifo-with-a-string-rdev", "fifo", {"rdev": "x"}),
+    ("symlink-with-blocks", "symlink", {"target": "a.bin", "blocks": [[0, 1 << 40, "a" * 64]]}),
+]
+
+
+@pytest.mark.parametrize("op", ["list", "verify", "restore"])
+@pytest.mark.parametrize("case,kind,fields", ODD_ENTRIES, ids=[c[0] for c in ODD_ENTRIES])
+def test_fields_an_entry_type_does_not_have_are_ignored(ours, tmp_path, case, kind, fields, op):
+    """An entry's unknown fields are dropped when read: only a file's blocks,
+    a link's target and a device's rdev are ever used."""
+    store_dir, url, name = ours
+    entry_with(kind, **fields)(store_dir, name, {})
+    target = tmp_path / "target"
+    out = run(op, f"vfs://{store_dir}" if op == "list" else url, str(target))
+    assert out["ok"], out
+    if op == "list":
+        assert not [row for row in out["result"] if "error" in row], out
+    elif op == "verify":
+        assert out["result"]["ok"], out
+    else:
+        mode = os.lstat(target / "odd").st_mode
+        assert {"dir": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "symlink": stat.S_ISLNK}[kind](mode)
 
 
 def stored_block_of_3gib(store_dir: Path, name: str) -> str:
