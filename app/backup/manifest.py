@@ -54,14 +54,18 @@ class StoreConfig:
 
 
 def _check_version(kind: str, version: object, where: str) -> None:
+    """Only a newer version is fixed by upgrading Convoy; a missing, non-integer
+    or pre-1 version was never written by any Convoy: the object is damaged."""
+    damaged = "the store is damaged: restore this object from a copy" + (
+        " or delete the backup" if kind == "backup manifest" else ""
+    )
     if version is None:
-        raise Conflict(f"{where} is a {kind} without a format version; the store is damaged")
+        raise Conflict(f"{where} is a {kind} without a format version; {damaged}")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Conflict(
-            f"{where}: format version {version!r} is not a number; "
-            f"this Convoy reads format versions up to {FORMAT_VERSION}"
-        )
-    if version > FORMAT_VERSION or version < 1:
+        raise Conflict(f"{where}: format version {version!r} is not an integer; {damaged}")
+    if version < 1:
+        raise Conflict(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
+    if version > FORMAT_VERSION:
         raise Conflict(
             f"{where} is a {kind} of format version {version}; this Convoy reads format versions "
             f"up to {FORMAT_VERSION}: upgrade Convoy to use it"

@@ -345,3 +345,25 @@ def test_fixture_blocks_still_read_with_the_bounded_gzip_reader(convoy_store):
     assert out["ok"] and out["result"]["ok"], out
     for blk in convoy_store.rglob("*.blk"):
         assert len(gzip.decompress(blk.read_bytes())) <= 2 << 20
+
+
+VERSIONS = [
+    (0, "damaged"),
+    (-1, "damaged"),
+    ("1", "damaged"),
+    (1.5, "damaged"),
+    (None, "damaged"),
+    (2, "upgrade Convoy"),
+]
+
+
+@pytest.mark.parametrize("version,says", VERSIONS, ids=[repr(v[0]) for v in VERSIONS])
+def test_a_manifest_version_says_upgrade_only_when_it_is_newer(ours, version, says):
+    """Only a newer version is fixed by upgrading; anything else is damage,
+    and the message says what to do about it."""
+    store_dir, _url, name = ours
+    key = plant_manifest(store_dir, name, {"version": version})
+    seen = what_the_user_sees("list", run("list", f"vfs://{store_dir}"))
+    assert key in seen and says in seen, seen
+    if says == "damaged":
+        assert "upgrade" not in seen and "restore this object from a copy or delete the backup" in seen, seen

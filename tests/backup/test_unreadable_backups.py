@@ -75,7 +75,7 @@ DAMAGES = [
     ("not-zstd", lambda doc: b"garbage", "cannot be decompressed"),
     ("not-json", lambda doc: zst("{nope"), "not JSON"),
     ("version-a-string", altered(lambda d: d.update(version="1")),
-     "format version '1' is not a number; this Convoy reads format versions up to 1"),
+     "format version '1' is not an integer; the store is damaged"),
     ("version-newer", altered(lambda d: d.update(version=2, entries="new layout")), "upgrade Convoy"),
     ("entries-missing", altered(lambda d: d.pop("entries")), "entries: Field required"),
     ("entries-wrong-type", altered(lambda d: d.update(entries={"a": 1})), "entries: Input should be a valid list"),
@@ -208,7 +208,7 @@ def test_a_malformed_lock_record_is_ignored(populated, case, text):
 CONFIG_DAMAGES = [
     ("block-size-1TiB", {"block_size": 1 << 40}, "block_size"),
     ("block-size-a-string", {"block_size": "1048576"}, "block_size"),
-    ("version-a-string", {"version": "1"}, "format version '1' is not a number"),
+    ("version-a-string", {"version": "1"}, "format version '1' is not an integer; the store is damaged"),
     ("not-a-store-config", {"format": "something-else"}, "is not a Convoy store config"),
 ]
 
