@@ -24,6 +24,7 @@ import zstandard
 
 from app.backup import SnapshotSource, blocks, create_backup, layout, manifest
 from app.backup.legacy_convoy import backup_cfg_key, volume_dir
+from app.backup.locks import StoreLock, remove_expired_locks
 from app.backup.objectstore import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,3 +368,15 @@ def test_a_manifest_version_says_upgrade_only_when_it_is_newer(ours, version, sa
     assert key in seen and says in seen, seen
     if says == "damaged":
         assert "upgrade" not in seen and "restore this object from a copy or delete the backup" in seen, seen
+
+
+def test_an_expired_lock_file_carrying_a_live_locks_id_deletes_only_itself(tmp_path):
+    """Clean-up deletes the lock object it read: a crafted (or copied) expired
+    lock that names a live lock's id must not remove that live lock."""
+    store = open_store(f"vfs://{tmp_path}/store")
+    manifest.ensure_config(store)
+    with StoreLock(store, "shared", "backup of vol1") as live:
+        forged = dict(live.info.__dict__, expires_at=1.0)
+        store.put(layout.lock_key("forged"), json.dumps(forged).encode())
+        assert remove_expired_locks(store) == 1
+        assert sorted(store.list(layout.LOCKS)) == [live.key]
