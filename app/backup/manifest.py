@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import zstandard
 
 from app.errors import Conflict, InvalidInput, NotFound
+from app.names import check_name
 from app.validation import validate
 
 from . import layout, limits, schemas
 from .objectstore import ObjectStore
-from .urls import check_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
