@@ -380,3 +380,33 @@ def test_an_expired_lock_file_carrying_a_live_locks_id_deletes_only_itself(tmp_p
         store.put(layout.lock_key("forged"), json.dumps(forged).encode())
         assert remove_expired_locks(store) == 1
         assert sorted(store.list(layout.LOCKS)) == [live.key]
+
+
+def _file_entry(path: str, size: int, blocks: list) -> dict:
+    return {"path": path, "type": "file", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size, "blocks": blocks}
+
+
+def test_verify_checks_a_digest_at_each_length_it_is_used_with(ours, tmp_path):
+    """The same digest listed with another length elsewhere cannot decode to
+    both: verify must not call intact what restore then fails on."""
+    store_dir, url, name = ours
+    doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+    offset, length, digest = next(b for e in doc["entries"] for b in e.get("blocks", ()))
+    plant_manifest(store_dir, name, {"entries": [*doc["entries"], _file_entry("short", length - 1, [[0, length - 1, digest]])]})
+    seen = what_the_user_sees("verify", run("verify", url))
+    assert "1 corrupted block(s)" in seen and "short" in seen, seen
+    restore = run("restore", url, str(tmp_path / "target"))
+    assert not restore["ok"] and digest in restore["message"], restore
+
+
+def test_verify_lists_each_file_of_a_block_once(ours):
+    """A file of a thousand copies of one block names the file once, not a thousand times."""
+    store_dir, url, name = ours
+    doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+    _offset, length, digest = next(b for e in doc["entries"] for b in e.get("blocks", ()))
+    copies = [[i * length, length, digest] for i in range(1000)]
+    plant_manifest(store_dir, name, {"entries": [*doc["entries"], _file_entry("zeros", 1000 * length, copies)]})
+    (store_dir / layout.block_key(digest)).unlink()
+    out = run("verify", url)
+    [missing] = out["result"]["missing"]
+    assert sorted(missing["files"]) == sorted({e["path"] for e in doc["entries"] if any(b[2] == digest for b in e.get("blocks", ()))} | {"zeros"}), missing
