@@ -274,8 +274,18 @@ def _is_backup_name(name: str) -> bool:
 
 
 def summary(doc: dict) -> dict:
-    """What `backup list` / `backup inspect` show (no block map)."""
-    return {k: v for k, v in doc.items() if k not in ("entries",)}
+    """What `backup list` / `backup inspect` show: no block map, and of the
+    fields another writer added only plain values (every field we write is
+    one): a nested value may be deep enough to break the response's encoding."""
+    return {
+        k: v
+        for k, v in doc.items()
+        if k not in _NOT_SHOWN and (v is None or isinstance(v, (str, int, float)))
+    }
+
+
+# the block map, and names the listing gives its own meaning (a row's URL, why it is unreadable)
+_NOT_SHOWN = frozenset({"entries", "url", "error"})
 
 
 def file_blocks(entry: dict) -> list:

@@ -249,3 +249,29 @@ def manifest_store(store_dir: Path):
     from app.backup.objectstore import open_store
 
     return open_store(f"vfs://{store_dir}")
+
+
+# (id, fields added to a manifest as JSON text, what inspect shows of them)
+EXTRAS = [
+    ("nested-900-deep", '"x": ' + "[" * 900 + "]" * 900, {"x": "absent"}),
+    ("an-object", '"x": {"a": 1}, "note": "kept"', {"x": "absent", "note": "kept"}),
+    ("names-the-listing-uses", '"url": "vfs:///elsewhere", "error": "fake"', {"error": "absent"}),
+    ("scalars", '"writer": "other-tool", "level": 3, "flag": true, "none": null',
+     {"writer": "other-tool", "level": 3, "flag": True, "none": None}),
+]
+
+
+@pytest.mark.parametrize("case,extras,shown", EXTRAS, ids=[e[0] for e in EXTRAS])
+def test_a_manifests_unknown_fields_are_shown_only_when_scalar(populated, case, extras, shown):
+    """`backup list`/`inspect` show what another writer added, but only plain
+    values: a deeply nested one broke the encoding of the response."""
+    daemon, store_dir, store, urls = populated
+    key = layout.backup_key("vol2", name_of(urls[2]))
+    text = zstandard.ZstdDecompressor().decompress((store_dir / key).read_bytes()).decode()
+    (store_dir / key).write_bytes(zst(text[:-1] + ", " + extras + "}"))
+    rows = {row["url"]: row for row in cli_json(daemon, "backup", "list", store)}
+    assert "error" not in rows[urls[2]] and rows[urls[2]]["volume"] == "vol2"
+    inspected = cli_json(daemon, "backup", "inspect", urls[2])
+    assert inspected["url"] == urls[2]
+    assert {k: inspected.get(k, "absent") for k in shown} == shown
+    assert "Traceback" not in daemon.log_text()
