@@ -149,6 +149,20 @@ def _mtime_ns(mtime: float) -> int | float:
         return mtime  # not a finite number: the schema says so
 
 
+# os.makedev takes C ints; base-256 tar headers hold any number, negatives too
+_MAX_DEVICE_PART = (1 << 31) - 1
+
+
+def _device_number(member: tarfile.TarInfo, what: str) -> int:
+    for part, value in (("major", member.devmajor), ("minor", member.devminor)):
+        if not 0 <= value <= _MAX_DEVICE_PART:
+            raise Conflict(
+                f"{what} holds {member.name!r}, a device with {part} number {value}, outside 0..{_MAX_DEVICE_PART}; "
+                "the archive is damaged: refusing to restore it"
+            )
+    return os.makedev(member.devmajor, member.devminor)
+
+
 def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     """The member as a tree entry, checked against the same schema as ours."""
     if member.sparse is not None:  # a GNU 0.x sparse map from a pax header
@@ -183,7 +197,7 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     elif kind in ("symlink", "hardlink"):
         raw["target"] = _member_path(member.linkname) if kind == "hardlink" else member.linkname
     elif kind in ("chardev", "blockdev"):
-        raw["rdev"] = os.makedev(member.devmajor, member.devminor)
+        raw["rdev"] = _device_number(member, what)
     return tree.check_entry(raw, what)
 
 

@@ -109,6 +109,12 @@ def t_special(name: str, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
+def t_device(name: str, major: int, minor: int) -> tarfile.TarInfo:
+    info = t_special(name, tarfile.CHRTYPE)
+    info.devmajor, info.devminor = major, minor  # GNU tar writes numbers past 8 octal digits in base 256
+    return info
+
+
 def convoy_backup(dest: Path, members: list) -> str:
     """A Convoy 0.5.2 VFS backup of volume `hostile` whose archive holds `members`; its URL."""
     vdir = "convoy-objectstore/volumes/ho/st/hostile"
@@ -164,6 +170,14 @@ CONVOY_CASES = {
         "f",
     ),
 }
+
+
+CONVOY_CASES.update({
+    "device major of 2**40": ([t_device("dev", 1 << 40, 3)], "dev"),
+    "device minor of 2**32": ([t_device("dev", 1, 1 << 32)], "dev"),
+    "device major of 2**31": ([t_device("dev", 1 << 31, 0)], "dev"),
+    "device minor negative": ([t_device("dev", 1, -5)], "dev"),
+})
 
 
 def _fill(value: str, base: Path, target: Path) -> str:
