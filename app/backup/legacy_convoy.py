@@ -142,6 +142,15 @@ def _open_archive(raw) -> tarfile.TarFile:
     return tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo)
 
 
+def _members(archive: tarfile.TarFile):
+    """Each member in turn, forgotten once handled: TarFile keeps every TarInfo
+    it reads in `members`, even as a stream, which for an archive of millions
+    of members is unbounded memory. (Nothing here looks members up by name.)"""
+    while (member := archive.next()) is not None:
+        yield member
+        archive.members.clear()
+
+
 def _mtime_ns(mtime: float) -> int | float:
     try:
         return round(mtime * 1_000_000_000)
@@ -261,7 +270,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
         with store.open(path) as raw:
             try:
                 with _open_archive(raw) as archive:
-                    for member in archive:
+                    for member in _members(archive):
                         progress.check("the restore")
                         _restore_member(out, archive, member, dirs, progress)
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
@@ -332,7 +341,7 @@ def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | Non
     problems = []
     try:
         with store.open(path) as raw, _open_archive(raw) as archive:
-            for member in archive:
+            for member in _members(archive):
                 entry = _member_entry(member, rules.what)
                 rules.check(entry["path"], entry["type"], entry.get("target"))
                 if member.isfile():

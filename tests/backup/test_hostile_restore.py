@@ -454,3 +454,24 @@ def test_runs_of_zeros_in_a_convoy_archive_stay_holes_and_long_names_work(tmp_pa
     assert (target / "zeros").read_bytes() == zeros
     assert (target / "zeros").stat().st_blocks * 512 < len(zeros) // 8
     assert (target / long_name).read_bytes() == b"deep\n"
+
+
+@pytest.mark.parametrize("op", ["restore", "verify"])
+def test_a_convoy_archive_is_read_without_keeping_every_member(tmp_path, monkeypatch, op):
+    """TarFile keeps each TarInfo it reads in `members`, even as a stream: an
+    archive of millions of members would fill memory. The reader forgets them."""
+    url = convoy_backup(tmp_path / "store", [t_file(f"f{i}", b"x") for i in range(2000)])
+    kept = []
+    real_next = tarfile.TarFile.next
+
+    def next_member(self):
+        kept.append(len(self.members))
+        return real_next(self)
+
+    monkeypatch.setattr(tarfile.TarFile, "next", next_member)
+    if op == "restore":
+        restore_backup(url, str(tmp_path / "target"))
+        assert (tmp_path / "target" / "f1999").read_bytes() == b"x"
+    else:
+        assert verify_backup(url)["ok"]
+    assert len(kept) > 2000 and max(kept) <= 2, max(kept)
