@@ -30,6 +30,7 @@ from .locks import StoreLock
 from .objectstore import ObjectStore
 from .progress import Progress
 from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
+from .restore_target import size_image
 from .pipeline import BoundedPool
 from .urls import check_name
 
@@ -183,7 +184,7 @@ def restore_image_backup(
         direct_fd = -1
         try:
             if not is_device:
-                os.ftruncate(fd, entry["size"])
+                size_image(fd, entry["size"], target, f"backup {backup} of {volume}")
             elif _device_size(fd) < entry["size"]:
                 raise Conflict(f"block device {target} is smaller than the backed-up image ({entry['size']} bytes)")
             try:

@@ -26,7 +26,7 @@ from . import limits, tree
 from .legacy_schema import BackupCfg, VolumeCfg
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore_target import RestoreTarget, TreeRules, make_durable
+from .restore_target import RestoreTarget, TreeRules, make_durable, size_image, write_image_at
 
 BASE = "convoy-objectstore/volumes/"
 
@@ -367,15 +367,17 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
     """
     cfg = read_backup_cfg(store, volume, backup)
     vol = read_volume_cfg(store, volume) or {}
+    sized_by = "the size asked for" if size else f"its {volume_dir(volume)}volume.cfg"
     size = size or vol.get("Size")
-    _check_blocks_fit(cfg, size, backup_cfg_key(volume, backup))
+    cfg_key = backup_cfg_key(volume, backup)
+    _check_blocks_fit(cfg, size, cfg_key)
     fd = os.open(image_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         if size and os.path.isfile(image_path):
-            os.ftruncate(fd, size)
+            size_image(fd, size, image_path, f"Convoy backup {backup} (sized by {sized_by})")
         for block in cfg.get("Blocks") or []:
             data = _read_block(store, volume, backup, block["BlockChecksum"])
-            os.pwrite(fd, data, block["Offset"])
+            write_image_at(fd, data, block["Offset"], image_path, f"Convoy backup {cfg_key}")
         os.fsync(fd)  # durable before the volume is handed out
     finally:
         os.close(fd)

@@ -329,6 +329,30 @@ CONVOY_CASES = [
 ]
 
 
+def volume_cfg_size(size: int):
+    def plant(dest: Path, bombs: dict) -> str:
+        key = volume_dir("dmvol") + "volume.cfg"
+        (dest / key).write_text(json.dumps({**json.loads((dest / key).read_text()), "Size": size}))
+        return key
+    return plant
+
+
+def block_beyond_any_file(dest: Path, bombs: dict) -> str:
+    """A listed block at 4 EiB of a volume of unknown size: past what ext4 lets a file reach."""
+    volume_cfg_size(0)(dest, bombs)
+    key = backup_cfg_key("dmvol", DM_BACKUP)
+    cfg = json.loads((dest / key).read_text())
+    cfg["Blocks"] = [{**cfg["Blocks"][0], "Offset": 1 << 62}]
+    (dest / key).write_text(json.dumps(cfg))
+    return key
+
+
+CONVOY_CASES += [
+    ("volume-cfg-size-int64-max-restore-image", "restore-image", volume_cfg_size((1 << 63) - 1)),
+    ("block-at-4EiB-restore-image", "restore-image", block_beyond_any_file),
+]
+
+
 @pytest.mark.parametrize("case,op,plant", CONVOY_CASES, ids=[c[0] for c in CONVOY_CASES])
 def test_hostile_object_in_convoy_format(convoy_store, bombs, tmp_path, case, op, plant):
     named = plant(convoy_store, bombs)
@@ -410,3 +434,13 @@ def test_verify_lists_each_file_of_a_block_once(ours):
     out = run("verify", url)
     [missing] = out["result"]["missing"]
     assert sorted(missing["files"]) == sorted({e["path"] for e in doc["entries"] if any(b[2] == digest for b in e.get("blocks", ()))} | {"zeros"}), missing
+
+
+def test_an_image_backup_larger_than_any_file_is_refused_naming_it(ours, tmp_path):
+    """An image manifest may claim any size up to 2**63-1; ext4 refuses such a
+    file (EFBIG), which must read as a refusal, not an internal error."""
+    store_dir, url, name = ours
+    plant_manifest(store_dir, name, {"source": "image", "entries": [_file_entry("image", (1 << 63) - 1, [])]})
+    out = run("restore-image", url, str(tmp_path / "image"))
+    assert not out["ok"] and out["kind"] != "internal", out
+    assert name in out["message"] and "more than the file system" in out["message"], out
