@@ -275,13 +275,17 @@ def _is_backup_name(name: str) -> bool:
 
 def summary(doc: dict) -> dict:
     """What `backup list` / `backup inspect` show: no block map, and of the
-    fields another writer added only plain values (every field we write is
-    one): a nested value may be deep enough to break the response's encoding."""
-    return {
-        k: v
-        for k, v in doc.items()
-        if k not in _NOT_SHOWN and (v is None or isinstance(v, (str, int, float)))
-    }
+    other fields only plain values or flat objects of them (as `stats`): a
+    field another writer nested deep could break the response's encoding."""
+    return {k: v for k, v in doc.items() if k not in _NOT_SHOWN and _is_flat(v)}
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float))
+
+
+def _is_flat(value: object) -> bool:
+    return _is_scalar(value) or (isinstance(value, dict) and all(map(_is_scalar, value.values())))
 
 
 # the block map, and names the listing gives its own meaning (a row's URL, why it is unreadable)

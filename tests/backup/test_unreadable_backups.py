@@ -254,7 +254,8 @@ def manifest_store(store_dir: Path):
 # (id, fields added to a manifest as JSON text, what inspect shows of them)
 EXTRAS = [
     ("nested-900-deep", '"x": ' + "[" * 900 + "]" * 900, {"x": "absent"}),
-    ("an-object", '"x": {"a": 1}, "note": "kept"', {"x": "absent", "note": "kept"}),
+    ("a-flat-object", '"x": {"a": 1}, "note": "kept"', {"x": {"a": 1}, "note": "kept"}),
+    ("a-nested-object", '"x": {"a": {"b": 1}}, "y": [1]', {"x": "absent", "y": "absent"}),
     ("names-the-listing-uses", '"url": "vfs:///elsewhere", "error": "fake"', {"error": "absent"}),
     ("scalars", '"writer": "other-tool", "level": 3, "flag": true, "none": null',
      {"writer": "other-tool", "level": 3, "flag": True, "none": None}),
@@ -262,9 +263,10 @@ EXTRAS = [
 
 
 @pytest.mark.parametrize("case,extras,shown", EXTRAS, ids=[e[0] for e in EXTRAS])
-def test_a_manifests_unknown_fields_are_shown_only_when_scalar(populated, case, extras, shown):
+def test_a_manifests_unknown_fields_are_shown_only_when_flat(populated, case, extras, shown):
     """`backup list`/`inspect` show what another writer added, but only plain
-    values: a deeply nested one broke the encoding of the response."""
+    values or flat objects of them: a deeply nested one broke the encoding
+    of the response."""
     daemon, store_dir, store, urls = populated
     key = layout.backup_key("vol2", name_of(urls[2]))
     text = zstandard.ZstdDecompressor().decompress((store_dir / key).read_bytes()).decode()
