@@ -169,7 +169,14 @@ def encode_manifest(doc: dict) -> bytes:
 
 def decode_manifest(data: bytes | memoryview, where: str) -> dict:
     """A stored backup manifest, checked: size, JSON, schema, and the block map."""
-    text = limits.zstd_decompress_capped(data, limits.manifest_cap(len(data)), f"backup manifest {where}")
+    what = f"backup manifest {where}"
+    frame = limits.zstd_frame_size(data, what)
+    if frame != len(data):
+        raise Conflict(
+            f"{what} holds {len(data) - frame} bytes after its zstd frame, which no Convoy writes; "
+            "the store is damaged: restore this object from a copy or delete the backup"
+        )
+    text = limits.zstd_decompress_capped(data, limits.manifest_cap(frame), what)
     doc = parse_document(text, schemas.BackupDoc, kind="backup manifest", format=BACKUP_FORMAT, where=where)
     _check_entries(doc, where)
     return doc  # type: ignore[return-value]

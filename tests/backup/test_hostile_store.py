@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from app.backup import SnapshotSource, blocks, create_backup, layout, manifest
+from app.backup import SnapshotSource, blocks, create_backup, layout, limits, manifest
 from app.backup.legacy_convoy import backup_cfg_key, volume_dir
 from app.backup.locks import StoreLock, remove_expired_locks
 from app.backup.objectstore import open_store
@@ -216,6 +216,47 @@ def test_fields_an_entry_type_does_not_have_are_ignored(ours, tmp_path, case, ki
     else:
         mode = os.lstat(target / "odd").st_mode
         assert {"dir": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "symlink": stat.S_ISLNK}[kind](mode)
+
+
+def skippable_frame(size: int) -> bytes:
+    """A zstd skippable frame: decoders pass over it; it only adds stored bytes."""
+    return (0x184D2A50).to_bytes(4, "little") + size.to_bytes(4, "little") + bytes(size)
+
+
+def padded_whitespace(d: Path, n: str, b: dict) -> str:
+    """A valid manifest padded to 48 MiB of JSON in a small frame, then 256 KiB
+    that would raise a cap counted on the whole object past those 48 MiB."""
+    text = zstandard.ZstdDecompressor().decompress((d / layout.backup_key("vol1", n)).read_bytes())
+    frame = zstandard.ZstdCompressor(level=3).compress(text + b" " * (48 << 20))
+    return plant_manifest(d, n, raw=frame + skippable_frame(256 << 10))
+
+
+OUR_CASES += [
+    ("manifest-padded-after-its-frame-list", "list", padded_whitespace),
+    ("manifest-padded-after-its-frame-restore", "restore", padded_whitespace),
+    ("real-manifest-then-a-skippable-frame-list", "list",
+     lambda d, n, b: plant_manifest(d, n, raw=(d / layout.backup_key("vol1", n)).read_bytes() + skippable_frame(16))),
+    ("manifest-then-a-second-frame-verify", "verify",
+     lambda d, n, b: plant_manifest(d, n, raw=(d / layout.backup_key("vol1", n)).read_bytes() + zstandard.compress(b"{}"))),
+]
+
+
+def test_a_manifest_of_many_empty_files_stays_within_the_ratio(tmp_path):
+    """Empty files carry no hashes, so their manifest compresses far better than
+    a block map: a real one of 20k files must sit well inside MANIFEST_RATIO and read back."""
+    src = tmp_path / "src"
+    for d in range(20):
+        (src / f"d{d:02d}").mkdir(parents=True)
+        for i in range(1000):
+            path = src / f"d{d:02d}" / f"file{i:05d}.txt"
+            path.touch()
+            os.utime(path, ns=(1_700_000_000_000_000_000,) * 2)
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s1", str(src)))
+    stored = (tmp_path / "store" / layout.backup_key("vol1", result["name"])).read_bytes()
+    ratio = len(zstandard.ZstdDecompressor().decompress(stored)) / len(stored)
+    assert ratio < limits.MANIFEST_RATIO / 2, ratio
+    doc = manifest.read_backup(open_store(f"vfs://{tmp_path}/store"), "vol1", result["name"])
+    assert len(doc["entries"]) == 20_000 + 21
 
 
 def stored_block_of_3gib(store_dir: Path, name: str) -> str:
