@@ -26,7 +26,13 @@ from . import limits, tree
 from .legacy_schema import BackupCfg, VolumeCfg
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore_target import RestoreTarget, TreeRules, make_durable, size_image, write_image_at
+from .restore_target import (
+    RestoreTarget,
+    TreeRules,
+    make_durable,
+    size_image,
+    write_image_at,
+)
 
 BASE = "convoy-objectstore/volumes/"
 

@@ -456,7 +456,7 @@ def test_verify_checks_a_digest_at_each_length_it_is_used_with(ours, tmp_path):
     both: verify must not call intact what restore then fails on."""
     store_dir, url, name = ours
     doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
-    offset, length, digest = next(b for e in doc["entries"] for b in e.get("blocks", ()))
+    _offset, length, digest = next(b for e in doc["entries"] for b in e.get("blocks", ()))
     plant_manifest(store_dir, name, {"entries": [*doc["entries"], _file_entry("short", length - 1, [[0, length - 1, digest]])]})
     seen = what_the_user_sees("verify", run("verify", url))
     assert "1 corrupted block(s)" in seen and "short" in seen, seen

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from app.errors import InvalidInput, NotFound, Unavailable
 
@@ -235,7 +235,7 @@ class _Body:
     def close(self) -> None:
         self._body.close()
 
-    def __enter__(self) -> "_Body":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
