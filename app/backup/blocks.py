@@ -128,9 +128,3 @@ def fetch(store: ObjectStore, expected_digest: str, expected_length: int) -> byt
         )
     except limits.ObjectTooLarge as e:
         raise BlockDamaged(f"block {expected_digest} is corrupted: {e}") from None
-
-
-def decode(stored: bytes, expected_digest: str, expected_length: int) -> bytes:
-    """Decompress a stored block and check it against its name."""
-    out = bytearray(expected_length)
-    return bytes(decode_into(stored, expected_digest, expected_length, memoryview(out)))

@@ -30,6 +30,7 @@ from .locks import StoreLock
 from .objectstore import ObjectStore
 from .progress import Progress
 from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
+from .restore_target import size_image
 from .pipeline import BoundedPool
 from .urls import check_name
 
@@ -94,7 +95,7 @@ def create_image_backup(
         )
         if trust_changes:
             old = previous["entries"][0]
-            old_map = {(b[0], b[1]): b[2] for b in old.get("blocks", ())}
+            old_map = {(b[0], b[1]): b[2] for b in manifest.file_blocks(old)}
         cut = sparse.cut(data_ranges, bs)
         entry = {"path": IMAGE_PATH, "type": "file", "mode": 0o600, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size}
         slots: list = [None] * len(cut)
@@ -173,7 +174,7 @@ def restore_image_backup(
         if doc.get("source") != "image":
             raise Conflict(f"backup {backup} of {volume} is a directory backup; restore it into a directory volume")
         entry = doc["entries"][0]
-        blist = entry.get("blocks", ())
+        blist = manifest.file_blocks(entry)
         progress.total_bytes = sum(b[1] for b in blist)
         is_device = os.path.exists(target) and stat.S_ISBLK(os.stat(target).st_mode)
         if not is_device and os.path.exists(target):
@@ -183,7 +184,7 @@ def restore_image_backup(
         direct_fd = -1
         try:
             if not is_device:
-                os.ftruncate(fd, entry["size"])
+                size_image(fd, entry["size"], target, f"backup {backup} of {volume}")
             elif _device_size(fd) < entry["size"]:
                 raise Conflict(f"block device {target} is smaller than the backed-up image ({entry['size']} bytes)")
             try:

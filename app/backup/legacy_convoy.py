@@ -26,7 +26,13 @@ from . import limits, tree
 from .legacy_schema import BackupCfg, VolumeCfg
 from .objectstore import ObjectStore
 from .progress import Progress
-from .restore_target import RestoreTarget, TreeRules, make_durable
+from .restore_target import (
+    RestoreTarget,
+    TreeRules,
+    make_durable,
+    size_image,
+    write_image_at,
+)
 
 BASE = "convoy-objectstore/volumes/"
 
@@ -142,11 +148,34 @@ def _open_archive(raw) -> tarfile.TarFile:
     return tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo)
 
 
+def _members(archive: tarfile.TarFile):
+    """Each member in turn, forgotten once handled: TarFile keeps every TarInfo
+    it reads in `members`, even as a stream, which for an archive of millions
+    of members is unbounded memory. (Nothing here looks members up by name.)"""
+    while (member := archive.next()) is not None:
+        yield member
+        archive.members.clear()
+
+
 def _mtime_ns(mtime: float) -> int | float:
     try:
         return round(mtime * 1_000_000_000)
     except (OverflowError, ValueError):
         return mtime  # not a finite number: the schema says so
+
+
+# os.makedev takes C ints; base-256 tar headers hold any number, negatives too
+_MAX_DEVICE_PART = (1 << 31) - 1
+
+
+def _device_number(member: tarfile.TarInfo, what: str) -> int:
+    for part, value in (("major", member.devmajor), ("minor", member.devminor)):
+        if not 0 <= value <= _MAX_DEVICE_PART:
+            raise Conflict(
+                f"{what} holds {member.name!r}, a device with {part} number {value}, outside 0..{_MAX_DEVICE_PART}; "
+                "the archive is damaged: refusing to restore it"
+            )
+    return os.makedev(member.devmajor, member.devminor)
 
 
 def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
@@ -183,7 +212,7 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     elif kind in ("symlink", "hardlink"):
         raw["target"] = _member_path(member.linkname) if kind == "hardlink" else member.linkname
     elif kind in ("chardev", "blockdev"):
-        raw["rdev"] = os.makedev(member.devmajor, member.devminor)
+        raw["rdev"] = _device_number(member, what)
     return tree.check_entry(raw, what)
 
 
@@ -247,7 +276,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
         with store.open(path) as raw:
             try:
                 with _open_archive(raw) as archive:
-                    for member in archive:
+                    for member in _members(archive):
                         progress.check("the restore")
                         _restore_member(out, archive, member, dirs, progress)
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
@@ -318,7 +347,7 @@ def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | Non
     problems = []
     try:
         with store.open(path) as raw, _open_archive(raw) as archive:
-            for member in archive:
+            for member in _members(archive):
                 entry = _member_entry(member, rules.what)
                 rules.check(entry["path"], entry["type"], entry.get("target"))
                 if member.isfile():
@@ -344,15 +373,17 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
     """
     cfg = read_backup_cfg(store, volume, backup)
     vol = read_volume_cfg(store, volume) or {}
+    sized_by = "the size asked for" if size else f"its {volume_dir(volume)}volume.cfg"
     size = size or vol.get("Size")
-    _check_blocks_fit(cfg, size, backup_cfg_key(volume, backup))
+    cfg_key = backup_cfg_key(volume, backup)
+    _check_blocks_fit(cfg, size, cfg_key)
     fd = os.open(image_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         if size and os.path.isfile(image_path):
-            os.ftruncate(fd, size)
+            size_image(fd, size, image_path, f"Convoy backup {backup} (sized by {sized_by})")
         for block in cfg.get("Blocks") or []:
             data = _read_block(store, volume, backup, block["BlockChecksum"])
-            os.pwrite(fd, data, block["Offset"])
+            write_image_at(fd, data, block["Offset"], image_path, f"Convoy backup {cfg_key}")
         os.fsync(fd)  # durable before the volume is handed out
     finally:
         os.close(fd)

@@ -26,9 +26,12 @@ MAX_SMALL_DOC = 64 << 10
 
 # Backup manifests grow with the volume (~150 bytes of JSON per block, so
 # ~150 MB for 1 TiB at 1 MiB blocks). The decompressed JSON may be at most
-# MANIFEST_RATIO times the stored object (legitimate manifests compress
-# 3-20x: hashes do not compress) but always MANIFEST_FLOOR, and never more
-# than MAX_MANIFEST (about 7 TiB of data at 1 MiB blocks).
+# MANIFEST_RATIO times the stored object (a manifest is one zstd frame and
+# nothing else, so appended bytes cannot raise the cap) but always
+# MANIFEST_FLOOR, and never more than MAX_MANIFEST (about 7 TiB of data at
+# 1 MiB blocks). Block maps compress 3-5x (hashes do not compress), but a
+# tree of empty files with one mtime has no hashes and compresses ~100x
+# (tests/backup/test_hostile_store.py measures it), hence 256.
 MAX_MANIFEST = 1 << 30
 MANIFEST_FLOOR = 32 << 20
 MANIFEST_RATIO = 256
@@ -56,6 +59,28 @@ def compress_bound(length: int) -> int:
 def manifest_cap(stored_size: int) -> int:
     """The most JSON a stored manifest of `stored_size` bytes may decompress to."""
     return min(MAX_MANIFEST, max(MANIFEST_FLOOR, MANIFEST_RATIO * stored_size))
+
+
+def zstd_frame_size(data: bytes | memoryview, what: str) -> int:
+    """The stored size of the zstd frame `data` starts with, from its headers
+    alone (ZSTD_findFrameCompressedSize; RFC 8878, section 3.1.1)."""
+    view = memoryview(data)
+    if len(view) < 6 or bytes(view[:4]) != b"\x28\xb5\x2f\xfd":
+        raise Conflict(f"{what} cannot be decompressed (it is not a zstd frame)")
+    descriptor = view[4]
+    single_segment = descriptor >> 5 & 1
+    content_size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+    pos = 5 + (not single_segment) + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
+    while True:
+        if pos + 3 > len(view):
+            raise Conflict(f"{what} cannot be decompressed (it is truncated)")
+        header = int.from_bytes(view[pos : pos + 3], "little")
+        kind, size = header >> 1 & 3, header >> 3
+        if kind == 3:
+            raise Conflict(f"{what} cannot be decompressed (a block of reserved type)")
+        pos += 3 + (1 if kind == 1 else size)  # an RLE block stores one byte
+        if header & 1:  # the last block
+            return pos + 4 * (descriptor >> 2 & 1)  # and the optional checksum
 
 
 def zstd_decompress_capped(data: bytes | memoryview, cap: int, what: str) -> bytearray:

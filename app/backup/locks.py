@@ -41,6 +41,7 @@ class LockInfo:
     host: str
     pid: int
     expires_at: float
+    key: str = ""  # where it was read: a copied lock file carries another lock's id
 
     def describe(self) -> str:
         left = int(self.expires_at - time.time())
@@ -64,7 +65,7 @@ def read_locks(store: ObjectStore) -> list[LockInfo]:
         except Conflict as e:
             log.warning("%s; ignoring it", e)
             continue
-        locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__}))
+        locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__ if k != "key"}, key=key))
     return locks
 
 
@@ -117,7 +118,7 @@ class StoreLock:
         blockers = [
             other
             for other in read_locks(self.store)
-            if other.id != self.info.id
+            if other.key != self.key
             and other.expires_at > now
             and (self.info.kind == "exclusive" or other.kind == "exclusive")
         ]
@@ -171,6 +172,6 @@ def remove_expired_locks(store: ObjectStore) -> int:
     n = 0
     for lock in read_locks(store):
         if lock.expires_at < now:
-            store.delete(layout.lock_key(lock.id))
+            store.delete(lock.key)  # the object read, not the one its id names
             n += 1
     return n

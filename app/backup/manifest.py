@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import zstandard
 
 from app.errors import Conflict, InvalidInput, NotFound
+from app.names import check_name
 from app.validation import validate
 
 from . import layout, limits, schemas
 from .objectstore import ObjectStore
-from .urls import check_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,14 +54,18 @@ class StoreConfig:
 
 
 def _check_version(kind: str, version: object, where: str) -> None:
+    """Only a newer version is fixed by upgrading Convoy; a missing, non-integer
+    or pre-1 version was never written by any Convoy: the object is damaged."""
+    damaged = "the store is damaged: restore this object from a copy" + (
+        " or delete the backup" if kind == "backup manifest" else ""
+    )
     if version is None:
-        raise Conflict(f"{where} is a {kind} without a format version; the store is damaged")
+        raise Conflict(f"{where} is a {kind} without a format version; {damaged}")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Conflict(
-            f"{where}: format version {version!r} is not a number; "
-            f"this Convoy reads format versions up to {FORMAT_VERSION}"
-        )
-    if version > FORMAT_VERSION or version < 1:
+        raise Conflict(f"{where}: format version {version!r} is not an integer; {damaged}")
+    if version < 1:
+        raise Conflict(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
+    if version > FORMAT_VERSION:
         raise Conflict(
             f"{where} is a {kind} of format version {version}; this Convoy reads format versions "
             f"up to {FORMAT_VERSION}: upgrade Convoy to use it"
@@ -165,7 +169,14 @@ def encode_manifest(doc: dict) -> bytes:
 
 def decode_manifest(data: bytes | memoryview, where: str) -> dict:
     """A stored backup manifest, checked: size, JSON, schema, and the block map."""
-    text = limits.zstd_decompress_capped(data, limits.manifest_cap(len(data)), f"backup manifest {where}")
+    what = f"backup manifest {where}"
+    frame = limits.zstd_frame_size(data, what)
+    if frame != len(data):
+        raise Conflict(
+            f"{what} holds {len(data) - frame} bytes after its zstd frame, which no Convoy writes; "
+            "the store is damaged: restore this object from a copy or delete the backup"
+        )
+    text = limits.zstd_decompress_capped(data, limits.manifest_cap(frame), what)
     doc = parse_document(text, schemas.BackupDoc, kind="backup manifest", format=BACKUP_FORMAT, where=where)
     _check_entries(doc, where)
     return doc  # type: ignore[return-value]
@@ -177,11 +188,11 @@ def _check_entries(doc: schemas.BackupDoc, where: str) -> None:
     the buffers a restore or verify allocates)."""
     block_size = doc["block_size"]
     for i, entry in enumerate(doc["entries"]):
-        if "\0" in entry["path"] or "\0" in entry.get("target", ""):
+        if "\0" in entry["path"] or "\0" in (link_target(entry) or ""):
             raise Conflict(f"{where} is not valid: entries.{i}: a path holds a NUL character")
         if entry.get("xattrs"):
             _check_xattrs(entry["xattrs"], f"{where} is not valid: entries.{i} ({entry['path']!r})")
-        for offset, length, _digest in entry.get("blocks", ()):
+        for offset, length, _digest in file_blocks(entry):
             if length > block_size or offset + length > entry["size"]:
                 raise Conflict(
                     f"{where} is not valid: entries.{i} ({entry['path']!r}): a block of {length} bytes at "
@@ -270,14 +281,38 @@ def _is_backup_name(name: str) -> bool:
 
 
 def summary(doc: dict) -> dict:
-    """What `backup list` / `backup inspect` show (no block map)."""
-    return {k: v for k, v in doc.items() if k not in ("entries",)}
+    """What `backup list` / `backup inspect` show: no block map, and of the
+    other fields only plain values or flat objects of them (as `stats`): a
+    field another writer nested deep could break the response's encoding."""
+    return {k: v for k, v in doc.items() if k not in _NOT_SHOWN and _is_flat(v)}
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float))
+
+
+def _is_flat(value: object) -> bool:
+    return _is_scalar(value) or (isinstance(value, dict) and all(map(_is_scalar, value.values())))
+
+
+# the block map, and names the listing gives its own meaning (a row's URL, why it is unreadable)
+_NOT_SHOWN = frozenset({"entries", "url", "error"})
+
+
+def file_blocks(entry: dict) -> list:
+    """The block map of a file entry; other entry types have none."""
+    return entry["blocks"] if entry["type"] == "file" else []
+
+
+def link_target(entry: dict) -> str | None:
+    """What a symlink or hard link points to; None for other entry types."""
+    return entry["target"] if entry["type"] in ("symlink", "hardlink") else None
 
 
 def block_digests(doc: dict):
     """Every block digest a manifest uses (with repeats)."""
-    for entry in doc.get("entries", ()):
-        for block in entry.get("blocks", ()):
+    for entry in doc["entries"]:
+        for block in file_blocks(entry):
             yield block[2]
 
 

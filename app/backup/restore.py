@@ -202,8 +202,8 @@ def restore_tree(
         entries = doc["entries"]
         rules = TreeRules(what)
         for entry in entries:
-            rules.check(entry["path"], entry["type"], entry.get("target"))
-        progress.total_bytes = sum(b[1] for e in entries for b in e.get("blocks", ()))
+            rules.check(entry["path"], entry["type"], manifest.link_target(entry))
+        progress.total_bytes = sum(b[1] for e in entries for b in manifest.file_blocks(e))
         with RestoreTarget(target, what) as out:
             _create_entries(out, entries, store, progress, workers)
             progress.check("the restore")
@@ -225,7 +225,7 @@ def _create_entries(out: RestoreTarget, entries: list[dict], store: ObjectStore,
     """Create every entry, handing file blocks to `workers` threads as it goes."""
     writer = _BlockWriter(store, progress)
     handles = _FileHandles()
-    lookahead = Lookahead(store, (b[2] for e in entries for b in e.get("blocks", ())))
+    lookahead = Lookahead(store, (b[2] for e in entries for b in manifest.file_blocks(e)))
     try:
         with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
             for entry in entries:
@@ -234,7 +234,7 @@ def _create_entries(out: RestoreTarget, entries: list[dict], store: ObjectStore,
                 if kind == "dir":
                     out.mkdir(path)
                 elif kind == "file":
-                    blist = entry.get("blocks", ())
+                    blist = entry["blocks"]
                     fds = handles.open(out, path, entry["size"], len(blist))
                     for offset, length, digest in blist if fds else ():
                         progress.check("the restore")
@@ -244,8 +244,10 @@ def _create_entries(out: RestoreTarget, entries: list[dict], store: ObjectStore,
                     out.symlink(path, entry["target"])
                 elif kind == "hardlink":
                     out.hardlink(path, entry["target"])
+                elif kind == "fifo":
+                    out.special(path, kind)
                 else:
-                    out.special(path, kind, entry.get("rdev", 0))
+                    out.special(path, kind, entry["rdev"])
     finally:
         lookahead.close()
         handles.close_all()

@@ -72,6 +72,39 @@ def _unsafe(path: str) -> str | None:
     return None
 
 
+
+# -- image files (a whole volume in one file or block device) ------------------------------
+
+_TOO_BIG = (errno.EFBIG, errno.EINVAL)  # past the file system's largest file, or past off_t
+
+
+def size_image(fd: int, size: int, image: str, what: str) -> None:
+    """Give a new image file its full size (a hole until written)."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError as e:
+        raise _image_error(e, image, f"{what} is an image of {size} bytes, more than the file system of {image} allows") from None
+
+
+def write_image_at(fd: int, data: bytes | memoryview, offset: int, image: str, what: str) -> None:
+    """Write all of `data` at `offset` of an image (pwrite may write less than asked)."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    except OSError as e:
+        raise _image_error(e, image, f"{what} has data at offset {offset}, beyond what {image} can hold") from None
+
+
+def _image_error(e: OSError, image: str, too_big: str) -> ConvoyError:
+    if e.errno in _FULL:
+        return Unavailable(f"the restore target {image} is full: free space or give the volume more room")
+    if e.errno in _TOO_BIG:
+        return Conflict(f"{too_big}: restore onto a bigger target, or the backup is damaged")
+    return Conflict(f"cannot write the restore target {image}: {e.strerror}")
+
+
 class TreeRules:
     """What a backup's list of entries may say, checked on names alone."""
 

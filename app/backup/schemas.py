@@ -2,8 +2,10 @@
 
 Read through `app.validation`: types are strict (a "1" is not a number),
 numbers have the ranges the code that uses them can handle (a size fits an
-off_t, a mode is permission bits), and unknown fields are kept so that
-`backup inspect` shows what a writer added. Checks that span fields (a
+off_t, a mode is permission bits). Unknown fields of a document are kept so
+that `backup inspect` shows what a writer added; unknown fields of an entry
+are dropped, so a `blocks` or `target` on an entry type that has none never
+reaches the code that reads them. Checks that span fields (a
 block inside its file, no longer than the backup's block size) are in
 `manifest.py`, next to the reading.
 """
@@ -36,6 +38,7 @@ Digest = Annotated[str, Strict(), StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Block = tuple[Offset, IntRange(1, MAX_BLOCK_SIZE), Digest]
 
 _KEEP_EXTRA = ConfigDict(extra="allow")
+_DROP_EXTRA = ConfigDict(extra="ignore")
 
 
 @with_config(_KEEP_EXTRA)
@@ -74,30 +77,30 @@ class _Meta(TypedDict):
     xattrs: NotRequired[dict[Str, Str] | None]
 
 
-@with_config(_KEEP_EXTRA)
+@with_config(_DROP_EXTRA)
 class DirEntry(_Meta):
     type: Literal["dir"]
 
 
-@with_config(_KEEP_EXTRA)
+@with_config(_DROP_EXTRA)
 class FileEntry(_Meta):
     type: Literal["file"]
     size: Offset
     blocks: Annotated[list[Block], FailFast()]
 
 
-@with_config(_KEEP_EXTRA)
+@with_config(_DROP_EXTRA)
 class LinkEntry(_Meta):
     type: Literal["symlink", "hardlink"]
     target: Annotated[str, Strict(), StringConstraints(min_length=1)]
 
 
-@with_config(_KEEP_EXTRA)
+@with_config(_DROP_EXTRA)
 class FifoEntry(_Meta):
     type: Literal["fifo"]
 
 
-@with_config(_KEEP_EXTRA)
+@with_config(_DROP_EXTRA)
 class DeviceEntry(_Meta):
     type: Literal["chardev", "blockdev"]
     rdev: IntRange(0, INT64_MAX)

@@ -65,15 +65,9 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
     with StoreLock(store, "shared", f"verify of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
         _check_names(doc["entries"], f"backup {backup} of volume {volume}", report)
-        users: dict[str, tuple[int, list[str]]] = {}
-        for entry in doc["entries"]:
-            for _offset, length, digest in entry.get("blocks", ()):
-                if digest in users:
-                    users[digest][1].append(entry["path"])
-                else:
-                    users[digest] = (length, [entry["path"]])
+        users = _block_users(doc["entries"])
         report.blocks = len(users)
-        progress.total_bytes = sum(length for length, _ in users.values())
+        progress.total_bytes = sum(length for _digest, length in users)
         lock = threading.Lock()
 
         def check(digest: str, length: int, files: list[str]) -> None:
@@ -91,11 +85,24 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
             progress.add(length)
 
         with BoundedPool(workers, max_pending=workers * 4, name="convoy-verify") as pool:
-            for digest, (length, files) in users.items():
+            for (digest, length), files in users.items():
                 progress.check("the verify")
-                pool.submit(check, digest, length, files)
+                pool.submit(check, digest, length, list(files))
     progress.finish()
     return report
+
+
+def _block_users(entries: list) -> dict[tuple[str, int], dict[str, None]]:
+    """The files that use each (digest, length): a digest listed with two
+    lengths is two checks, as a restore decodes it at each. Each file is
+    named once and at most MAX_LISTED are kept (an ordered set as a dict)."""
+    users: dict[tuple[str, int], dict[str, None]] = {}
+    for entry in entries:
+        for _offset, length, digest in manifest.file_blocks(entry):
+            files = users.setdefault((digest, length), {})
+            if len(files) < MAX_LISTED:
+                files[entry["path"]] = None
+    return users
 
 
 def _check_names(entries: list, what: str, report: VerifyReport) -> None:
@@ -103,6 +110,6 @@ def _check_names(entries: list, what: str, report: VerifyReport) -> None:
     rules = TreeRules(what)
     try:
         for entry in entries:
-            rules.check(entry["path"], entry["type"], entry.get("target"))
+            rules.check(entry["path"], entry["type"], manifest.link_target(entry))
     except Conflict as e:
         report.problems.append(str(e))

@@ -109,6 +109,12 @@ def t_special(name: str, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
+def t_device(name: str, major: int, minor: int) -> tarfile.TarInfo:
+    info = t_special(name, tarfile.CHRTYPE)
+    info.devmajor, info.devminor = major, minor  # GNU tar writes numbers past 8 octal digits in base 256
+    return info
+
+
 def convoy_backup(dest: Path, members: list) -> str:
     """A Convoy 0.5.2 VFS backup of volume `hostile` whose archive holds `members`; its URL."""
     vdir = "convoy-objectstore/volumes/ho/st/hostile"
@@ -164,6 +170,14 @@ CONVOY_CASES = {
         "f",
     ),
 }
+
+
+CONVOY_CASES.update({
+    "device major of 2**40": ([t_device("dev", 1 << 40, 3)], "dev"),
+    "device minor of 2**32": ([t_device("dev", 1, 1 << 32)], "dev"),
+    "device major of 2**31": ([t_device("dev", 1 << 31, 0)], "dev"),
+    "device minor negative": ([t_device("dev", 1, -5)], "dev"),
+})
 
 
 def _fill(value: str, base: Path, target: Path) -> str:
@@ -440,3 +454,24 @@ def test_runs_of_zeros_in_a_convoy_archive_stay_holes_and_long_names_work(tmp_pa
     assert (target / "zeros").read_bytes() == zeros
     assert (target / "zeros").stat().st_blocks * 512 < len(zeros) // 8
     assert (target / long_name).read_bytes() == b"deep\n"
+
+
+@pytest.mark.parametrize("op", ["restore", "verify"])
+def test_a_convoy_archive_is_read_without_keeping_every_member(tmp_path, monkeypatch, op):
+    """TarFile keeps each TarInfo it reads in `members`, even as a stream: an
+    archive of millions of members would fill memory. The reader forgets them."""
+    url = convoy_backup(tmp_path / "store", [t_file(f"f{i}", b"x") for i in range(2000)])
+    kept = []
+    real_next = tarfile.TarFile.next
+
+    def next_member(self):
+        kept.append(len(self.members))
+        return real_next(self)
+
+    monkeypatch.setattr(tarfile.TarFile, "next", next_member)
+    if op == "restore":
+        restore_backup(url, str(tmp_path / "target"))
+        assert (tmp_path / "target" / "f1999").read_bytes() == b"x"
+    else:
+        assert verify_backup(url)["ok"]
+    assert len(kept) > 2000 and max(kept) <= 2, max(kept)

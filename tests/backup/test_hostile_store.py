@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import zlib
@@ -21,8 +22,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from app.backup import SnapshotSource, blocks, create_backup, layout, manifest
+from app.backup import SnapshotSource, blocks, create_backup, layout, limits, manifest
 from app.backup.legacy_convoy import backup_cfg_key, volume_dir
+from app.backup.locks import StoreLock, remove_expired_locks
 from app.backup.objectstore import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +178,87 @@ OUR_CASES = [
 ]
 
 
+def entry_with(kind: str, **fields):
+    """Plant a manifest with one more entry of type `kind` carrying `fields`
+    its type does not declare (or declares with another type)."""
+    def plant(store_dir: Path, name: str, bombs: dict) -> str:
+        real = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+        entry = {"path": "odd", "type": kind, "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, **fields}
+        return plant_manifest(store_dir, name, {"entries": [*real["entries"], entry]})
+    return plant
+
+
+# Fields read on the entry types that declare them, planted on the others
+ODD_ENTRIES = [
+    ("dir-with-blocks-of-ints", "dir", {"blocks": [1]}),
+    ("dir-with-blocks-a-string", "dir", {"blocks": "xyz"}),
+    ("dir-with-a-numeric-target", "dir", {"target": 5}),
+    ("dir-with-blocks-but-no-size", "dir", {"blocks": [[0, 10, "a" * 64]]}),
+    ("fifo-with-a-string-rdev", "fifo", {"rdev": "x"}),
+    ("symlink-with-blocks", "symlink", {"target": "a.bin", "blocks": [[0, 1 << 40, "a" * 64]]}),
+]
+
+
+@pytest.mark.parametrize("op", ["list", "verify", "restore"])
+@pytest.mark.parametrize("case,kind,fields", ODD_ENTRIES, ids=[c[0] for c in ODD_ENTRIES])
+def test_fields_an_entry_type_does_not_have_are_ignored(ours, tmp_path, case, kind, fields, op):
+    """An entry's unknown fields are dropped when read: only a file's blocks,
+    a link's target and a device's rdev are ever used."""
+    store_dir, url, name = ours
+    entry_with(kind, **fields)(store_dir, name, {})
+    target = tmp_path / "target"
+    out = run(op, f"vfs://{store_dir}" if op == "list" else url, str(target))
+    assert out["ok"], out
+    if op == "list":
+        assert not [row for row in out["result"] if "error" in row], out
+    elif op == "verify":
+        assert out["result"]["ok"], out
+    else:
+        mode = os.lstat(target / "odd").st_mode
+        assert {"dir": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "symlink": stat.S_ISLNK}[kind](mode)
+
+
+def skippable_frame(size: int) -> bytes:
+    """A zstd skippable frame: decoders pass over it; it only adds stored bytes."""
+    return (0x184D2A50).to_bytes(4, "little") + size.to_bytes(4, "little") + bytes(size)
+
+
+def padded_whitespace(d: Path, n: str, b: dict) -> str:
+    """A valid manifest padded to 48 MiB of JSON in a small frame, then 256 KiB
+    that would raise a cap counted on the whole object past those 48 MiB."""
+    text = zstandard.ZstdDecompressor().decompress((d / layout.backup_key("vol1", n)).read_bytes())
+    frame = zstandard.ZstdCompressor(level=3).compress(text + b" " * (48 << 20))
+    return plant_manifest(d, n, raw=frame + skippable_frame(256 << 10))
+
+
+OUR_CASES += [
+    ("manifest-padded-after-its-frame-list", "list", padded_whitespace),
+    ("manifest-padded-after-its-frame-restore", "restore", padded_whitespace),
+    ("real-manifest-then-a-skippable-frame-list", "list",
+     lambda d, n, b: plant_manifest(d, n, raw=(d / layout.backup_key("vol1", n)).read_bytes() + skippable_frame(16))),
+    ("manifest-then-a-second-frame-verify", "verify",
+     lambda d, n, b: plant_manifest(d, n, raw=(d / layout.backup_key("vol1", n)).read_bytes() + zstandard.compress(b"{}"))),
+]
+
+
+def test_a_manifest_of_many_empty_files_stays_within_the_ratio(tmp_path):
+    """Empty files carry no hashes, so their manifest compresses far better than
+    a block map: a real one of 20k files must sit well inside MANIFEST_RATIO and read back."""
+    src = tmp_path / "src"
+    for d in range(20):
+        (src / f"d{d:02d}").mkdir(parents=True)
+        for i in range(1000):
+            path = src / f"d{d:02d}" / f"file{i:05d}.txt"
+            path.touch()
+            os.utime(path, ns=(1_700_000_000_000_000_000,) * 2)
+    result = create_backup(f"vfs://{tmp_path}/store", "vol1", SnapshotSource("s1", str(src)))
+    stored = (tmp_path / "store" / layout.backup_key("vol1", result["name"])).read_bytes()
+    ratio = len(zstandard.ZstdDecompressor().decompress(stored)) / len(stored)
+    assert ratio < limits.MANIFEST_RATIO / 2, ratio
+    doc = manifest.read_backup(open_store(f"vfs://{tmp_path}/store"), "vol1", result["name"])
+    assert len(doc["entries"]) == 20_000 + 21
+
+
 def stored_block_of_3gib(store_dir: Path, name: str) -> str:
     doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
     digest = next(b[2] for e in doc["entries"] for b in e.get("blocks", ()))
@@ -287,6 +370,30 @@ CONVOY_CASES = [
 ]
 
 
+def volume_cfg_size(size: int):
+    def plant(dest: Path, bombs: dict) -> str:
+        key = volume_dir("dmvol") + "volume.cfg"
+        (dest / key).write_text(json.dumps({**json.loads((dest / key).read_text()), "Size": size}))
+        return key
+    return plant
+
+
+def block_beyond_any_file(dest: Path, bombs: dict) -> str:
+    """A listed block at 4 EiB of a volume of unknown size: past what ext4 lets a file reach."""
+    volume_cfg_size(0)(dest, bombs)
+    key = backup_cfg_key("dmvol", DM_BACKUP)
+    cfg = json.loads((dest / key).read_text())
+    cfg["Blocks"] = [{**cfg["Blocks"][0], "Offset": 1 << 62}]
+    (dest / key).write_text(json.dumps(cfg))
+    return key
+
+
+CONVOY_CASES += [
+    ("volume-cfg-size-int64-max-restore-image", "restore-image", volume_cfg_size((1 << 63) - 1)),
+    ("block-at-4EiB-restore-image", "restore-image", block_beyond_any_file),
+]
+
+
 @pytest.mark.parametrize("case,op,plant", CONVOY_CASES, ids=[c[0] for c in CONVOY_CASES])
 def test_hostile_object_in_convoy_format(convoy_store, bombs, tmp_path, case, op, plant):
     named = plant(convoy_store, bombs)
@@ -304,3 +411,77 @@ def test_fixture_blocks_still_read_with_the_bounded_gzip_reader(convoy_store):
     assert out["ok"] and out["result"]["ok"], out
     for blk in convoy_store.rglob("*.blk"):
         assert len(gzip.decompress(blk.read_bytes())) <= 2 << 20
+
+
+VERSIONS = [
+    (0, "damaged"),
+    (-1, "damaged"),
+    ("1", "damaged"),
+    (1.5, "damaged"),
+    (None, "damaged"),
+    (2, "upgrade Convoy"),
+]
+
+
+@pytest.mark.parametrize("version,says", VERSIONS, ids=[repr(v[0]) for v in VERSIONS])
+def test_a_manifest_version_says_upgrade_only_when_it_is_newer(ours, version, says):
+    """Only a newer version is fixed by upgrading; anything else is damage,
+    and the message says what to do about it."""
+    store_dir, _url, name = ours
+    key = plant_manifest(store_dir, name, {"version": version})
+    seen = what_the_user_sees("list", run("list", f"vfs://{store_dir}"))
+    assert key in seen and says in seen, seen
+    if says == "damaged":
+        assert "upgrade" not in seen and "restore this object from a copy or delete the backup" in seen, seen
+
+
+def test_an_expired_lock_file_carrying_a_live_locks_id_deletes_only_itself(tmp_path):
+    """Clean-up deletes the lock object it read: a crafted (or copied) expired
+    lock that names a live lock's id must not remove that live lock."""
+    store = open_store(f"vfs://{tmp_path}/store")
+    manifest.ensure_config(store)
+    with StoreLock(store, "shared", "backup of vol1") as live:
+        forged = dict(live.info.__dict__, expires_at=1.0)
+        store.put(layout.lock_key("forged"), json.dumps(forged).encode())
+        assert remove_expired_locks(store) == 1
+        assert sorted(store.list(layout.LOCKS)) == [live.key]
+
+
+def _file_entry(path: str, size: int, blocks: list) -> dict:
+    return {"path": path, "type": "file", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size, "blocks": blocks}
+
+
+def test_verify_checks_a_digest_at_each_length_it_is_used_with(ours, tmp_path):
+    """The same digest listed with another length elsewhere cannot decode to
+    both: verify must not call intact what restore then fails on."""
+    store_dir, url, name = ours
+    doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+    _offset, length, digest = next(b for e in doc["entries"] for b in e.get("blocks", ()))
+    plant_manifest(store_dir, name, {"entries": [*doc["entries"], _file_entry("short", length - 1, [[0, length - 1, digest]])]})
+    seen = what_the_user_sees("verify", run("verify", url))
+    assert "1 corrupted block(s)" in seen and "short" in seen, seen
+    restore = run("restore", url, str(tmp_path / "target"))
+    assert not restore["ok"] and digest in restore["message"], restore
+
+
+def test_verify_lists_each_file_of_a_block_once(ours):
+    """A file of a thousand copies of one block names the file once, not a thousand times."""
+    store_dir, url, name = ours
+    doc = manifest.read_backup(open_store(f"vfs://{store_dir}"), "vol1", name)
+    _offset, length, digest = next(b for e in doc["entries"] for b in e.get("blocks", ()))
+    copies = [[i * length, length, digest] for i in range(1000)]
+    plant_manifest(store_dir, name, {"entries": [*doc["entries"], _file_entry("zeros", 1000 * length, copies)]})
+    (store_dir / layout.block_key(digest)).unlink()
+    out = run("verify", url)
+    [missing] = out["result"]["missing"]
+    assert sorted(missing["files"]) == sorted({e["path"] for e in doc["entries"] if any(b[2] == digest for b in e.get("blocks", ()))} | {"zeros"}), missing
+
+
+def test_an_image_backup_larger_than_any_file_is_refused_naming_it(ours, tmp_path):
+    """An image manifest may claim any size up to 2**63-1; ext4 refuses such a
+    file (EFBIG), which must read as a refusal, not an internal error."""
+    store_dir, url, name = ours
+    plant_manifest(store_dir, name, {"source": "image", "entries": [_file_entry("image", (1 << 63) - 1, [])]})
+    out = run("restore-image", url, str(tmp_path / "image"))
+    assert not out["ok"] and out["kind"] != "internal", out
+    assert name in out["message"] and "more than the file system" in out["message"], out

@@ -133,3 +133,62 @@ def test_a_vfs_object_that_is_not_a_regular_file_is_refused_at_once(tmp_path, ki
         with pytest.raises(Conflict, match="blocks/ab/x.*(not a regular file|symbolic link)"):
             read()
     s.close()
+
+
+class _FailingBody:
+    """A GET body that fails mid-read, as a dropped or stalled connection does."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def read(self, amt=None):
+        raise self.error
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _transport_errors():
+    import botocore.exceptions as bex
+
+    return {
+        "read-timeout": bex.ReadTimeoutError(endpoint_url="http://s3.example:9000"),  # an OSError too
+        "connection-reset": bex.ResponseStreamingError(error="Connection reset by peer"),
+    }
+
+
+@pytest.mark.parametrize("op", ["verify", "restore"])
+@pytest.mark.parametrize("error", list(_transport_errors()))
+def test_a_convoy_archive_that_fails_to_download_is_unavailable_not_damaged(s3_endpoint, s3_bucket, tmp_path, monkeypatch, error, op):
+    """A network failure while streaming an archive says the store could not be
+    read (retry), never that the backup is damaged, and never an internal error."""
+    from app.backup import legacy_convoy
+    from tests.backup.test_hostile_restore import convoy_backup, t_file
+
+    convoy_backup(tmp_path / "src", [t_file("f", b"data")])
+    store = open_store(f"s3://{s3_bucket}@us-east-1/p", s3_endpoint=s3_endpoint)
+    for path in (tmp_path / "src").rglob("*"):
+        if path.is_file():
+            store.put(str(path.relative_to(tmp_path / "src")), path.read_bytes())
+    real_get = store.client.get_object
+
+    def get_object(**kw):
+        response = real_get(**kw)
+        if kw["Key"].endswith(".bak"):
+            response["Body"] = _FailingBody(_transport_errors()[error])
+        return response
+
+    monkeypatch.setattr(store.client, "get_object", get_object)
+    with pytest.raises(Unavailable) as err:
+        if op == "verify":
+            legacy_convoy.verify_archive(store, "hostile", "backup-1")
+        else:
+            legacy_convoy.restore_archive(store, "hostile", "backup-1", str(tmp_path / "target"))
+    assert "damaged" not in str(err.value) and "S3" in str(err.value) and ".bak" in str(err.value), err.value
+    store.close()

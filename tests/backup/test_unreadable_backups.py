@@ -75,7 +75,7 @@ DAMAGES = [
     ("not-zstd", lambda doc: b"garbage", "cannot be decompressed"),
     ("not-json", lambda doc: zst("{nope"), "not JSON"),
     ("version-a-string", altered(lambda d: d.update(version="1")),
-     "format version '1' is not a number; this Convoy reads format versions up to 1"),
+     "format version '1' is not an integer; the store is damaged"),
     ("version-newer", altered(lambda d: d.update(version=2, entries="new layout")), "upgrade Convoy"),
     ("entries-missing", altered(lambda d: d.pop("entries")), "entries: Field required"),
     ("entries-wrong-type", altered(lambda d: d.update(entries={"a": 1})), "entries: Input should be a valid list"),
@@ -208,7 +208,7 @@ def test_a_malformed_lock_record_is_ignored(populated, case, text):
 CONFIG_DAMAGES = [
     ("block-size-1TiB", {"block_size": 1 << 40}, "block_size"),
     ("block-size-a-string", {"block_size": "1048576"}, "block_size"),
-    ("version-a-string", {"version": "1"}, "format version '1' is not a number"),
+    ("version-a-string", {"version": "1"}, "format version '1' is not an integer; the store is damaged"),
     ("not-a-store-config", {"format": "something-else"}, "is not a Convoy store config"),
 ]
 
@@ -249,3 +249,31 @@ def manifest_store(store_dir: Path):
     from app.backup.objectstore import open_store
 
     return open_store(f"vfs://{store_dir}")
+
+
+# (id, fields added to a manifest as JSON text, what inspect shows of them)
+EXTRAS = [
+    ("nested-900-deep", '"x": ' + "[" * 900 + "]" * 900, {"x": "absent"}),
+    ("a-flat-object", '"x": {"a": 1}, "note": "kept"', {"x": {"a": 1}, "note": "kept"}),
+    ("a-nested-object", '"x": {"a": {"b": 1}}, "y": [1]', {"x": "absent", "y": "absent"}),
+    ("names-the-listing-uses", '"url": "vfs:///elsewhere", "error": "fake"', {"error": "absent"}),
+    ("scalars", '"writer": "other-tool", "level": 3, "flag": true, "none": null',
+     {"writer": "other-tool", "level": 3, "flag": True, "none": None}),
+]
+
+
+@pytest.mark.parametrize("case,extras,shown", EXTRAS, ids=[e[0] for e in EXTRAS])
+def test_a_manifests_unknown_fields_are_shown_only_when_flat(populated, case, extras, shown):
+    """`backup list`/`inspect` show what another writer added, but only plain
+    values or flat objects of them: a deeply nested one broke the encoding
+    of the response."""
+    daemon, store_dir, store, urls = populated
+    key = layout.backup_key("vol2", name_of(urls[2]))
+    text = zstandard.ZstdDecompressor().decompress((store_dir / key).read_bytes()).decode()
+    (store_dir / key).write_bytes(zst(text[:-1] + ", " + extras + "}"))
+    rows = {row["url"]: row for row in cli_json(daemon, "backup", "list", store)}
+    assert "error" not in rows[urls[2]] and rows[urls[2]]["volume"] == "vol2"
+    inspected = cli_json(daemon, "backup", "inspect", urls[2])
+    assert inspected["url"] == urls[2]
+    assert {k: inspected.get(k, "absent") for k in shown} == shown
+    assert "Traceback" not in daemon.log_text()

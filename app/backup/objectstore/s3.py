@@ -16,8 +16,8 @@ answer. AWS_MAX_ATTEMPTS, the standard AWS setting, changes the attempts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, Self
 
 from app.errors import InvalidInput, NotFound, Unavailable
 
@@ -154,7 +154,7 @@ class S3Store(ObjectStore):
         return data
 
     def open(self, key: str) -> BinaryIO:
-        return self._get_object(key)["Body"]
+        return _Body(self._get_object(key)["Body"], lambda e: self._error(e, f"read {key}"))  # type: ignore[return-value]
 
     def _get_object(self, key: str) -> dict:
         try:
@@ -215,3 +215,28 @@ class S3Store(ObjectStore):
             self.client.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+class _Body:
+    """A GET's body whose read failures are the store's errors: a timeout or a
+    dropped connection mid-read is Unavailable (retry), not an OSError a
+    reader would take for a damaged object, nor a botocore error it does not know."""
+
+    def __init__(self, body, error: Callable[[Exception], Exception]):
+        self._body = body
+        self._error = error
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as e:  # noqa: BLE001 - mapped to user errors
+            raise self._error(e) from None
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
