@@ -122,3 +122,19 @@ class Daemon:
         for point in sorted(mounted_points(), reverse=True):
             if point.startswith(prefix):
                 subprocess.run(["umount", "-l", point], check=False)
+
+
+def in_process_service(base: Path):
+    """A VolumeService on a VFS driver in this process, for tests that make one step fail
+    (monkeypatch) where a real daemon could not be steered: (service, driver, catalog, settings)."""
+    from app.catalog import Catalog
+    from app.service import VolumeService
+    from app.settings import load_settings
+    from app.storage.registry import build_driver
+
+    settings = load_settings(root=str(base / "root"), mount_root=str(base / "mounts"), env={})
+    catalog = Catalog(settings.root / "catalog.db")
+    driver = build_driver("vfs", {}, settings.root)
+    service = VolumeService(settings, {"vfs": driver}, catalog)
+    service.start()
+    return service, driver, catalog, settings

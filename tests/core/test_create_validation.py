@@ -10,11 +10,8 @@ import sqlite3
 
 import pytest
 
-from app.catalog import Catalog
 from app.errors import ConvoyError
-from app.service import VolumeService
-from app.settings import load_settings
-from app.storage.registry import build_driver
+from tests.daemon_harness import in_process_service
 
 pytestmark = pytest.mark.needs_root
 
@@ -87,11 +84,7 @@ def test_a_create_whose_shared_record_cannot_be_written_leaves_no_directory(daem
 
 
 def test_a_failed_catalog_insert_undoes_the_driver_work(tmp_path, monkeypatch):
-    settings = load_settings(root=str(tmp_path / "root"), mount_root=str(tmp_path / "mounts"), env={})
-    catalog = Catalog(settings.root / "catalog.db")
-    driver = build_driver("vfs", {}, settings.root)
-    service = VolumeService(settings, {"vfs": driver}, catalog)
-    service.start()
+    service, driver, catalog, _settings = in_process_service(tmp_path)
 
     def fail(record):
         raise sqlite3.OperationalError("disk I/O error")
@@ -111,11 +104,7 @@ def test_a_failed_catalog_insert_undoes_the_driver_work(tmp_path, monkeypatch):
 @pytest.mark.parametrize("size", [1 << 63, 0, -1, 1.5, "1G", True])
 def test_a_restore_with_an_out_of_range_size_from_its_backup_creates_nothing(tmp_path, size):
     """A restore takes the size from the backup's manifest when the user gives none: checked too."""
-    settings = load_settings(root=str(tmp_path / "root"), mount_root=str(tmp_path / "mounts"), env={})
-    catalog = Catalog(settings.root / "catalog.db")
-    driver = build_driver("vfs", {}, settings.root)
-    service = VolumeService(settings, {"vfs": driver}, catalog)
-    service.start()
+    service, driver, catalog, _settings = in_process_service(tmp_path)
     with pytest.raises(ConvoyError, match="is out of range"):
         service.create_for_restore("vol1", "vfs", size, {}, "vfs:///store?backup=b&volume=v")
     assert not (driver.path / "vol1").exists() and catalog.all() == []

@@ -120,15 +120,9 @@ def test_a_failed_reference_write_leaves_neither_the_volume_nor_the_extra_place_
     """The bind at --mountpoint is outside the mount root: start-up reconciliation would never find it."""
     import sqlite3
 
-    from app.catalog import Catalog
-    from app.service import VolumeService
-    from app.settings import load_settings
-    from app.storage.registry import build_driver
+    from tests.daemon_harness import in_process_service
 
-    settings = load_settings(root=str(tmp_path / "root"), mount_root=str(tmp_path / "mounts"), env={})
-    catalog = Catalog(settings.root / "catalog.db")
-    service = VolumeService(settings, {"vfs": build_driver("vfs", {}, settings.root)}, catalog)
-    service.start()
+    service, _driver, catalog, settings = in_process_service(tmp_path)
     service.create("vol1")
     place = tmp_path / "place"
 
