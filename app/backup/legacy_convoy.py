@@ -281,9 +281,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
                         _restore_member(out, archive, member, dirs, progress)
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
                 raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
-        # deepest first, so restoring a child never changes a parent's mtime again
-        for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
-            out.set_metadata(entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
+        out.finish_dirs(dirs)
     make_durable(target)
     progress.done_bytes = progress.total_bytes
     progress.finish()

@@ -207,15 +207,11 @@ def restore_tree(
         with RestoreTarget(target, what) as out:
             _create_entries(out, entries, store, progress, workers)
             progress.check("the restore")
-            # metadata after data; directories deepest first so their mtimes stick
-            dirs = []
+            # metadata after data; directories last (hard links share their file's)
             for entry in entries:
-                if entry["type"] == "dir":
-                    dirs.append(entry)
-                elif entry["type"] != "hardlink":
+                if entry["type"] not in ("dir", "hardlink"):
                     _set_metadata(out, entry)
-            for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
-                _set_metadata(out, entry)
+            out.finish_dirs([entry for entry in entries if entry["type"] == "dir"])
         make_durable(target)
         progress.finish()
         return manifest.summary(doc)

@@ -293,6 +293,12 @@ class RestoreTarget:
 
     # -- metadata -------------------------------------------------------------------------
 
+    def finish_dirs(self, dirs: list[dict]) -> None:
+        """Directories' metadata, after everything inside them exists, deepest first:
+        restoring a child never changes a parent's mtime again."""
+        for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
+            self.set_metadata(entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs"))
+
     def set_metadata(self, path: str, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, xattr_values=None) -> None:
         """Owner, extended attributes, mode and mtime of an entry created before (not a hard link)."""
         with self.failures(path):
