@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from app.errors import Conflict, NotFound
+from app.fs import fiemap, sparse
 
-from . import blocks, fiemap, layout, manifest, sparse, tree
+from . import blocks, layout, manifest, tree
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .pipeline import BoundedPool

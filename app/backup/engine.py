@@ -13,7 +13,8 @@ from collections.abc import Callable
 from app.errors import Conflict, NotFound
 
 from . import image, legacy_convoy, manifest
-from .backup import SnapshotSource, create_backup as _create_backup
+from .backup import SnapshotSource
+from .backup import create_backup as _create_backup
 from .delete import collect_garbage as _collect_garbage
 from .delete import delete_backup as _delete_backup
 from .objectstore import ObjectStore, open_store

@@ -25,8 +25,8 @@ from app.errors import Conflict, NotFound, Unavailable
 from app.validation import parse_json
 
 from . import layout, limits
-from .schemas import LockDoc
 from .objectstore import ObjectStore
+from .schemas import LockDoc
 
 log = logging.getLogger(__name__)
 

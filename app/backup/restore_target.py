@@ -28,9 +28,8 @@ from contextlib import contextmanager
 from typing import Self
 
 from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable
-from app.fsutil import sync_filesystem
-
-from . import xattrs
+from app.fs import xattrs
+from app.fs.sync import sync_filesystem
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}

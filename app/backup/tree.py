@@ -14,9 +14,9 @@ import stat
 from collections.abc import Iterator
 
 from app.errors import Conflict, InvalidInput, NotFound
+from app.fs import xattrs
 from app.validation import validate
 
-from . import xattrs
 from .schemas import INT64_MAX, Entry
 
 MAX_FILE_SIZE = INT64_MAX  # off_t: the largest size a Linux file can have

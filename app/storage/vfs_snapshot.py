@@ -20,8 +20,8 @@ import os
 import shutil
 import stat
 
-from app.backup import xattrs
 from app.errors import Conflict
+from app.fs import xattrs
 from app.storage.nofollow import proc_path
 
 FICLONE = 0x40049409
@@ -45,7 +45,7 @@ def _clone_or_copy(sfd: int, dfd: int, st: os.stat_result, state: dict) -> None:
 
 
 def _copy_sparse(sfd: int, dfd: int, size: int) -> None:
-    from app.backup.sparse import data_ranges
+    from app.fs.sparse import data_ranges
 
     os.ftruncate(dfd, size)
     for start, end in data_ranges(sfd, size):
