@@ -7,7 +7,8 @@
 #   BASE           base image for the rootfs (default python:3.11-slim-bookworm).
 #                  When it is neither present nor pullable, a Debian base is made
 #                  offline with debootstrap + docker import (ci/make-base-image.sh)
-#                  and tagged $FALLBACK_BASE (default convoy-base:bookworm).
+#                  and tagged $FALLBACK_BASE (default convoy-base:bookworm-HASH, HASH
+#                  of plugin/packages.txt: a base made before the list changed is not reused).
 #   PYTHON         host Python with pip, used to make the wheelhouse (default:
 #                  .venv/bin/python if present, else python3)
 #   DOCKER         docker CLI (default docker; honours DOCKER_HOST)
@@ -20,7 +21,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 DOCKER=${DOCKER:-docker}
 BASE=${BASE:-python:3.11-slim-bookworm}
-FALLBACK_BASE=${FALLBACK_BASE:-convoy-base:bookworm}
+# Debian packages the rootfs needs besides python3 (plugin/packages.txt, comments dropped).
+packages=$(sed -e 's/#.*//' "$here/packages.txt" | xargs)
+FALLBACK_BASE=${FALLBACK_BASE:-convoy-base:bookworm-$(echo "$packages" | sha256sum | cut -c1-8)}
 BUILD_DIR=${BUILD_DIR:-$here/build}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$root/.venv/bin/python" ]; then PYTHON=$root/.venv/bin/python; else PYTHON=python3; fi
@@ -61,7 +64,7 @@ log "wheelhouse: $(ls "$ctx/wheels" | wc -l) wheels, $(du -sh "$ctx/wheels" | cu
 
 # 3. The rootfs: build the image, export a container's file system.
 img=convoy-plugin-rootfs:build
-DOCKER_BUILDKIT=0 $DOCKER build -q --build-arg "BASE=$BASE" -t "$img" "$ctx" >/dev/null
+DOCKER_BUILDKIT=0 $DOCKER build -q --build-arg "BASE=$BASE" --build-arg "PACKAGES=$packages" -t "$img" "$ctx" >/dev/null
 bundle=$BUILD_DIR/bundle
 rm -rf "$bundle"; mkdir -p "$bundle/rootfs"
 cid=$($DOCKER create "$img")
