@@ -10,19 +10,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
-from app.backup import engine
-from app.backup.backup import SnapshotSource
 from app.backup.progress import Progress
 from app.backup.urls import BackupURL, parse_backup_url, parse_store_url
-from app.errors import Conflict, ConvoyError, Unavailable, error_from
+from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable, error_from
+from app.fs import filesystems, image_tree
 from app.jobs import Job, JobRunner
-from app.service import RESTORE_REF, VolumeService
+from app.private_dirs import make_private
+from app.service import RESTORE_REF, RESTORE_SCRATCH, VolumeService
 from app.snapshot_service import SnapshotService
+from app.storage.driver import SnapshotKind
+from app.units import format_size
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,52 +63,101 @@ class BackupService:
     # backups
 
     def create(self, snapshot: str, dest: str, s3_endpoint: str | None = None, name: str | None = None) -> Job:
+        """Back up a snapshot: a tree backup of a directory snapshot, an image backup of a block one."""
         parse_store_url(dest)
         record = self.snapshots.require(snapshot)
         volume = self.volumes.require(record.volume)
         endpoint = self._endpoint(s3_endpoint)
+        kind = self.volumes.driver(volume.driver).capabilities.snapshots
+        make = self._image_backup if kind is SnapshotKind.BLOCK else self._tree_backup
+        return self.jobs.submit(
+            "backup",
+            f"backup of snapshot {snapshot} to {dest}",
+            lambda progress: make(snapshot, dest, endpoint, name, progress),
+        )
 
-        def work(progress: Progress) -> dict:
-            with ExitStack() as held:
-                snap, directory = held.enter_context(self.snapshots.reading(snapshot))
+    def _tree_backup(self, snapshot: str, dest: str, endpoint: str | None, name: str | None, progress: Progress) -> dict:
+        from app.backup import engine
+        from app.backup.backup import SnapshotSource
 
-                def find_snapshot(previous: str) -> SnapshotSource | None:
-                    """The last backup's snapshot, held open like this one, when it is still here.
+        with ExitStack() as held:
+            snap, directory = held.enter_context(self.snapshots.reading_tree(snapshot))
+            volume = self.volumes.require(snap.volume)
 
-                    Its reflinked files let the engine read only the ranges that changed.
-                    """
-                    try:
-                        record, path = held.enter_context(self.snapshots.reading(previous, volume=snap.volume))
-                    except ConvoyError:
-                        return None  # deleted since, or of another volume
-                    return SnapshotSource(record.name, str(path), record.created_at)
+            def find_snapshot(previous: str) -> SnapshotSource | None:
+                """The last backup's snapshot, held open like this one, when it is still here.
 
-                return engine.create_backup(
-                    dest,
-                    snap.volume,
-                    SnapshotSource(snap.name, str(directory), snap.created_at),
-                    s3_endpoint=endpoint,
-                    backup_name=name,
-                    find_snapshot=find_snapshot,
-                    volume_size=volume.size,
-                    driver=volume.driver,
-                    progress=progress,
-                )
+                Its reflinked files let the engine read only the ranges that changed.
+                """
+                try:
+                    record, path = held.enter_context(self.snapshots.reading_tree(previous, volume=snap.volume))
+                except ConvoyError:
+                    return None  # deleted since, or of another volume
+                return SnapshotSource(record.name, str(path), record.created_at)
 
-        return self.jobs.submit("backup", f"backup of snapshot {snapshot} to {dest}", work)
+            return engine.create_backup(
+                dest,
+                snap.volume,
+                SnapshotSource(snap.name, str(directory), snap.created_at),
+                s3_endpoint=endpoint,
+                backup_name=name,
+                find_snapshot=find_snapshot,
+                volume_size=volume.size,
+                driver=volume.driver,
+                progress=progress,
+            )
+
+    def _image_backup(self, snapshot: str, dest: str, endpoint: str | None, name: str | None, progress: Progress) -> dict:
+        """Read the snapshot block by block; only the ranges changed since the last backup's snapshot when known."""
+        from app.backup import engine
+
+        with ExitStack() as held:
+            snap, volume, driver = held.enter_context(self.snapshots.held(snapshot))
+            since = None
+            previous = engine.last_backup_snapshot(dest, volume.name, s3_endpoint=endpoint)
+            if previous and previous != snap.name:
+                try:
+                    earlier, _, _ = held.enter_context(self.snapshots.held(previous, volume=volume.name))
+                    since = earlier.ref(volume)
+                except ConvoyError:
+                    pass  # deleted since: a full read of the data ranges
+            source = held.enter_context(driver.open_block_snapshot(snap.ref(volume), since))
+            return engine.create_image_backup(
+                dest,
+                volume.name,
+                snap.name,
+                source.path,
+                s3_endpoint=endpoint,
+                snapshot_created_at=snap.created_at,
+                backup_name=name,
+                data_ranges=source.data_ranges,
+                changed_ranges=source.changed_ranges,
+                previous_snapshot=source.changed_since,
+                volume_size=volume.size,
+                driver=volume.driver,
+                progress=progress,
+            )
 
     def list(self, dest: str, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
+        from app.backup import engine
+
         return engine.list_backups(dest, volume=volume, s3_endpoint=self._endpoint(s3_endpoint))
 
     def inspect(self, url: str, s3_endpoint: str | None = None) -> dict:
+        from app.backup import engine
+
         return engine.inspect_backup(url, s3_endpoint=self._endpoint(s3_endpoint))
 
     def delete(self, url: str, s3_endpoint: str | None = None) -> Job:
+        from app.backup import engine
+
         parse_backup_url(url)
         endpoint = self._endpoint(s3_endpoint)
         return self.jobs.submit("delete", f"delete of {url}", lambda progress: engine.delete_backup(url, s3_endpoint=endpoint))
 
     def verify(self, url: str, s3_endpoint: str | None = None) -> Job:
+        from app.backup import engine
+
         parse_backup_url(url)
         endpoint = self._endpoint(s3_endpoint)
         return self.jobs.submit(
@@ -116,6 +168,8 @@ class BackupService:
 
     def restore(self, name: str, url: str, options: dict | None = None, s3_endpoint: str | None = None) -> Job:
         """Create volume `name` from a backup. The volume is usable when the job is done."""
+        from app.backup import engine
+
         request = self._check_restore(name, url, options, s3_endpoint)
         summary = engine.inspect_backup(url, s3_endpoint=request.endpoint)  # fails now, not in the job, when it is missing
         return self._start_restore(request, summary, for_docker=False)
@@ -130,22 +184,24 @@ class BackupService:
     def _start_restore(self, request: _RestoreRequest, summary: dict, *, for_docker: bool) -> Job:
         """Create the volume, marked as being restored, and start the job that fills it."""
         name, url, endpoint = request.name, request.url, request.endpoint
-        size = request.size or summary.get("volume_size")
+        image = _is_image(summary)
+        backup_size = summary.get("volume_size")
+        if image and request.size and isinstance(backup_size, int) and request.size < backup_size:
+            raise InvalidInput(
+                f"size {format_size(request.size)} is smaller than the backed-up volume ({format_size(backup_size)}): "
+                "give at least that size, or none"
+            )
+        size = request.size or backup_size
         self.volumes.create_for_restore(name, request.driver, size, request.options, str(request.parsed))
+        fill = self._fill_from_image if image else self._fill_from_tree
 
         def work(progress: Progress) -> dict:
             try:
-                target = self.volumes.mount(name, RESTORE_REF)
-                try:
-                    if os.listdir(target):
-                        raise Conflict(f"the storage of volume {name} already holds data; restore into a new name")
-                    result = engine.restore_backup(url, target, s3_endpoint=endpoint, progress=progress)
-                finally:
-                    self.volumes.unmount(name, RESTORE_REF)
+                details, result = fill(name, url, endpoint, progress)
             except BaseException:
                 self._abandon(name)
                 raise
-            self.volumes.finish_restore(name)
+            self.volumes.finish_restore(name, details)
             return {"volume": name, **result}
 
         job = self.jobs.submit("restore", f"restore of {request.parsed} into volume {name}", work)
@@ -153,6 +209,60 @@ class BackupService:
             self._restores = {k: v for k, v in self._restores.items() if v[1].state == "running"}
             self._restores[name] = (str(request.parsed), job, for_docker)
         return job
+
+    def _fill_from_tree(self, name: str, url: str, endpoint: str | None, progress: Progress) -> tuple[None, dict]:
+        """A tree backup, into any volume: mounted (a blank block volume gets its file system), then restored."""
+        from app.backup import engine
+
+        with self._restore_mount(name) as target:
+            return None, engine.restore_backup(url, str(target), s3_endpoint=endpoint, progress=progress)
+
+    def _fill_from_image(
+        self, name: str, url: str, endpoint: str | None, progress: Progress
+    ) -> tuple[dict[str, Any] | None, dict]:
+        """An image backup: streamed block by block onto a block volume's device, or, for a
+        directory volume, restored to a scratch image whose files are then copied in."""
+        from app.backup import engine
+
+        record = self.volumes.require(name)
+        driver = self.volumes.driver(record.driver)
+        if driver.capabilities.snapshots is SnapshotKind.BLOCK:
+            results: dict = {}
+
+            def write(device: str) -> int:
+                if filesystems.probe(device) is not None:
+                    raise Conflict(f"the storage of volume {name} already holds a file system; restore into a new name")
+                results.update(engine.restore_image(url, device, s3_endpoint=endpoint, progress=progress))
+                return int(results.get("image_size") or 0)
+
+            return driver.write_image(record.ref(), write), results
+        scratch = self.volumes.settings.root / RESTORE_SCRATCH / name
+        make_private(scratch.parent)
+        image_tree.clean_scratch(scratch)
+        make_private(scratch)
+        try:
+            result = engine.restore_image(url, str(scratch / "image"), s3_endpoint=endpoint, progress=progress)
+            with self._restore_mount(name) as target:
+                with image_tree.mounted_read_only(scratch / "image", scratch / "tree") as tree:
+                    progress.check("the restore")
+                    image_tree.copy_tree(tree, target)
+        finally:
+            image_tree.clean_scratch(scratch)
+        return None, result
+
+    @contextmanager
+    def _restore_mount(self, name: str) -> Iterator[Path]:
+        """The new volume mounted for the restore to write into; it must be empty."""
+        target = Path(self.volumes.mount(name, RESTORE_REF))
+        try:
+            if os.listdir(target) == ["lost+found"]:
+                with suppress(OSError):  # mkfs.ext4's own, empty: the backup's tree is restored as it was
+                    (target / "lost+found").rmdir()
+            if os.listdir(target):
+                raise Conflict(f"the storage of volume {name} already holds data; restore into a new name")
+            yield target
+        finally:
+            self.volumes.unmount(name, RESTORE_REF)
 
     def _abandon(self, name: str) -> None:
         """Remove a volume whose restore failed; an adopted directory keeps its data."""
@@ -176,12 +286,12 @@ class BackupService:
         existing = self.volumes.catalog.get(name)
         if running and running[0] == url and running[1].state == "running" and running[2]:
             job = running[1]  # Docker retried the create: join the restore under way
-        elif existing is not None and existing.details.get("restore_pending"):
+        elif existing is not None and existing.restoring_from:
             # another restore (the CLI's, or one from another URL): Docker must neither report it
             # done nor cancel it at its deadline
             job_hint = f" (job {running[1].id})" if running and running[1].state == "running" else ""
             raise Conflict(
-                f"volume {name} is still being restored from {existing.details['restore_pending']}{job_hint}; "
+                f"volume {name} is still being restored from {existing.restoring_from}{job_hint}; "
                 f"wait until `convoy inspect {name}` shows it ready, then create or use it again"
             )
         elif existing is not None and existing.options.get("backup") == url:
@@ -192,6 +302,8 @@ class BackupService:
                 f"or remove it first with `docker volume rm {name}`"
             )
         else:
+            from app.backup import engine
+
             request = self._check_restore(name, url, options, None)
             summary = _within(timeout, lambda: engine.inspect_backup(url, s3_endpoint=request.endpoint))
             if summary is None:
@@ -239,3 +351,8 @@ def _within(seconds: float, call: Callable[[], T]) -> T | None:
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["result"]  # type: ignore[return-value]
+
+
+def _is_image(summary: dict) -> bool:
+    """Whether a backup holds a block image (ours, or Convoy's device-mapper blocks) rather than files."""
+    return summary.get("source") in ("image", "blocks")

@@ -12,8 +12,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+from app.storage.driver import SnapshotRef, VolumeRef
+
+T = TypeVar("T")
+VOLUME_COLUMNS = "name, driver, size, created_at, options, details, restoring_from, adopted"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
@@ -22,7 +29,9 @@ CREATE TABLE IF NOT EXISTS volumes (
     size INTEGER,
     created_at TEXT NOT NULL,
     options TEXT NOT NULL,
-    details TEXT NOT NULL
+    details TEXT NOT NULL,
+    restoring_from TEXT,
+    adopted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS mount_refs (
     volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
@@ -47,7 +56,15 @@ class VolumeRecord:
     size: int | None
     created_at: str
     options: dict[str, str] = field(default_factory=dict)
-    details: dict = field(default_factory=dict)
+    #: the driver's own record of the volume, which only the driver reads
+    details: dict[str, Any] = field(default_factory=dict)
+    #: the service's state: the backup URL while a restore fills the volume
+    restoring_from: str | None = None
+    #: the storage existed before convoy created the volume: a failed restore keeps it
+    adopted: bool = False
+
+    def ref(self) -> VolumeRef:
+        return VolumeRef(self.name, self.size, self.details)
 
 
 @dataclass(frozen=True)
@@ -68,12 +85,33 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Catalogs written before the service's state had columns kept it in the driver's details."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(volumes)")}
+        if "restoring_from" in columns:
+            return
+
+        def move_state(db: sqlite3.Connection) -> None:
+            db.execute("ALTER TABLE volumes ADD COLUMN restoring_from TEXT")
+            db.execute("ALTER TABLE volumes ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0")
+            for name, details_json in db.execute("SELECT name, details FROM volumes").fetchall():
+                details = json.loads(details_json)
+                restoring_from = details.pop("restore_pending", None)
+                adopted = bool(details.pop("adopted", False))
+                db.execute(
+                    "UPDATE volumes SET details=?, restoring_from=?, adopted=? WHERE name=?",
+                    (json.dumps(details), restoring_from, int(adopted), name),
+                )
+
+        self._tx(move_state)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _tx(self, fn):
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -89,14 +127,14 @@ class Catalog:
     def get(self, name: str) -> VolumeRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT name, driver, size, created_at, options, details FROM volumes WHERE name=?", (name,)
+                f"SELECT {VOLUME_COLUMNS} FROM volumes WHERE name=?", (name,)
             ).fetchone()
         return _record(row) if row else None
 
     def all(self) -> list[VolumeRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, driver, size, created_at, options, details FROM volumes ORDER BY name"
+                f"SELECT {VOLUME_COLUMNS} FROM volumes ORDER BY name"
             ).fetchall()
         return [_record(row) for row in rows]
 
@@ -104,9 +142,10 @@ class Catalog:
         """Insert or replace a volume record (its mount references stay)."""
         self._tx(
             lambda db: db.execute(
-                "INSERT INTO volumes(name, driver, size, created_at, options, details) VALUES (?,?,?,?,?,?) "
+                f"INSERT INTO volumes({VOLUME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(name) DO UPDATE SET driver=excluded.driver, size=excluded.size, "
-                "created_at=excluded.created_at, options=excluded.options, details=excluded.details",
+                "created_at=excluded.created_at, options=excluded.options, details=excluded.details, "
+                "restoring_from=excluded.restoring_from, adopted=excluded.adopted",
                 (
                     record.name,
                     record.driver,
@@ -114,6 +153,8 @@ class Catalog:
                     record.created_at,
                     json.dumps(record.options),
                     json.dumps(record.details),
+                    record.restoring_from,
+                    int(record.adopted),
                 ),
             )
         )
@@ -187,9 +228,14 @@ class SnapshotRecord:
     name: str
     volume: str
     created_at: str
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def ref(self, volume: VolumeRecord) -> SnapshotRef:
+        return SnapshotRef(volume.ref(), self.name, self.details)
 
 
-def _record(row) -> VolumeRecord:
-    name, driver, size, created_at, options, details = row
-    return VolumeRecord(name, driver, size, created_at, json.loads(options), json.loads(details))
+def _record(row: tuple[Any, ...]) -> VolumeRecord:
+    name, driver, size, created_at, options, details, restoring_from, adopted = row
+    return VolumeRecord(
+        name, driver, size, created_at, json.loads(options), json.loads(details), restoring_from, bool(adopted)
+    )

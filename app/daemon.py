@@ -91,7 +91,7 @@ def check_volumes_reachable(catalog: Catalog, drivers: dict) -> None:
     """Stop the start when a changed setting would hide existing volumes."""
     problems = []
     for record in catalog.all():
-        problem = drivers[record.driver].settings_problem(record.name, record.details)
+        problem = drivers[record.driver].settings_problem(record.ref())
         if problem:
             problems.append(problem)
     if problems:

@@ -15,14 +15,17 @@ from collections import defaultdict
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from app import mounts
 from app.catalog import Catalog, VolumeRecord
 from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.fs import image_tree
 from app.names import check_volume_name
 from app.private_dirs import make_private
 from app.settings import Settings
-from app.storage.driver import StorageDriver, VolumeSpec
+from app.shared_volumes import SharedVolumeCache
+from app.storage.driver import SharedVolume, StorageDriver, VolumeSpec
 from app.units import MAX_SIZE, format_size, parse_size
 from app.validation import validate
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CLI_REF_PREFIX = "convoy-cli"  # mount references taken by `convoy mount`
 RESTORE_REF = "convoy-restore"  # the mount reference a restore writes through
+RESTORE_SCRATCH = "restore-scratch"  # below the root: where an image backup is read as files
 READY_TIMEOUT = 90.0  # seconds a mount waits for start-up recovery to finish
 BASE_OPTIONS = {
     "size": "volume size, e.g. 10G",
@@ -52,6 +56,12 @@ class VolumeService:
         self._locks_guard = threading.Lock()
         self._ready = threading.Event()
         self._driver_errors: dict[str, str] = {}
+        self.shared = SharedVolumeCache(self._started_drivers, settings.shared_refresh)
+
+    def _started_drivers(self) -> dict[str, StorageDriver]:
+        if not self._ready.is_set():
+            return {}  # shared storage is read once the drivers have started
+        return {name: driver for name, driver in self.drivers.items() if name not in self._driver_errors}
 
     # start-up
 
@@ -64,10 +74,12 @@ class VolumeService:
                 except Exception as err:  # keep serving the others; report on use
                     log.exception("driver %s failed to start", name)
                     self._driver_errors[name] = f"driver {name} failed to start: {err}"
+            image_tree.clean_scratch(self.settings.root / RESTORE_SCRATCH)
             self.remove_interrupted_restores()
             self.reconcile_mounts()
         finally:
             self._ready.set()
+        self.shared.start()
 
     def reconcile_mounts(self) -> None:
         """Make the kernel's mounts match the persisted references (after kill -9 or reboot)."""
@@ -102,11 +114,23 @@ class VolumeService:
                     mounts.unmount(path)
                 except Exception:
                     log.exception("could not unmount leaked %s", path)
+        self._release_unused()
+
+    def _release_unused(self) -> None:
+        """What no reference holds any more (a block volume's attachment) is released."""
+        for record in self.catalog.all():
+            if record.driver in self._driver_errors or record.driver not in self.drivers:
+                continue
+            try:
+                with self.volume_lock(record.name):
+                    self.drivers[record.driver].recover(record.ref(), in_use=bool(self.catalog.refs(record.name)))
+            except Exception:
+                log.exception("could not release what %s held before the restart", record.name)
 
     def remove_interrupted_restores(self) -> None:
         """A restore killed half-way leaves a volume with partial data: remove it."""
         for record in self.catalog.all():
-            url = record.details.get("restore_pending")
+            url = record.restoring_from
             if not url:
                 continue
             log.warning("removing %s: its restore from %s was interrupted; run the restore again", record.name, url)
@@ -120,7 +144,7 @@ class VolumeService:
         """Remove a volume whose restore failed or was cancelled (its job's clean-up)."""
         with self.volume_lock(name):
             record = self.catalog.get(name)
-            if record is not None and record.details.get("restore_pending"):
+            if record is not None and record.restoring_from:
                 self._remove_restored(record)
 
     def _remove_restored(self, record: VolumeRecord) -> None:
@@ -130,18 +154,19 @@ class VolumeService:
         # Snapshots cannot be taken of a volume being restored, but an older
         # version allowed it: they would keep the record alive forever.
         for snapshot in self.catalog.snapshots(record.name):
-            driver.delete_snapshot(record.name, record.details, snapshot.name, snapshot.details)
+            driver.delete_snapshot(snapshot.ref(record))
             self.catalog.remove_snapshot(snapshot.name)
         for ref in self.catalog.refs(record.name):
             self.catalog.release_ref(record.name, ref.ref_id, all_counts=True)
         # a directory that was adopted held the user's own (empty) directory: keep it
-        driver.delete_volume(record.name, record.details, keep_data=record.details.get("adopted", False))
+        driver.delete_volume(record.ref(), keep_data=record.adopted)
         self.catalog.remove(record.name)
+        self.shared.forget(record.name)
         log.info("removed %s, whose restore did not finish", record.name)
 
     def refuse_while_restoring(self, record: VolumeRecord, action: str) -> None:
         """A volume being restored holds partial data: nothing but the restore may use it."""
-        url = record.details.get("restore_pending")
+        url = record.restoring_from
         if url:
             raise Conflict(
                 f"volume {record.name} is still being restored from {url}; {action} it when the restore has "
@@ -180,15 +205,12 @@ class VolumeService:
         record = self.catalog.get(name)
         if record is not None:
             return record
-        for driver_name, driver in self.drivers.items():
-            if driver_name in self._driver_errors:
-                continue
-            for shared in driver.shared_volumes():
-                if shared.name == name:
-                    record = VolumeRecord(name, driver_name, shared.size, shared.created_at, {}, shared.details)
-                    self.catalog.put(record)
-                    return record
-        return None
+        found = self.shared.find(name)
+        if found is None:
+            return None
+        record = _shared_record(*found)
+        self.catalog.put(record)
+        return record
 
     def require(self, name: str) -> VolumeRecord:
         check_volume_name(name)
@@ -207,7 +229,7 @@ class VolumeService:
         target = self.mountpoint(record.name)
         refs = self.catalog.refs(record.name)
         driver = self.drivers.get(record.driver)
-        backend = driver.status(record.name, record.details) if driver else dict(record.details)
+        backend = driver.status(record.ref()) if driver else dict(record.details)
         return {
             "name": record.name,
             "driver": record.driver,
@@ -219,6 +241,7 @@ class VolumeService:
             "mount_refs": sum(ref.count for ref in refs),
             "mount_ids": [ref.ref_id for ref in refs],
             "options": record.options,
+            "restoring_from": record.restoring_from,
             "backend": backend,
         }
 
@@ -228,14 +251,8 @@ class VolumeService:
     def list(self) -> list[dict]:
         mounted = mounts.mounted_paths()
         records = {record.name: record for record in self.catalog.all()}
-        for driver_name, driver in self.drivers.items():
-            if driver_name in self._driver_errors or not self._ready.is_set():
-                continue  # shared storage may be slow or absent: list must answer at once
-            for shared in driver.shared_volumes():
-                records.setdefault(
-                    shared.name,
-                    VolumeRecord(shared.name, driver_name, shared.size, shared.created_at, {}, shared.details),
-                )
+        for driver_name, shared in self.shared.all():  # as last read: List never waits on shared storage
+            records.setdefault(shared.name, _shared_record(driver_name, shared))
         return [self.view(records[name], mounted) for name in sorted(records)]
 
     def valid_options(self, driver: str) -> dict[str, str]:
@@ -270,26 +287,29 @@ class VolumeService:
                 if not exist_ok:
                     raise Conflict(f"volume {name} already exists; pick another name or delete it first")
                 return self.view(existing)
-            return self.view(self._create_locked(name, driver_name, size, options, {}))
+            return self.view(self._create_locked(name, driver_name, size, options))
 
-    def _create_locked(self, name, driver_name, size, options, extra_details) -> VolumeRecord:
-        # sizes also come from backups (a manifest's volume size): the catalog stores 64-bit integers
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SIZE):
-            raise InvalidInput(f"volume size {size!r} is out of range: give a size from 1 byte to less than 8192P")
+    def _create_locked(
+        self, name: str, driver_name: str, size: int | None, options: dict[str, str], restoring_from: str | None = None
+    ) -> VolumeRecord:
+        if size is not None:
+            _check_size(size)
         created_at = now_rfc3339()
         driver = self.driver(driver_name)
-        details = driver.create_volume(VolumeSpec(name, size, created_at, options))
-        record = VolumeRecord(name, driver_name, size, created_at, options, {**details, **extra_details})
+        created = driver.create_volume(VolumeSpec(name, size, created_at, options))
+        record = VolumeRecord(
+            name, driver_name, created.size or size, created_at, options, created.details, restoring_from, created.adopted
+        )
         try:
             self.catalog.put(record)
         except BaseException:
             # undo the driver's work: a name listed but not in the catalog could never be used or removed
             try:
-                driver.delete_volume(name, details, keep_data=details.get("adopted", False))
+                driver.delete_volume(record.ref(), keep_data=created.adopted)
             except Exception:
                 log.exception("could not undo the storage of %s after its create failed", name)
             raise
-        log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(size))
+        log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(record.size))
         return record
 
     def create_for_restore(self, name: str, driver_name: str, size: int | None, options: dict, url: str) -> VolumeRecord:
@@ -297,12 +317,15 @@ class VolumeService:
         with self.volume_lock(name):
             if self._lookup(name) is not None:
                 raise Conflict(f"volume {name} already exists; restore into a new name")
-            return self._create_locked(name, driver_name, size, {**options, "backup": url}, {"restore_pending": url})
+            return self._create_locked(name, driver_name, size, {**options, "backup": url}, restoring_from=url)
 
-    def finish_restore(self, name: str) -> None:
+    def finish_restore(self, name: str, details: dict[str, Any] | None = None) -> None:
+        """The restore filled the volume: it is usable now (with the driver's new details, if any)."""
         with self.volume_lock(name):
             record = self.require(name)
-            record.details.pop("restore_pending", None)
+            record.restoring_from = None
+            if details is not None:
+                record.details = details
             self.catalog.put(record)
 
     def delete(self, name: str, keep_data: bool) -> None:
@@ -323,9 +346,30 @@ class VolumeService:
                     f"volume {name} has snapshots ({', '.join(snapshots)}); "
                     "delete them first with `convoy snapshot delete`"
                 )
-            self.driver(record.driver).delete_volume(name, record.details, keep_data)
+            self.driver(record.driver).delete_volume(record.ref(), keep_data)
             self.catalog.remove(name)
+            self.shared.forget(name)
             log.info("deleted volume %s%s", name, " (reference only, data kept)" if keep_data else "")
+
+    def resize(self, name: str, size: str) -> dict:
+        """`convoy resize NAME SIZE`: grow a volume and its file system, online when it is mounted."""
+        self._wait_ready()
+        new_size = _check_size(parse_size(size))
+        with self.volume_lock(name):
+            record = self.require(name)
+            self.refuse_while_restoring(record, "resize")
+            driver = self.driver(record.driver)
+            if not driver.capabilities.resize:
+                raise InvalidInput(
+                    f"volume {name} is on the {record.driver} back-end, which cannot resize volumes "
+                    f"(its size is only recorded); an image volume can: `convoy create NAME --driver image`"
+                )
+            resized = driver.resize(record.ref(), new_size)
+            record.details = resized.details
+            record.size = max(new_size, record.size or 0)
+            self.catalog.put(record)
+        log.info("resized volume %s to %s%s", name, format_size(record.size), f": {resized.warning}" if resized.warning else "")
+        return {**self.view(record), **({"warning": resized.warning} if resized.warning else {})}
 
     def delete_from_docker(self, name: str) -> None:
         """Docker's Remove: reference only where the data lives outside this host."""
@@ -337,7 +381,7 @@ class VolumeService:
         if record is None:
             return  # already gone: Docker retries, and Remove must be idempotent
         driver = self.driver(record.driver)
-        self.delete(name, keep_data=driver.data_outside_host)
+        self.delete(name, keep_data=driver.capabilities.data_outside_host)
 
     def mount(self, name: str, ref_id: str, extra_mountpoint: str | None = None, create: bool = False) -> str:
         """Take one reference; the first one mounts the volume."""
@@ -366,7 +410,7 @@ class VolumeService:
                 if bound:
                     mounts.unmount(extra)
                 if first:
-                    self.driver(record.driver).unmount(record.name, record.details, target)
+                    self.driver(record.driver).unmount(record.ref(), target)
                 raise
             return str(extra or target)
 
@@ -407,7 +451,7 @@ class VolumeService:
 
     def _mount_volume(self, record: VolumeRecord, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
-        self.driver(record.driver).mount(record.name, record.details, target)
+        self.driver(record.driver).mount(record.ref(), target)
 
     def unmount(self, name: str, ref_id: str) -> None:
         """Release one reference; the last one unmounts. An unknown ID is harmless."""
@@ -445,7 +489,7 @@ class VolumeService:
         if extra_mountpoint and (all_counts or refs[ref_id].count == 1):
             self._unmount_extra(record.name, Path(extra_mountpoint))
         if total - releasing == 0:
-            self.driver(record.driver).unmount(record.name, record.details, self.mountpoint(record.name))
+            self.driver(record.driver).unmount(record.ref(), self.mountpoint(record.name))
         self.catalog.release_ref(record.name, ref_id, all_counts=all_counts)
 
     def _unmount_extra(self, name: str, extra: Path) -> None:
@@ -472,7 +516,9 @@ class VolumeService:
             "drivers": {
                 name: {
                     "scope": driver.scope,
-                    "data_outside_host": driver.data_outside_host,
+                    "data_outside_host": driver.capabilities.data_outside_host,
+                    "snapshots": str(driver.capabilities.snapshots),
+                    "resize": driver.capabilities.resize,
                     "options": {k: v for k, v in driver.options.items()},
                     "volume_options": self.valid_options(name),
                     "error": self._driver_errors.get(name),
@@ -484,3 +530,15 @@ class VolumeService:
             "ready": self._ready.is_set(),
             "volumes": len(self.catalog.all()),
         }
+
+
+def _shared_record(driver_name: str, shared: SharedVolume) -> VolumeRecord:
+    """A volume another host recorded on shared storage, as this host's catalog keeps it (adopted)."""
+    return VolumeRecord(shared.name, driver_name, shared.size, shared.created_at, {}, shared.details, adopted=True)
+
+
+def _check_size(size: object) -> int:
+    # sizes also come from backups (a manifest's volume size): the catalog stores 64-bit integers
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SIZE:
+        raise InvalidInput(f"volume size {size!r} is out of range: give a size from 1 byte to less than 8192P")
+    return size

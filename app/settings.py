@@ -17,6 +17,8 @@ from app.errors import InvalidInput
 from app.units import parse_size
 
 DEFAULT_ROOT = "/var/lib/convoy"
+# the first is the default back-end; image needs nothing but loop devices, so it is always there
+DEFAULT_DRIVERS = ("vfs", "image")
 DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/convoy.sock"
 DEFAULT_CONTROL_SOCKET = "/run/convoy/convoy.sock"
 
@@ -33,9 +35,12 @@ ENV_VARS = {
     "default_size": "DEFAULT_SIZE",
     "s3_endpoint": "S3_ENDPOINT",
     "docker_restore_timeout": "DOCKER_RESTORE_TIMEOUT",
+    "shared_refresh": "SHARED_REFRESH",
 }
 # Docker gives a volume create 2 minutes; a restore through it must answer before
 DEFAULT_DOCKER_RESTORE_TIMEOUT = 100.0
+# how often volumes recorded on shared storage (NFS, a cloud) are read again
+DEFAULT_SHARED_REFRESH = 30.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -43,7 +48,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 @dataclass(frozen=True)
 class Settings:
-    drivers: tuple[str, ...] = ("vfs",)
+    drivers: tuple[str, ...] = DEFAULT_DRIVERS
     driver_opts: dict[str, str] = field(default_factory=dict)
     root: Path = Path(DEFAULT_ROOT)
     plugin_socket: Path = Path(DEFAULT_PLUGIN_SOCKET)
@@ -54,6 +59,7 @@ class Settings:
     default_size: int | None = None  # bytes, for volumes created without a size
     s3_endpoint: str | None = None  # default endpoint for s3:// (MinIO, Ceph); None: AWS
     docker_restore_timeout: float = DEFAULT_DOCKER_RESTORE_TIMEOUT
+    shared_refresh: float = DEFAULT_SHARED_REFRESH  # seconds
 
     @property
     def default_driver(self) -> str:
@@ -119,6 +125,7 @@ def load_settings(
     default_size: str | None = None,
     s3_endpoint: str | None = None,
     docker_restore_timeout: float | None = None,
+    shared_refresh: float | None = None,
     env: dict[str, str] | None = None,
 ) -> Settings:
     """Merge flags (arguments that are not None) over env vars over defaults."""
@@ -129,7 +136,7 @@ def load_settings(
             return flag
         return env.get(ENV_VARS[name]) or None
 
-    driver_list = drivers or _split_list(env.get(ENV_VARS["drivers"], "")) or ["vfs"]
+    driver_list = drivers or _split_list(env.get(ENV_VARS["drivers"], "")) or list(DEFAULT_DRIVERS)
     opts_env = parse_key_values(_split_list(env.get(ENV_VARS["driver_opts"], "")), ENV_VARS["driver_opts"])
     opts_flag = parse_key_values(driver_opts or [], "--driver-opts")
     root_path = _absolute(pick(root, "root") or DEFAULT_ROOT)
@@ -153,6 +160,7 @@ def load_settings(
         default_size=_parse_default_size(pick(default_size, "default_size")),
         s3_endpoint=pick(s3_endpoint, "s3_endpoint"),
         docker_restore_timeout=_parse_seconds(pick(docker_restore_timeout, "docker_restore_timeout")),
+        shared_refresh=_parse_interval(pick(shared_refresh, "shared_refresh")),
     )
 
 
@@ -174,4 +182,16 @@ def _parse_seconds(value) -> float:
         raise InvalidInput(f"{ENV_VARS['docker_restore_timeout']}={value!r} is not a number of seconds") from None
     if not 0 < seconds <= 115:
         raise InvalidInput(f"docker restore timeout {value} must be between 0 and 115 seconds (Docker allows 120)")
+    return seconds
+
+
+def _parse_interval(value: object) -> float:
+    if value is None:
+        return DEFAULT_SHARED_REFRESH
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        raise InvalidInput(f"{ENV_VARS['shared_refresh']}={value!r} is not a number of seconds") from None
+    if not 0.1 <= seconds <= 3600:
+        raise InvalidInput(f"shared refresh interval {value} must be between 0.1 and 3600 seconds")
     return seconds

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
-from app.catalog import SnapshotRecord
-from app.errors import Conflict, NotFound
+from app.catalog import SnapshotRecord, VolumeRecord
+from app.errors import Conflict, InvalidInput, NotFound
 from app.names import check_name
 from app.service import VolumeService
+from app.storage.driver import SnapshotKind, StorageDriver
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,9 @@ class SnapshotService:
             if self.catalog.get_snapshot(name) is not None:
                 raise Conflict(f"snapshot {name} already exists; pick another name")
             driver = self.volumes.driver(record.driver)
-            details = driver.create_snapshot(volume, record.details, name)
+            if driver.capabilities.snapshots is SnapshotKind.NONE:
+                raise InvalidInput(f"volume {volume} is on the {record.driver} back-end, which takes no snapshots")
+            details = driver.create_snapshot(record.ref(), name)
             snapshot = SnapshotRecord(name, volume, _timestamp(), details)
             self.catalog.put_snapshot(snapshot)
         log.info("snapshot %s of %s taken (%s)", name, volume, details.get("method"))
@@ -65,7 +70,7 @@ class SnapshotService:
                 if self._in_use.get(name):
                     raise Conflict(f"snapshot {name} is being backed up; delete it when the backup has finished")
             record = self.volumes.require(snapshot.volume)
-            self.volumes.driver(record.driver).delete_snapshot(snapshot.volume, record.details, name, snapshot.details)
+            self.volumes.driver(record.driver).delete_snapshot(snapshot.ref(record))
             self.catalog.remove_snapshot(name)
         log.info("snapshot %s of %s deleted", name, snapshot.volume)
 
@@ -78,8 +83,8 @@ class SnapshotService:
         return [self.view(record) for record in self.catalog.snapshots(volume)]
 
     @contextmanager
-    def reading(self, name: str, volume: str | None = None):
-        """Hold a snapshot open for a backup: it cannot be deleted meanwhile. Yields (record, directory).
+    def held(self, name: str, volume: str | None = None) -> Iterator[tuple[SnapshotRecord, VolumeRecord, StorageDriver]]:
+        """Hold a snapshot for a backup: it cannot be deleted meanwhile.
 
         `volume`: the snapshot must be of this volume (NotFound otherwise).
         """
@@ -90,9 +95,14 @@ class SnapshotService:
             self._in_use[name] = self._in_use.get(name, 0) + 1
         try:
             record = self.volumes.require(snapshot.volume)
-            driver = self.volumes.driver(record.driver)
-            with driver.open_snapshot(snapshot.volume, record.details, name, snapshot.details) as directory:
-                yield snapshot, directory
+            yield snapshot, record, self.volumes.driver(record.driver)
         finally:
             with self._in_use_lock:
                 self._in_use[name] -= 1
+
+    @contextmanager
+    def reading_tree(self, name: str, volume: str | None = None) -> Iterator[tuple[SnapshotRecord, Path]]:
+        """A tree back-end's snapshot held and opened as a directory: (record, directory)."""
+        with self.held(name, volume) as (snapshot, record, driver):
+            with driver.open_tree_snapshot(snapshot.ref(record)) as directory:
+                yield snapshot, directory

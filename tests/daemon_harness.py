@@ -79,6 +79,16 @@ class Daemon:
                 time.sleep(0.02)
         raise AssertionError(f"daemon did not listen within {timeout} s:\n{self.log_text()}")
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until start-up recovery (remounts, releases, the first read of shared records) has run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, info = self.control("GET", "/info")
+            if status == 200 and info.get("ready"):
+                return
+            assert time.monotonic() < deadline, f"not ready after {timeout} s: {info}"
+            time.sleep(0.05)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -116,6 +116,16 @@ def restore_image(
     return {"url": str(parsed), **result}
 
 
+def last_backup_snapshot(dest: str, volume: str, *, s3_endpoint: str | None = None) -> str | None:
+    """The snapshot the newest backup of `volume` in `dest` was made from (None: no backup yet).
+
+    A block back-end reads only what changed since that snapshot, when it still has it."""
+    with open_store(parse_store_url(dest), s3_endpoint=s3_endpoint, create=True) as store:
+        previous = manifest.latest_backup(store, volume)
+    snapshot = previous.get("snapshot") if previous else None
+    return snapshot if isinstance(snapshot, str) else None
+
+
 def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
     parsed, store = _open_backup(url, s3_endpoint)
     with store:

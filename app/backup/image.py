@@ -23,7 +23,7 @@ import os
 import stat
 
 from app.errors import Conflict, InvalidInput
-from app.fs import fiemap, sparse
+from app.fs import sparse
 
 from . import layout, manifest
 from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
@@ -140,26 +140,6 @@ def create_image_backup(
         )
 
 
-def changed_ranges_by_fiemap(previous_image: str, image: str) -> list[tuple[int, int]]:
-    """What differs between two reflinked image files: the complement of their shared extents."""
-    a = os.open(previous_image, os.O_RDONLY | os.O_CLOEXEC)
-    b = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        shared = fiemap.shared_ranges(a, b)
-        size = os.fstat(b).st_size
-    finally:
-        os.close(a)
-        os.close(b)
-    changed, pos = [], 0
-    for s, e in shared:
-        if s > pos:
-            changed.append((pos, s))
-        pos = max(pos, e)
-    if pos < size:
-        changed.append((pos, size))
-    return changed
-
-
 def restore_image_backup(
     store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None, workers: int | None = None
 ) -> dict:
@@ -211,6 +191,6 @@ def restore_image_backup(
             if direct_fd >= 0:
                 os.close(direct_fd)
         progress.finish()
-        return manifest.summary(doc)
+        return {**manifest.summary(doc), "image_size": entry["size"]}
 
 

@@ -385,4 +385,4 @@ def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_
         os.fsync(fd)  # durable before the volume is handed out
     finally:
         os.close(fd)
-    return summary(cfg, vol)
+    return {**summary(cfg, vol), "image_size": size}

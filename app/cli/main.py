@@ -113,6 +113,20 @@ def umount(name: str):
 
 @app.command()
 @user_errors
+def resize(
+    name: str,
+    size: str = typer.Argument(..., help="the new size, e.g. 20G: volumes only grow"),
+    as_json: bool = JsonFlag,
+):
+    """Grow a volume and its file system (online while it is mounted); block back-ends such as image."""
+    volume = client().request("POST", volume_path(name, "/resize"), {"size": size})
+    print_json(volume) if as_json else typer.echo(f"{volume['name']} {volume['size_human']}")
+    if volume.get("warning"):
+        typer.echo(f"convoy: {volume['warning']}", err=True)
+
+
+@app.command()
+@user_errors
 def info(as_json: bool = JsonFlag):
     """Show the daemon's settings and back-ends."""
     result = client().request("GET", "/info")
@@ -134,6 +148,9 @@ def daemon(
     docker_restore_timeout: Optional[float] = typer.Option(
         None, "--docker-restore-timeout", help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]"
     ),
+    shared_refresh: Optional[float] = typer.Option(
+        None, "--shared-refresh", help="seconds between reads of volumes other hosts recorded [env SHARED_REFRESH; 30]"
+    ),
 ):
     """Run the daemon: the Docker volume plugin and the control API."""
     from app import daemon as daemon_module
@@ -152,6 +169,7 @@ def daemon(
             default_size=default_size,
             s3_endpoint=s3_endpoint,
             docker_restore_timeout=docker_restore_timeout,
+            shared_refresh=shared_refresh,
         )
     except ConvoyError as error:
         fail(error)

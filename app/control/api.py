@@ -95,6 +95,9 @@ def volume_routes(service: VolumeService, pools: WorkerPools) -> list[Route]:
         ref_id = f"{CLI_REF_PREFIX}:{extra}" if extra else CLI_REF_PREFIX
         return 200, {"name": name, "mountpoint": service.mount(name, ref_id, extra_mountpoint=extra)}
 
+    def resize(request, body: schema.VolumeResize):
+        return 200, service.resize(request.path_params["name"], body["size"])
+
     def umount(request, _):
         service.unmount_cli(request.path_params["name"])
         return 200, {"name": request.path_params["name"]}
@@ -109,6 +112,7 @@ def volume_routes(service: VolumeService, pools: WorkerPools) -> list[Route]:
         Route(f"{prefix}/volumes/{{name}}", endpoint(delete, query=schema.VolumeDeleteQuery), methods=["DELETE"]),
         Route(f"{prefix}/volumes/{{name}}/mount", endpoint(mount, body=schema.VolumeMount), methods=["POST"]),
         Route(f"{prefix}/volumes/{{name}}/umount", endpoint(umount, body=schema.NoFields), methods=["POST"]),
+        Route(f"{prefix}/volumes/{{name}}/resize", endpoint(resize, body=schema.VolumeResize), methods=["POST"]),
     ]
 
 

@@ -38,6 +38,10 @@ class VolumeMount(TypedDict):
     mountpoint: NotRequired[Text | None]
 
 
+class VolumeResize(TypedDict):
+    size: Text
+
+
 class VolumeDeleteQuery(TypedDict):
     reference_only: NotRequired[bool]  # 1/0, true/false, yes/no
 

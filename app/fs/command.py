@@ -22,9 +22,11 @@ PACKAGES = {
     "mkfs.ext4": "e2fsprogs",
     "resize2fs": "e2fsprogs",
     "e2fsck": "e2fsprogs",
+    "dumpe2fs": "e2fsprogs",
     "mkfs.xfs": "xfsprogs",
     "xfs_growfs": "xfsprogs",
     "xfs_repair": "xfsprogs",
+    "xfs_db": "xfsprogs",
 }
 
 

@@ -89,3 +89,23 @@ def covered(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
         else:
             hi = mid
     return lo < len(ranges) and ranges[lo][0] <= start and end <= ranges[lo][1]
+
+
+def changed_ranges(previous_image: str, image: str) -> list[tuple[int, int]]:
+    """What differs between two reflinked image files: the complement of their shared extents."""
+    a = os.open(previous_image, os.O_RDONLY | os.O_CLOEXEC)
+    b = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        shared = shared_ranges(a, b)
+        size = os.fstat(b).st_size
+    finally:
+        os.close(a)
+        os.close(b)
+    changed, pos = [], 0
+    for s, e in shared:
+        if s > pos:
+            changed.append((pos, s))
+        pos = max(pos, e)
+    if pos < size:
+        changed.append((pos, size))
+    return changed

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SUPPORTED = ("ext4", "xfs")
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+CAP_SYS_RESOURCE = 24
 FIFREEZE, FITHAW = 0xC0045877, 0xC0045878  # _IOWR('X', 119, int), _IOWR('X', 120, int)
 
 # Mount data for a container volume: a snapshot image is a reflink copy with
@@ -128,6 +129,43 @@ def grow(device: str, mountpoint: str, fs: str) -> None:
                 "growing a mounted ext4 needs the CAP_SYS_RESOURCE capability: give it to the daemon (the plugin's config.json)"
             )
         raise Unavailable(f"resize2fs on {device} failed: {said}; {todo}")
+
+
+def can_grow_mounted_ext4() -> bool:
+    """Whether this process may grow a mounted ext4: the kernel wants CAP_SYS_RESOURCE for it.
+
+    Hosts (and Docker's plugin sandboxes) that drop that capability can only
+    grow an ext4 while it is unmounted (`grow_unmounted`); xfs needs none."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return False
+
+
+def grow_unmounted(device: str, fs: str) -> None:
+    """Grow the unmounted ext4 on `device` to the device's size (resize2fs wants a clean check first)."""
+    if check_name(fs) != "ext4":
+        raise InvalidInput(f"only ext4 grows unmounted; mount the {fs} on {device} and grow it online")
+    todo = "run `e2fsck -f` on it by hand and see what it reports"
+    command.run(["e2fsck", "-f", "-p", device], subject=device, timeout=1800, todo=todo, ok=(0, 1))
+    command.run(["resize2fs", device], subject=device, timeout=1800, todo=todo)
+
+
+def filesystem_size(device: str, fs: str) -> int:
+    """The size in bytes the file system on `device` spans, as its superblock says (it may be
+    smaller than the device, which then grew)."""
+    if check_name(fs) == "ext4":
+        out = command.run(["dumpe2fs", "-h", device], subject=device, todo="see the kernel log (dmesg)").stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        return int(fields["Block count"].strip()) * int(fields["Block size"].strip())
+    out = command.run(
+        ["xfs_db", "-r", "-c", "sb 0", "-c", "print dblocks blocksize", device],
+        subject=device,
+        todo="see the kernel log (dmesg)",
+    ).stdout
+    values = dict(line.replace(" ", "").split("=", 1) for line in out.splitlines() if "=" in line)
+    return int(values["dblocks"]) * int(values["blocksize"])
 
 
 def check(device: str, fs: str, *, timeout: float = 1800.0) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from app.errors import InvalidInput
 from app.storage.driver import StorageDriver
+from app.storage.image import ImageDriver
 from app.storage.vfs import VfsDriver
 
-DRIVERS: dict[str, type[StorageDriver]] = {VfsDriver.name: VfsDriver}
+DRIVERS: dict[str, type[StorageDriver]] = {driver.name: driver for driver in (VfsDriver, ImageDriver)}
 
 
 def build_driver(name: str, options: dict[str, str], state_dir: Path) -> StorageDriver:

@@ -17,13 +17,25 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from app import mounts
 from app.errors import Conflict, InvalidInput, Unavailable
+from app.fs.clone import supports_reflink
 from app.private_dirs import fix_mode, make_private
-from app.storage.driver import SharedVolume, StorageDriver, VolumeSpec
+from app.storage.driver import (
+    Capabilities,
+    CreatedVolume,
+    Details,
+    SharedVolume,
+    SnapshotKind,
+    SnapshotRef,
+    StorageDriver,
+    VolumeRef,
+    VolumeSpec,
+)
 from app.storage.nofollow import (
     is_real_dir,
     lstat_at,
@@ -35,7 +47,7 @@ from app.storage.nofollow import (
     write_json_at,
 )
 from app.storage.shared_records import SharedRecordReader, record_file
-from app.storage.vfs_snapshot import snapshot_tree, supports_reflink
+from app.storage.vfs_snapshot import snapshot_tree
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +69,6 @@ class VfsDriver(StorageDriver):
 
     def __init__(self, options: dict[str, str], state_dir: Path):
         super().__init__(options, state_dir)
-        unknown = set(options) - set(self.daemon_options)
-        if unknown:
-            raise InvalidInput(
-                f"unknown vfs driver option(s) {', '.join(sorted(unknown))}: "
-                f"valid are {', '.join(sorted(self.daemon_options))}"
-            )
         self.path = Path(options.get("vfs.path") or state_dir / "vfs").absolute()
         self.records_dir = self.path.joinpath(*RECORDS)
         # on the same file system as the volumes, so snapshots can be reflinks
@@ -76,7 +82,12 @@ class VfsDriver(StorageDriver):
         self._records_problem: str | None = None
 
     @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(snapshots=SnapshotKind.TREE, data_outside_host=self.data_outside_host)
+
+    @property
     def data_outside_host(self) -> bool:
+        """True on NFS and other network file systems, unless vfs.shared says otherwise."""
         if self._shared is None:
             self._shared = mounts.filesystem_type(self.path) in NETWORK_FILESYSTEMS
         return self._shared
@@ -130,7 +141,7 @@ class VfsDriver(StorageDriver):
     def volume_dir(self, name: str) -> Path:
         return self.path / name
 
-    def create_volume(self, spec: VolumeSpec) -> dict:
+    def create_volume(self, spec: VolumeSpec) -> CreatedVolume:
         directory = self.volume_dir(spec.name)
         try:
             make_private(self.path)
@@ -151,9 +162,10 @@ class VfsDriver(StorageDriver):
                     raise
         except OSError as err:
             raise Unavailable(f"cannot create {directory}: {err.strerror}; check that vfs.path is writable") from None
-        return {"path": str(directory), "vfs_path": str(self.path), "adopted": adopted}
+        return CreatedVolume({"path": str(directory), "vfs_path": str(self.path)}, adopted=adopted)
 
-    def delete_volume(self, name: str, details: dict, keep_data: bool) -> None:
+    def delete_volume(self, volume: VolumeRef, keep_data: bool) -> None:
+        name = volume.name
         try:
             with open_dir(self.path, *RECORDS) as records:
                 os.unlink(record_file(name), dir_fd=records)
@@ -197,20 +209,20 @@ class VfsDriver(StorageDriver):
         finally:
             os.close(fd)
 
-    def mount(self, name: str, details: dict, target: Path) -> None:
-        with self._volume_fd(name) as fd:
+    def mount(self, volume: VolumeRef, target: Path) -> None:
+        with self._volume_fd(volume.name) as fd:
             mounts.bind_mount(proc_path(fd), target)  # the directory opened, not a name resolved again
 
-    def unmount(self, name: str, details: dict, target: Path) -> None:
+    def unmount(self, volume: VolumeRef, target: Path) -> None:
         mounts.unmount(target)
 
-    def status(self, name: str, details: dict) -> dict:
-        return {"path": str(self.volume_dir(name)), "shared": self.data_outside_host, "snapshots": self.snapshot_method}
+    def status(self, volume: VolumeRef) -> Details:
+        return {"path": str(self.volume_dir(volume.name)), "shared": self.data_outside_host, "snapshots": self.snapshot_method}
 
-    def settings_problem(self, name: str, details: dict) -> str | None:
-        old = details.get("vfs_path")
-        if old and Path(old) != self.path and not self.volume_dir(name).is_dir():
-            return f"{name} lives in {old}"
+    def settings_problem(self, volume: VolumeRef) -> str | None:
+        old = volume.details.get("vfs_path")
+        if old and Path(old) != self.path and not self.volume_dir(volume.name).is_dir():
+            return f"{volume.name} lives in {old}"
         return None
 
     def shared_volumes(self) -> list[SharedVolume]:
@@ -221,7 +233,7 @@ class VfsDriver(StorageDriver):
                         name=record.name,
                         size=record.size,
                         created_at=record.created_at,
-                        details={"path": str(self.volume_dir(record.name)), "vfs_path": str(self.path), "adopted": True},
+                        details={"path": str(self.volume_dir(record.name)), "vfs_path": str(self.path)},
                     )
                     for record in self._records.read_all(records)
                     if is_real_dir(base, record.name)  # a record without its data is not a volume here
@@ -243,7 +255,8 @@ class VfsDriver(StorageDriver):
     def snapshot_dir(self, name: str, snapshot: str) -> Path:
         return self.snapshots_dir / name / snapshot
 
-    def create_snapshot(self, name: str, details: dict, snapshot: str) -> dict:
+    def create_snapshot(self, volume: VolumeRef, snapshot: str) -> Details:
+        name = volume.name
         partial = snapshot + PARTIAL
         with self._volume_fd(name, readable=True) as source, open_dir(self.path, *SNAPSHOTS, name, create=True) as parent:
             if lstat_at(parent, snapshot) is not None:
@@ -261,22 +274,23 @@ class VfsDriver(StorageDriver):
             method = self.snapshot_method
         return {"path": str(self.snapshot_dir(name, snapshot)), "method": method}
 
-    def delete_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict) -> None:
+    def delete_snapshot(self, snapshot: SnapshotRef) -> None:
         try:
-            with open_dir(self.path, *SNAPSHOTS, name) as parent:
-                remove_at(parent, snapshot)
+            with open_dir(self.path, *SNAPSHOTS, snapshot.volume.name) as parent:
+                remove_at(parent, snapshot.name)
         except FileNotFoundError:
             pass
 
     @contextmanager
-    def open_snapshot(self, name: str, details: dict, snapshot: str, snapshot_details: dict):
-        directory = self.snapshot_dir(name, snapshot)
+    def open_tree_snapshot(self, snapshot: SnapshotRef) -> Iterator[Path]:
+        name = snapshot.volume.name
+        directory = self.snapshot_dir(name, snapshot.name)
         try:
             # checked here: the snapshot directory (and each component from vfs.path down) is a real
             # directory, not a link. Below it the engine walks by path (os.scandir, lstat; files are
             # opened with O_NOFOLLOW on their last component only), trusting the copy convoy made.
-            with open_dir(self.path, *SNAPSHOTS, name, snapshot):
+            with open_dir(self.path, *SNAPSHOTS, name, snapshot.name):
                 pass
         except FileNotFoundError:
-            raise Unavailable(f"the data of snapshot {snapshot} is missing: {directory} does not exist") from None
+            raise Unavailable(f"the data of snapshot {snapshot.name} is missing: {directory} does not exist") from None
         yield directory

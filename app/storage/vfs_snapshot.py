@@ -15,70 +15,28 @@ for a link mid-copy cannot redirect it to the host's files.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import stat
 
 from app.errors import Conflict
 from app.fs import xattrs
+from app.fs.clone import copy_sparse, try_clone
 from app.storage.nofollow import proc_path
 
-FICLONE = 0x40049409
 # directory levels below the volume's root a snapshot copies: the walk holds two
 # descriptors per level, so an unbounded depth would exhaust RLIMIT_NOFILE
 MAX_DEPTH = 256
 
 
 def _clone_or_copy(sfd: int, dfd: int, st: os.stat_result, state: dict) -> None:
+    """A reflink until the file system first refuses one; byte copies from then on."""
     if state["reflink"] is not False:
-        try:
-            fcntl.ioctl(dfd, FICLONE, sfd)
-            state["reflink"] = True
+        state["reflink"] = try_clone(sfd, dfd)
+        if state["reflink"]:
             return
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EPERM):
-                raise
-            state["reflink"] = False
     state["copied"] = True
-    _copy_sparse(sfd, dfd, st.st_size)
-
-
-def _copy_sparse(sfd: int, dfd: int, size: int) -> None:
-    from app.fs.sparse import data_ranges
-
-    os.ftruncate(dfd, size)
-    for start, end in data_ranges(sfd, size):
-        pos = start
-        while pos < end:
-            try:  # in-kernel copy; some kernels refuse it across file systems
-                n = os.copy_file_range(sfd, dfd, end - pos, pos, pos)
-            except OSError:
-                chunk = os.pread(sfd, min(end - pos, 1 << 20), pos)
-                n = os.pwrite(dfd, chunk, pos) if chunk else 0
-            if n == 0:
-                break
-            pos += n
-
-
-def supports_reflink(directory: str) -> bool:
-    """Whether files in `directory` can be cloned: a probe with two small files."""
-    probe = os.path.join(directory, f".reflink-probe-{os.getpid()}")
-    clone = probe + ".clone"
-    try:
-        with open(probe, "wb") as src_file:
-            src_file.write(b"x" * 4096)
-        with open(probe, "rb") as src_file, open(clone, "wb") as dst_file:
-            fcntl.ioctl(dst_file.fileno(), FICLONE, src_file.fileno())
-        return True
-    except OSError:
-        return False
-    finally:
-        for path in (probe, clone):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+    copy_sparse(sfd, dfd, st.st_size)
 
 
 class _Tree:

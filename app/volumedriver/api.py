@@ -47,6 +47,7 @@ def _docker_status(view: dict) -> dict:
         "created_at": view["created_at"],
         "mounted": view["mounted"],
         "mount_refs": view["mount_refs"],
+        **({"restoring_from": view["restoring_from"]} if view.get("restoring_from") else {}),
         **{f"backend.{key}": value for key, value in view["backend"].items()},
     }
 

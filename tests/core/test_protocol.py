@@ -1,6 +1,7 @@
 """The Docker VolumeDriver protocol over the real plugin socket of a running daemon."""
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,26 @@ def test_two_hosts_sharing_a_vfs_path_list_each_others_volumes(make_daemon, tmp_
     host_b = make_daemon("--driver-opts", f"vfs.path={shared}", name="b")
     host_a.docker_ok("Create", {"Name": "common", "Opts": {"size": "2G"}})
     (shared / "common" / "from-a").write_text("A")
-    assert [v["Name"] for v in host_b.docker_ok("List")["Volumes"]] == ["common"]
+    # a name host B has not seen yet: its Get reads the shared records once (what docker run -v does)
     volume = host_b.docker_ok("Get", {"Name": "common"})["Volume"]
     assert volume["Status"]["size"] == "2G"
+    assert [v["Name"] for v in host_b.docker_ok("List")["Volumes"]] == ["common"]
     mountpoint = host_b.docker_ok("Mount", {"Name": "common", "ID": "b1"})["Mountpoint"]
     assert Path(mountpoint, "from-a").read_text() == "A"
+
+
+def test_list_shows_another_host_new_volume_within_the_refresh_interval(make_daemon, tmp_path):
+    """List answers from what was read last; shared records are read again every --shared-refresh seconds."""
+    shared = tmp_path / "nfs"
+    host_a = make_daemon("--driver-opts", f"vfs.path={shared}", name="a")
+    host_b = make_daemon("--driver-opts", f"vfs.path={shared}", "--shared-refresh", "0.5", name="b")
+    assert host_b.docker_ok("List")["Volumes"] == []
+    host_a.docker_ok("Create", {"Name": "later"})
+    deadline = time.monotonic() + 10
+    while not host_b.docker_ok("List")["Volumes"]:
+        assert time.monotonic() < deadline, "host B never listed host A's new volume"
+        time.sleep(0.1)
+    assert [v["Name"] for v in host_b.docker_ok("List")["Volumes"]] == ["later"]
 
 
 def test_get_and_list_answer_right_after_a_restart(make_daemon):

@@ -119,9 +119,7 @@ def test_start_up_removes_an_interrupted_restore_with_snapshots_without_a_foreig
     snapshot = daemon.cli("snapshot", "create", "half", check=True).stdout.strip()
     daemon.stop()
     db = sqlite3.connect(daemon.root / "catalog.db")
-    details = json.loads(db.execute("SELECT details FROM volumes WHERE name='half'").fetchone()[0])
-    details["restore_pending"] = "vfs:///nowhere?backup=b1&volume=half"
-    db.execute("UPDATE volumes SET details=? WHERE name='half'", (json.dumps(details),))
+    db.execute("UPDATE volumes SET restoring_from=? WHERE name='half'", ("vfs:///nowhere?backup=b1&volume=half",))
     db.commit()
     db.close()
 

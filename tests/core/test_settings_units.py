@@ -29,7 +29,7 @@ def test_format_size():
 
 def test_defaults():
     settings = load_settings(env={})
-    assert settings.drivers == ("vfs",) and settings.root == Path("/var/lib/convoy")
+    assert settings.drivers == ("vfs", "image") and settings.root == Path("/var/lib/convoy")
     assert settings.mount_root == Path("/var/lib/convoy/mounts")
     assert str(settings.plugin_socket) == "/run/docker/plugins/convoy.sock"
     assert str(settings.socket) == "/run/convoy/convoy.sock"

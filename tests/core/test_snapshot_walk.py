@@ -17,7 +17,7 @@ import pytest
 from app.errors import Conflict, Unavailable
 from app.storage import vfs as vfs_module
 from app.storage import vfs_snapshot
-from app.storage.driver import VolumeSpec
+from app.storage.driver import VolumeRef, VolumeSpec
 from app.storage.vfs import VfsDriver
 from app.storage.vfs_snapshot import MAX_DEPTH, snapshot_directory
 
@@ -217,7 +217,7 @@ def test_create_snapshot_replaces_a_leftover_partial_of_any_type(tmp_path, canar
     else:
         partial.mkdir()
         (partial / "half").write_text("half copied")
-    driver.create_snapshot("vol1", {}, "snap1")
+    driver.create_snapshot(VolumeRef("vol1", None, {}), "snap1")
     assert sorted(os.listdir(parent)) == ["snap1"]
     assert (parent / "snap1" / "data").read_text() == "volume data"
     assert canary_state(canary) == before
@@ -255,7 +255,7 @@ def test_a_storage_failure_mid_snapshot_is_reported_as_unavailable(tmp_path, mon
     monkeypatch.setattr(vfs_snapshot, "_copy_file", copy_file)
     before = open_fds()
     with pytest.raises(Unavailable) as caught:
-        driver.create_snapshot("vol1", {}, "snap1")
+        driver.create_snapshot(VolumeRef("vol1", None, {}), "snap1")
     assert f"cannot copy volume vol1 to {driver.snapshot_dir('vol1', 'snap1')}: {os.strerror(code)}" in str(caught.value)
     assert "take the snapshot again" in str(caught.value)
     assert open_fds() == before
