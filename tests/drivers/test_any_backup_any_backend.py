@@ -7,8 +7,10 @@ with its metadata.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,31 @@ def test_a_damaged_image_backup_is_refused_before_its_files_reach_a_directory_vo
     assert "damaged" in result.stderr or "no file system" in result.stderr, result.stderr
     assert both.cli("inspect", "into-vfs").returncode != 0, "a failed restore leaves no volume"
     assert not (both.root / "restore-scratch" / "into-vfs").exists()
+
+
+@pytest.mark.parametrize("driver", ["image", "vfs"])
+def test_a_convoy_devicemapper_backup_restores_into_an_image_or_a_directory_volume(both, tmp_path, driver):
+    """rancher/convoy 0.5.2's device-mapper backups (deltablock) on any back-end, not only to an image file."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "convoy-0.5.2-devicemapper-backup"
+    store = tmp_path / "convoy-store"
+    shutil.copytree(fixture, store)
+    expected = {}
+    for line in (fixture / "expected.txt").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            expected[key] = value
+    for which in ("backup1", "backup2"):
+        url = expected[f"{which}_url_printed"].replace("DEST", str(store))
+        name = f"{which}-{driver}"
+        both.cli("create", name, "--backup", url, "--driver", driver, check=True)
+        mountpoint = Path(both.docker_ok("Mount", {"Name": name, "ID": "c1"})["Mountpoint"])
+        try:
+            for key, digest in expected.items():
+                if key.startswith(f"{which}_file_sha256 "):
+                    file = key.split(" ", 1)[1]
+                    assert hashlib.sha256((mountpoint / file).read_bytes()).hexdigest() == digest, file
+            absent = expected.get(f"{which}_file_absent")
+            if absent:
+                assert not (mountpoint / absent).exists()
+        finally:
+            both.docker_ok("Unmount", {"Name": name, "ID": "c1"})

@@ -1,0 +1,38 @@
+"""Dependencies point one way: services -> drivers -> file-system helpers; the engine loads only for a backup."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.daemon_harness import REPO
+
+ENGINE = ("app.backup.engine", "blake3", "zstandard")
+
+
+def modules_after(imports: str) -> set[str]:
+    code = f"import sys\n{imports}\nprint('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import app.storage.vfs, app.storage.image, app.storage.block",
+        "import app.fs.filesystems, app.fs.loop, app.fs.image_tree, app.fs.clone",
+        "import app.daemon, app.service, app.backup_service, app.server",
+        "import app.cli.main",
+    ],
+)
+def test_the_backup_engine_is_not_loaded_by(imports):
+    loaded = modules_after(imports)
+    assert not loaded & set(ENGINE), f"{imports} loads {sorted(loaded & set(ENGINE))}"
+
+
+def test_drivers_and_file_system_helpers_never_import_services_or_the_backup_package():
+    loaded = modules_after("import app.storage.registry, app.fs.image_tree")
+    upward = {m for m in loaded if m.startswith(("app.service", "app.backup", "app.snapshot_service", "app.server"))}
+    assert upward == set(), upward
