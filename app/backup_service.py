@@ -233,6 +233,7 @@ class BackupService:
                 if filesystems.probe(device) is not None:
                     raise Conflict(f"the storage of volume {name} already holds a file system; restore into a new name")
                 results.update(engine.restore_image(url, device, s3_endpoint=endpoint, progress=progress))
+                image_tree.check_restored(device, f"volume {name}")  # else its first mount would format it
                 return int(results.get("image_size") or 0)
 
             return driver.write_image(record.ref(), write), results

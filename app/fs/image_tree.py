@@ -22,15 +22,24 @@ from app.fs import filesystems, loop
 log = logging.getLogger(__name__)
 
 
+def check_restored(device: str, what: str) -> str:
+    """The file system of an image restored from a store, checked before any mount parses it."""
+    fs = filesystems.probe(device)
+    if fs is None:
+        raise Conflict(
+            f"the image restored to {what} holds no file system (the backup is damaged or is not of a volume); "
+            "restore an earlier backup"
+        )
+    filesystems.check(device, fs)
+    return fs
+
+
 @contextmanager
 def mounted_read_only(image: Path, mountpoint: Path) -> Iterator[Path]:
     """Yield `mountpoint` with the image's file system mounted there, read-only."""
     device = loop.attach(str(image), read_only=True)
     try:
-        fs = filesystems.probe(device)
-        if fs is None:
-            raise Conflict(f"the restored image {image} holds no file system: it cannot be read as files")
-        filesystems.check(device, fs)
+        fs = check_restored(device, str(image))
         mountpoint.mkdir(mode=0o700, exist_ok=True)
         filesystems.mount(device, str(mountpoint), fs, read_only=True)
         try:

@@ -100,7 +100,7 @@ def test_an_image_backup_restores_into_a_bigger_block_volume_with_its_file_syste
         both.docker_ok("Unmount", {"Name": "bigger", "ID": "c1"})
 
 
-def test_a_damaged_image_backup_is_refused_before_its_files_reach_a_directory_volume(both, tmp_path):
+def test_a_damaged_image_backup_is_refused_before_any_mount_parses_it(both, tmp_path):
     """The image's file system comes from the store: it is checked before the kernel mounts it."""
     store_dir = tmp_path / "store"
     both.cli("create", "src", "--driver", "image", "--size", "64M", check=True)
@@ -116,11 +116,13 @@ def test_a_damaged_image_backup_is_refused_before_its_files_reach_a_directory_vo
         f.seek(1024)
         f.write(b"\xff" * 4096)
     damaged = backup_of(both, "copy", f"vfs://{store_dir}")
-    result = both.cli("create", "into-vfs", "--backup", damaged, "--driver", "vfs")
-    assert result.returncode != 0
-    assert "damaged" in result.stderr or "no file system" in result.stderr, result.stderr
-    assert both.cli("inspect", "into-vfs").returncode != 0, "a failed restore leaves no volume"
+    for driver in ("vfs", "image"):
+        result = both.cli("create", f"into-{driver}", "--backup", damaged, "--driver", driver)
+        assert result.returncode != 0
+        assert "damaged" in result.stderr or "no file system" in result.stderr, result.stderr
+        assert both.cli("inspect", f"into-{driver}").returncode != 0, "a failed restore leaves no volume"
     assert not (both.root / "restore-scratch" / "into-vfs").exists()
+    assert sorted(os.listdir(image.parent)) == [".snapshots", "copy.img", "src.img"], "no image is left of the failed restore"
 
 
 @pytest.mark.parametrize("driver", ["image", "vfs"])
