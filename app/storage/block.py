@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_FS = "ext4"
 # below these, mkfs refuses (xfs) or leaves too little room for data to be useful (ext4)
 MIN_FS_SIZE = {"ext4": 16 << 20, "xfs": 300 << 20}
+MAX_STACKED_MOUNTS = 16  # a delete unmounts leftovers, but never loops forever
 
 
 class Where(StrEnum):
@@ -161,8 +162,14 @@ class BlockDriver(StorageDriver):
 
     def unmount(self, volume: VolumeRef, target: Path) -> None:
         mounts.unmount(target)
-        if self.attachment(volume).where is Where.HERE:
-            self.detach(volume)
+        attachment = self.attachment(volume)
+        if attachment.where is not Where.HERE:
+            return
+        elsewhere = filesystems.mountpoint_of(attachment.device) if attachment.device else None
+        if elsewhere is not None:  # someone mounted it by hand: convoy's unmount is done, the device stays
+            log.warning("%s stays attached (%s): it is also mounted on %s", volume.name, attachment.device, elsewhere)
+            return
+        self.detach(volume)
 
     def recover(self, volume: VolumeRef, in_use: bool) -> None:
         if in_use:
@@ -244,6 +251,10 @@ class BlockDriver(StorageDriver):
 
     def _unmount_everywhere(self, volume: VolumeRef, attachment: Attachment) -> None:
         """Before a delete: the service unmounted its own mount; a leftover (a crash's) goes too."""
-        while attachment.device and (mountpoint := filesystems.mountpoint_of(attachment.device)):
+        for _ in range(MAX_STACKED_MOUNTS):
+            mountpoint = filesystems.mountpoint_of(attachment.device) if attachment.device else None
+            if mountpoint is None:
+                return
             log.info("unmounting %s from %s before deleting it", volume.name, mountpoint)
             mounts.unmount(Path(mountpoint))
+        raise Conflict(f"volume {volume.name} is still mounted after {MAX_STACKED_MOUNTS} unmounts; unmount it by hand")

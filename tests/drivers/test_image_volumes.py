@@ -116,3 +116,20 @@ def test_twenty_kill_9_cycles_leak_no_loop_device_or_mount(images, xfs_dir):
     for name in ("one", "two", "idle"):
         images.cli("delete", name, check=True)
     assert set(loop_devices_of(Path("/"))) == before
+
+
+def test_a_device_also_mounted_by_hand_is_released_by_docker_and_left_attached(images, xfs_dir, tmp_path):
+    images.cli("create", "shared-by-hand", "--size", "64M", check=True)
+    images.docker_ok("Mount", {"Name": "shared-by-hand", "ID": "c1"})
+    (device,) = loop_devices_of(xfs_dir)
+    by_hand = tmp_path / "by-hand"
+    by_hand.mkdir()
+    subprocess.run(["mount", device, str(by_hand)], check=True)
+    try:
+        images.docker_ok("Unmount", {"Name": "shared-by-hand", "ID": "c1"})  # Docker's unmount succeeds
+        assert list(loop_devices_of(xfs_dir)) == [device], "the hand mount keeps its device"
+        assert str(by_hand) in mounted_points()
+    finally:
+        subprocess.run(["umount", str(by_hand)], check=True)
+    images.cli("delete", "shared-by-hand", check=True)
+    assert loop_devices_of(xfs_dir) == {}
