@@ -21,6 +21,7 @@ from app.backup.urls import BackupURL, parse_backup_url, parse_store_url
 from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable, error_from
 from app.fs import filesystems, image_tree
 from app.jobs import Job, JobRunner
+from app.json_types import JSONObject
 from app.private_dirs import make_private
 from app.service import RESTORE_REF, RESTORE_SCRATCH, VolumeService
 from app.snapshot_service import SnapshotService
@@ -76,7 +77,7 @@ class BackupService:
             lambda progress: make(snapshot, dest, endpoint, name, progress),
         )
 
-    def _tree_backup(self, snapshot: str, dest: str, endpoint: str | None, name: str | None, progress: Progress) -> dict:
+    def _tree_backup(self, snapshot: str, dest: str, endpoint: str | None, name: str | None, progress: Progress) -> JSONObject:
         from app.backup import engine
         from app.backup.backup import SnapshotSource
 
@@ -107,7 +108,7 @@ class BackupService:
                 progress=progress,
             )
 
-    def _image_backup(self, snapshot: str, dest: str, endpoint: str | None, name: str | None, progress: Progress) -> dict:
+    def _image_backup(self, snapshot: str, dest: str, endpoint: str | None, name: str | None, progress: Progress) -> JSONObject:
         """Read the snapshot block by block; only the ranges changed since the last backup's snapshot when known."""
         from app.backup import engine
 
@@ -138,12 +139,12 @@ class BackupService:
                 progress=progress,
             )
 
-    def list(self, dest: str, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
+    def list(self, dest: str, volume: str | None = None, s3_endpoint: str | None = None) -> list[JSONObject]:
         from app.backup import engine
 
         return engine.list_backups(dest, volume=volume, s3_endpoint=self._endpoint(s3_endpoint))
 
-    def inspect(self, url: str, s3_endpoint: str | None = None) -> dict:
+    def inspect(self, url: str, s3_endpoint: str | None = None) -> JSONObject:
         from app.backup import engine
 
         return engine.inspect_backup(url, s3_endpoint=self._endpoint(s3_endpoint))
@@ -166,7 +167,7 @@ class BackupService:
 
     # restores
 
-    def restore(self, name: str, url: str, options: dict | None = None, s3_endpoint: str | None = None) -> Job:
+    def restore(self, name: str, url: str, options: dict[str, str] | None = None, s3_endpoint: str | None = None) -> Job:
         """Create volume `name` from a backup. The volume is usable when the job is done."""
         from app.backup import engine
 
@@ -174,14 +175,14 @@ class BackupService:
         summary = engine.inspect_backup(url, s3_endpoint=request.endpoint)  # fails now, not in the job, when it is missing
         return self._start_restore(request, summary, for_docker=False)
 
-    def _check_restore(self, name: str, url: str, options: dict | None, s3_endpoint: str | None) -> _RestoreRequest:
+    def _check_restore(self, name: str, url: str, options: dict[str, str] | None, s3_endpoint: str | None) -> _RestoreRequest:
         """Everything about a restore request that can be checked without asking the store."""
         parsed = parse_backup_url(url)
         options = {k: v for k, v in (options or {}).items() if k != "backup"}
         driver_name, size, backend_options = self.volumes.parse_create_options(name, options)
         return _RestoreRequest(name, url, parsed, driver_name, size, backend_options, self._endpoint(s3_endpoint))
 
-    def _start_restore(self, request: _RestoreRequest, summary: dict, *, for_docker: bool) -> Job:
+    def _start_restore(self, request: _RestoreRequest, summary: JSONObject, *, for_docker: bool) -> Job:
         """Create the volume, marked as being restored, and start the job that fills it."""
         name, url, endpoint = request.name, request.url, request.endpoint
         image = _is_image(summary)
@@ -195,7 +196,7 @@ class BackupService:
         self.volumes.create_for_restore(name, request.driver, size, request.options, str(request.parsed))
         fill = self._fill_from_image if image else self._fill_from_tree
 
-        def work(progress: Progress) -> dict:
+        def work(progress: Progress) -> JSONObject:
             try:
                 details, result = fill(name, url, endpoint, progress)
             except BaseException:
@@ -210,7 +211,7 @@ class BackupService:
             self._restores[name] = (str(request.parsed), job, for_docker)
         return job
 
-    def _fill_from_tree(self, name: str, url: str, endpoint: str | None, progress: Progress) -> tuple[None, dict]:
+    def _fill_from_tree(self, name: str, url: str, endpoint: str | None, progress: Progress) -> tuple[None, JSONObject]:
         """A tree backup, into any volume: mounted (a blank block volume gets its file system), then restored."""
         from app.backup import engine
 
@@ -219,7 +220,7 @@ class BackupService:
 
     def _fill_from_image(
         self, name: str, url: str, endpoint: str | None, progress: Progress
-    ) -> tuple[dict[str, Any] | None, dict]:
+    ) -> tuple[JSONObject | None, JSONObject]:
         """An image backup: streamed block by block onto a block volume's device, or, for a
         directory volume, restored to a scratch image whose files are then copied in."""
         from app.backup import engine
@@ -227,7 +228,7 @@ class BackupService:
         record = self.volumes.require(name)
         driver = self.volumes.driver(record.driver)
         if driver.capabilities.snapshots is SnapshotKind.BLOCK:
-            results: dict = {}
+            results: JSONObject = {}
 
             def write(device: str) -> int:
                 if filesystems.probe(device) is not None:
@@ -272,7 +273,7 @@ class BackupService:
         except Exception:
             log.exception("could not remove %s after its failed restore; the next start removes it", name)
 
-    def restore_for_docker(self, name: str, options: dict, timeout: float) -> None:
+    def restore_for_docker(self, name: str, options: dict[str, str], timeout: float) -> None:
         """`docker volume create -o backup=URL`: restore within Docker's create deadline.
 
         `timeout` covers everything: the look-up of the backup in its store
@@ -326,7 +327,7 @@ class BackupService:
                 f"restore it with `convoy create {name} --backup '{url}'`, which shows progress, "
                 f"then use it with `docker run -v {name}:/data ...`"
             )
-        if job.state == "failed":
+        if job.state == "failed" and job.error is not None:
             raise error_from(job.error["kind"], job.error["message"])
 
 
@@ -354,6 +355,6 @@ def _within(seconds: float, call: Callable[[], T]) -> T | None:
     return outcome["result"]  # type: ignore[return-value]
 
 
-def _is_image(summary: dict) -> bool:
+def _is_image(summary: JSONObject) -> bool:
     """Whether a backup holds a block image (ours, or Convoy's device-mapper blocks) rather than files."""
     return summary.get("source") in ("image", "blocks")

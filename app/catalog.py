@@ -179,7 +179,7 @@ class Catalog:
 
     def snapshots(self, volume: str | None = None) -> list["SnapshotRecord"]:
         query = "SELECT name, volume, created_at, details FROM snapshots"
-        args: tuple = ()
+        args: tuple[str, ...] = ()
         if volume is not None:
             query, args = query + " WHERE volume=?", (volume,)
         with self._lock:
@@ -210,7 +210,7 @@ class Catalog:
     def release_ref(self, name: str, ref_id: str, all_counts: bool = False) -> bool:
         """Drop one count of a reference (or all of it); False when it was unknown."""
 
-        def release(db):
+        def release(db: sqlite3.Connection) -> bool:
             row = db.execute("SELECT count FROM mount_refs WHERE volume=? AND ref_id=?", (name, ref_id)).fetchone()
             if row is None:
                 return False

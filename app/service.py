@@ -8,19 +8,22 @@ worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from app import mounts
-from app.catalog import Catalog, VolumeRecord
+from app.catalog import Catalog, MountRef, VolumeRecord
 from app.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.fs import image_tree
+from app.json_types import JSONObject
 from app.names import check_volume_name
 from app.private_dirs import make_private
 from app.settings import Settings
@@ -180,7 +183,7 @@ class VolumeService:
     # helpers
 
     @contextmanager
-    def volume_lock(self, name: str):
+    def volume_lock(self, name: str) -> Iterator[None]:
         with self._locks_guard:
             lock = self._locks[name]
         with lock:
@@ -224,7 +227,7 @@ class VolumeService:
 
     # views
 
-    def view(self, record: VolumeRecord, mounted: set[str] | None = None) -> dict:
+    def view(self, record: VolumeRecord, mounted: set[str] | None = None) -> JSONObject:
         """What Get, inspect and list show of a volume."""
         target = self.mountpoint(record.name)
         refs = self.catalog.refs(record.name)
@@ -245,10 +248,10 @@ class VolumeService:
             "backend": backend,
         }
 
-    def get(self, name: str) -> dict:
+    def get(self, name: str) -> JSONObject:
         return self.view(self.require(name))
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[JSONObject]:
         mounted = mounts.mounted_paths()
         records = {record.name: record for record in self.catalog.all()}
         for driver_name, shared in self.shared.all():  # as last read: List never waits on shared storage
@@ -261,7 +264,7 @@ class VolumeService:
 
     # changes
 
-    def parse_create_options(self, name: str, options: dict | None) -> tuple[str, int | None, dict[str, str]]:
+    def parse_create_options(self, name: str, options: dict[str, str] | None) -> tuple[str, int | None, dict[str, str]]:
         """Validate a create request: (driver, size in bytes, the remaining options)."""
         check_volume_name(name)
         # Docker's Opts is map[string]string: anything else is refused, never coerced
@@ -276,7 +279,7 @@ class VolumeService:
         size = parse_size(options.pop("size")) if "size" in options else self.settings.default_size
         return driver_name, size, options
 
-    def create(self, name: str, options: dict[str, str] | None = None, exist_ok: bool = True) -> dict:
+    def create(self, name: str, options: dict[str, str] | None = None, exist_ok: bool = True) -> JSONObject:
         """Create a volume; Docker's retries and Swarm's repeats make it idempotent."""
         driver_name, size, options = self.parse_create_options(name, options)
         if "backup" in options:
@@ -312,7 +315,7 @@ class VolumeService:
         log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(record.size))
         return record
 
-    def create_for_restore(self, name: str, driver_name: str, size: int | None, options: dict, url: str) -> VolumeRecord:
+    def create_for_restore(self, name: str, driver_name: str, size: int | None, options: dict[str, str], url: str) -> VolumeRecord:
         """A new volume marked as being restored: Docker cannot mount it, a crash removes it."""
         with self.volume_lock(name):
             if self._lookup(name) is not None:
@@ -351,7 +354,7 @@ class VolumeService:
             self.shared.forget(name)
             log.info("deleted volume %s%s", name, " (reference only, data kept)" if keep_data else "")
 
-    def resize(self, name: str, size: str) -> dict:
+    def resize(self, name: str, size: str) -> JSONObject:
         """`convoy resize NAME SIZE`: grow a volume and its file system, online when it is mounted."""
         self._wait_ready()
         new_size = _check_size(parse_size(size))
@@ -443,7 +446,7 @@ class VolumeService:
                 )
         return extra
 
-    def _private_paths(self) -> list[Path]:
+    def _private_paths(self) -> builtins.list[Path]:
         paths = [self.settings.root, self.mount_root]
         for driver in self.drivers.values():
             paths.extend(driver.private_paths())
@@ -481,7 +484,14 @@ class VolumeService:
                 self._release(record, ref.ref_id, ref.extra_mountpoint, refs, all_counts=True)
                 refs.pop(ref.ref_id)
 
-    def _release(self, record, ref_id, extra_mountpoint, refs, all_counts) -> None:
+    def _release(
+        self,
+        record: VolumeRecord,
+        ref_id: str,
+        extra_mountpoint: str | None,
+        refs: dict[str, MountRef],
+        all_counts: bool,
+    ) -> None:
         # Unmount before forgetting the reference: if the unmount fails, the
         # reference (and so the caller's retry) stays valid.
         total = sum(ref.count for ref in refs.values())
@@ -508,7 +518,7 @@ class VolumeService:
         target = self.mountpoint(record.name)
         return str(target) if mounts.is_mounted(target) else ""
 
-    def info(self) -> dict:
+    def info(self) -> JSONObject:
         return {
             "root": str(self.settings.root),
             "mount_root": str(self.mount_root),

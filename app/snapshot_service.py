@@ -12,6 +12,7 @@ from pathlib import Path
 
 from app.catalog import SnapshotRecord, VolumeRecord
 from app.errors import Conflict, InvalidInput, NotFound
+from app.json_types import JSONObject
 from app.names import check_name
 from app.service import VolumeService
 from app.storage.driver import SnapshotKind, StorageDriver
@@ -31,7 +32,7 @@ class SnapshotService:
         self._in_use: dict[str, int] = {}  # snapshot -> readers (running backups)
         self._in_use_lock = threading.Lock()
 
-    def view(self, record: SnapshotRecord) -> dict:
+    def view(self, record: SnapshotRecord) -> JSONObject:
         return {
             "name": record.name,
             "volume": record.volume,
@@ -47,7 +48,7 @@ class SnapshotService:
             raise NotFound(f"snapshot {name} does not exist: `convoy snapshot list` shows the snapshots")
         return record
 
-    def create(self, volume: str, name: str | None = None) -> dict:
+    def create(self, volume: str, name: str | None = None) -> JSONObject:
         name = check_name("snapshot", name) if name else "snapshot-" + secrets.token_hex(8)
         with self.volumes.volume_lock(volume):
             record = self.volumes.require(volume)
@@ -74,10 +75,10 @@ class SnapshotService:
             self.catalog.remove_snapshot(name)
         log.info("snapshot %s of %s deleted", name, snapshot.volume)
 
-    def get(self, name: str) -> dict:
+    def get(self, name: str) -> JSONObject:
         return self.view(self.require(name))
 
-    def list(self, volume: str | None = None) -> list[dict]:
+    def list(self, volume: str | None = None) -> list[JSONObject]:
         if volume is not None:
             self.volumes.require(volume)
         return [self.view(record) for record in self.catalog.snapshots(volume)]

@@ -54,7 +54,7 @@ def record_file(name: str) -> str:
 
 def parse_record(file_name: str, data: bytes) -> SharedRecord:
     """The record in `data`, read from `file_name`; ConvoyError saying what is wrong otherwise."""
-    doc = parse_json(SharedRecordDoc, data, what="the record", max_bytes=MAX_RECORD_BYTES)
+    doc: SharedRecordDoc = parse_json(SharedRecordDoc, data, what="the record", max_bytes=MAX_RECORD_BYTES)
     name = check_volume_name(doc["name"])
     if record_file(name) != file_name:
         raise ConvoyError(f"it names volume {name!r}, but its file is {file_name}")
@@ -66,11 +66,12 @@ class SharedRecordReader:
 
     def __init__(self, where: str):
         self.where = where
-        self._cache: dict[str, tuple[tuple, SharedRecord | None]] = {}
+        self._cache: dict[str, tuple[tuple[int, ...], SharedRecord | None]] = {}
         self._lock = threading.Lock()
 
     def read_all(self, records_fd: int) -> list[SharedRecord]:
-        found, seen = [], set()
+        found: list[SharedRecord] = []
+        seen: set[str] = set()
         with os.scandir(records_fd) as entries:
             for entry in entries:
                 if entry.name.startswith(".") or not entry.name.endswith(SUFFIX):
@@ -84,7 +85,7 @@ class SharedRecordReader:
                 del self._cache[gone]
         return found
 
-    def _read(self, records_fd: int, entry: os.DirEntry) -> SharedRecord | None:
+    def _read(self, records_fd: int, entry: os.DirEntry[str]) -> SharedRecord | None:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:

@@ -186,7 +186,7 @@ class VfsDriver(StorageDriver):
                 os.unlink(name, dir_fd=base)
 
     @contextmanager
-    def _volume_fd(self, name: str, readable: bool = False):
+    def _volume_fd(self, name: str, readable: bool = False) -> Iterator[int]:
         """The volume's directory itself, never what a link in its place points at."""
         directory = self.volume_dir(name)
         flags = (os.O_RDONLY | os.O_DIRECTORY) if readable else os.O_PATH

@@ -18,6 +18,7 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 
 from app.errors import Conflict
 from app.fs import xattrs
@@ -29,7 +30,7 @@ from app.storage.nofollow import proc_path
 MAX_DEPTH = 256
 
 
-def _clone_or_copy(sfd: int, dfd: int, st: os.stat_result, state: dict) -> None:
+def _clone_or_copy(sfd: int, dfd: int, st: os.stat_result, state: dict[str, bool | None]) -> None:
     """A reflink until the file system first refuses one; byte copies from then on."""
     if state["reflink"] is not False:
         state["reflink"] = try_clone(sfd, dfd)
@@ -45,7 +46,7 @@ class _Tree:
     def __init__(self, where: str, dest_root: int):
         self.where = where
         self.dest_root = dest_root
-        self.state: dict = {"reflink": None, "copied": False}
+        self.state: dict[str, bool | None] = {"reflink": None, "copied": False}
         self.links: dict[tuple[int, int], str] = {}  # (dev, ino) -> first copy, relative to dest_root
 
     def changed(self, rel: str) -> Conflict:
@@ -223,7 +224,7 @@ def _open_child(level: _Level, name: str, st: os.stat_result, tree: _Tree, rel: 
         raise
 
 
-def _entries(dir_fd: int):
+def _entries(dir_fd: int) -> Iterator[tuple[str, os.stat_result]]:
     """(name, lstat) of each entry of an open directory, read at once (bounded fds: one per level)."""
     listed = []
     with os.scandir(dir_fd) as scan:
