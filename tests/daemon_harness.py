@@ -147,4 +147,5 @@ def in_process_service(base: Path):
     driver = build_driver("vfs", {}, settings.root)
     service = VolumeService(settings, {"vfs": driver}, catalog)
     service.start()
+    service.shared.stop()  # no background reads of shared records behind a test's back
     return service, driver, catalog, settings

@@ -74,26 +74,37 @@ class FakeDriver(StorageDriver):
         return list(self.shared)
 
 
-def service_on(tmp_path: Path, driver: FakeDriver, **settings: str) -> VolumeService:
-    loaded = load_settings(
-        root=str(tmp_path / "root"), mount_root=str(tmp_path / "mounts"), drivers=["fake"], env=dict(settings)
-    )
-    service = VolumeService(loaded, {"fake": driver}, Catalog(loaded.root / "catalog.db"))
-    service._ready.set()  # what start() ends with; its mount recovery needs root
-    return service
+@pytest.fixture
+def service_on():
+    """service_on(directory, driver, **env): a VolumeService over `driver`; its catalog is closed after the test
+    (an open SQLite connection closed by the garbage collector later would disturb other tests' fd counts)."""
+    catalogs: list[Catalog] = []
+
+    def make(base: Path, driver: FakeDriver, **settings: str) -> VolumeService:
+        loaded = load_settings(
+            root=str(base / "root"), mount_root=str(base / "mounts"), drivers=["fake"], env=dict(settings)
+        )
+        catalogs.append(Catalog(loaded.root / "catalog.db"))
+        service = VolumeService(loaded, {"fake": driver}, catalogs[-1])
+        service._ready.set()  # what start() ends with; its mount recovery needs root
+        return service
+
+    yield make
+    for catalog in catalogs:
+        catalog.close()
 
 
 TREE = Capabilities(snapshots=SnapshotKind.TREE, data_outside_host=False)
 NO_SNAPSHOTS = Capabilities(snapshots=SnapshotKind.NONE, data_outside_host=True)
 
 
-def test_a_driver_that_decides_the_size_is_what_the_catalog_shows(tmp_path):
+def test_a_driver_that_decides_the_size_is_what_the_catalog_shows(tmp_path, service_on):
     service = service_on(tmp_path, FakeDriver(TREE, default_size=10 << 30))
     assert service.create("v1")["size"] == 10 << 30
     assert service.create("v2", {"size": "1G"})["size"] == 1 << 30
 
 
-def test_unknown_options_are_refused_with_the_driver_own_options_listed(tmp_path):
+def test_unknown_options_are_refused_with_the_driver_own_options_listed(tmp_path, service_on):
     driver = FakeDriver(TREE)
     service = service_on(tmp_path, driver)
     with pytest.raises(InvalidInput) as caught:
@@ -103,7 +114,7 @@ def test_unknown_options_are_refused_with_the_driver_own_options_listed(tmp_path
     service.create("v1", {"colour": "blue"})
 
 
-def test_capabilities_decide_what_is_refused_before_the_driver_is_called(tmp_path):
+def test_capabilities_decide_what_is_refused_before_the_driver_is_called(tmp_path, service_on):
     from app.snapshot_service import SnapshotService
 
     service = service_on(tmp_path, FakeDriver(NO_SNAPSHOTS))
@@ -115,7 +126,7 @@ def test_capabilities_decide_what_is_refused_before_the_driver_is_called(tmp_pat
     assert service.info()["drivers"]["fake"]["snapshots"] == "none"
 
 
-def test_docker_remove_keeps_data_that_lives_outside_the_host(tmp_path):
+def test_docker_remove_keeps_data_that_lives_outside_the_host(tmp_path, service_on):
     outside = FakeDriver(NO_SNAPSHOTS)
     service = service_on(tmp_path, outside)
     service.create("v1")
@@ -128,7 +139,7 @@ def test_docker_remove_keeps_data_that_lives_outside_the_host(tmp_path):
     assert local.calls.deleted == [("v1", False)]
 
 
-def test_a_failed_restore_keeps_adopted_storage_and_removes_new_storage(tmp_path):
+def test_a_failed_restore_keeps_adopted_storage_and_removes_new_storage(tmp_path, service_on):
     driver = FakeDriver(TREE)
     driver.existing.add("adopted")
     service = service_on(tmp_path, driver)
@@ -141,7 +152,7 @@ def test_a_failed_restore_keeps_adopted_storage_and_removes_new_storage(tmp_path
     assert service.list() == []
 
 
-def test_list_and_get_never_read_shared_storage_on_the_request_path(tmp_path):
+def test_list_and_get_never_read_shared_storage_on_the_request_path(tmp_path, service_on):
     driver = FakeDriver(NO_SNAPSHOTS)
     driver.shared = [SharedVolume("elsewhere", 1 << 30, "2026-01-01T00:00:00Z", {"fake": "elsewhere"})]
     service = service_on(tmp_path, driver, SHARED_REFRESH="3600")
@@ -183,7 +194,7 @@ def test_a_failing_shared_read_keeps_the_last_answer():
     assert [v.name for _, v in cache.all()] == ["v"]
 
 
-def test_unknown_names_are_not_found_with_what_to_do(tmp_path):
+def test_unknown_names_are_not_found_with_what_to_do(tmp_path, service_on):
     service = service_on(tmp_path, FakeDriver(TREE))
     with pytest.raises(NotFound, match="docker volume create -d convoy nope"):
         service.get("nope")
