@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from app.backup.progress import Progress
 from app.backup.urls import BackupURL, parse_backup_url, parse_store_url
@@ -244,10 +244,12 @@ class BackupService:
         make_private(scratch)
         try:
             result = engine.restore_image(url, str(scratch / "image"), s3_endpoint=endpoint, progress=progress)
-            with self._restore_mount(name) as target:
-                with image_tree.mounted_read_only(scratch / "image", scratch / "tree") as tree:
-                    progress.check("the restore")
-                    image_tree.copy_tree(tree, target)
+            with (
+                self._restore_mount(name) as target,
+                image_tree.mounted_read_only(scratch / "image", scratch / "tree") as tree,
+            ):
+                progress.check("the restore")
+                image_tree.copy_tree(tree, target)
         finally:
             image_tree.clean_scratch(scratch)
         return None, result
@@ -342,7 +344,7 @@ def _within(seconds: float, call: Callable[[], T]) -> T | None:
     def run() -> None:
         try:
             outcome["result"] = call()
-        except BaseException as error:  # handed to the caller
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
             outcome["error"] = error
 
     thread = threading.Thread(target=run, name="look-up-within-deadline", daemon=True)

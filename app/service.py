@@ -315,7 +315,9 @@ class VolumeService:
         log.info("created volume %s (driver %s, size %s)", name, driver_name, format_size(record.size))
         return record
 
-    def create_for_restore(self, name: str, driver_name: str, size: int | None, options: dict[str, str], url: str) -> VolumeRecord:
+    def create_for_restore(
+        self, name: str, driver_name: str, size: int | None, options: dict[str, str], url: str
+    ) -> VolumeRecord:
         """A new volume marked as being restored: Docker cannot mount it, a crash removes it."""
         with self.volume_lock(name):
             if self._lookup(name) is not None:

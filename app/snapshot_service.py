@@ -7,7 +7,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.catalog import SnapshotRecord, VolumeRecord
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def _timestamp() -> str:
     # milliseconds: snapshots of one volume are ordered by it
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class SnapshotService:
@@ -104,6 +104,5 @@ class SnapshotService:
     @contextmanager
     def reading_tree(self, name: str, volume: str | None = None) -> Iterator[tuple[SnapshotRecord, Path]]:
         """A tree back-end's snapshot held and opened as a directory: (record, directory)."""
-        with self.held(name, volume) as (snapshot, record, driver):
-            with driver.open_tree_snapshot(snapshot.ref(record)) as directory:
-                yield snapshot, directory
+        with self.held(name, volume) as (snapshot, record, driver), driver.open_tree_snapshot(snapshot.ref(record)) as directory:
+            yield snapshot, directory

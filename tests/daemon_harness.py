@@ -27,6 +27,16 @@ def http_call(sock_path, method: str, path: str, body=None, raw: bytes | None = 
     return response.status, (json.loads(data) if data else {})
 
 
+def wait_until(condition, seconds: float = 15.0) -> bool:
+    """Whether `condition()` became true within `seconds` (polled)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def mounted_points() -> set[str]:
     with open("/proc/self/mountinfo") as info:
         return {line.split(" ")[4] for line in info}

@@ -7,6 +7,7 @@ two copies no longer share (`app.fs.fiemap`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -66,7 +67,5 @@ def supports_reflink(directory: str) -> bool:
         return False
     finally:
         for path in (probe, clone):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass

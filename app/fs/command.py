@@ -34,11 +34,11 @@ PACKAGES = {
 _BANNER = re.compile(r"^\S+ \d+(\.\d+)+ \(.*\)$")
 
 
-def first_line(text: str) -> str:
-    """The first non-blank line that is not a version banner, stripped: a tool's complaint in one line."""
+def first_line(text: str, skip: re.Pattern[str] = _BANNER) -> str:
+    """The first non-blank line that `skip` (a version banner) does not match, stripped: a tool's complaint in one line."""
     for line in text.splitlines():
         line = line.strip()
-        if line and not _BANNER.match(line):
+        if line and not skip.match(line):
             return line
     return ""
 

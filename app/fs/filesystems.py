@@ -201,11 +201,7 @@ def _damaged(device: str, fs: str, finding: str) -> None:
 
 
 def _finding(output: str) -> str:
-    for line in output.splitlines():
-        line = line.strip()
-        if line and not _CHECK_NOISE.match(line):
-            return line
-    return "no details given"
+    return command.first_line(output, skip=_CHECK_NOISE) or "no details given"
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from app import mounts
 from app.errors import Conflict, InvalidInput
@@ -70,7 +71,7 @@ class BlockDriver(StorageDriver):
     `open_block_snapshot`): take them inside `self.consistent(volume)`.
     """
 
-    volume_options = {"fs": "file system made on a blank volume: ext4 (default) or xfs"}
+    volume_options: ClassVar[dict[str, str]] = {"fs": "file system made on a blank volume: ext4 (default) or xfs"}
     #: whether `grow_device` is implemented
     can_resize = False
 

@@ -155,7 +155,7 @@ class StorageDriver(ABC):
         """Directories this back-end keeps its storage in: never a place for a user's mount."""
         return []
 
-    def start(self) -> None:
+    def start(self) -> None:  # noqa: B027 - optional: most back-ends have nothing to prepare
         """Slow preparation (scans, cloud calls, cleaning up what a crash left half-made).
 
         Runs after the sockets listen."""
@@ -176,7 +176,7 @@ class StorageDriver(ABC):
     def unmount(self, volume: VolumeRef, target: Path) -> None:
         """Undo `mount`. Must succeed when `target` is already unmounted."""
 
-    def recover(self, volume: VolumeRef, in_use: bool) -> None:
+    def recover(self, volume: VolumeRef, in_use: bool) -> None:  # noqa: B027 - optional: only attachments need it
         """After a restart: release what a volume no reference holds still holds (an attachment).
 
         Called at start for every volume, before mounts are restored; `in_use`

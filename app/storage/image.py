@@ -14,6 +14,7 @@ Layout under `image.path` (default `<root>/images`, 0700):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -21,6 +22,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from app.errors import Conflict, Unavailable
 from app.fs import loop
@@ -48,7 +50,7 @@ OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class ImageDriver(BlockDriver):
     name = "image"
-    daemon_options = {
+    daemon_options: ClassVar[dict[str, str]] = {
         "image.path": "directory that holds the volumes' image files; default <root>/images",
         "image.default_size": f"size of a volume created without one; default {DEFAULT_SIZE}",
     }
@@ -124,6 +126,8 @@ class ImageDriver(BlockDriver):
 
     def destroy_device(self, volume: VolumeRef) -> None:
         self.image_file(volume.name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its snapshots are gone already (the service
+            (self.snapshots_dir / volume.name).rmdir()  # refuses a delete before): only their empty directory
 
     def attachment(self, volume: VolumeRef) -> Attachment:
         devices = loop.devices_of(str(self.image_file(volume.name)))

@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from app.errors import Conflict
@@ -35,10 +35,8 @@ def planted(path: Path | str) -> Conflict:
 def open_child_dir(parent_fd: int, name: str, where: Path, *, create: bool = False, mode: int = 0o700) -> int:
     """Open directory `name` under `parent_fd` (creating it with `mode` if asked); never a link."""
     if create:
-        try:
+        with suppress(FileExistsError):
             os.mkdir(name, mode, dir_fd=parent_fd)
-        except FileExistsError:
-            pass
     try:
         return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
     except OSError as err:
@@ -101,10 +99,8 @@ def write_json_at(dir_fd: int, name: str, data: object) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         raise
     os.fsync(dir_fd)
 

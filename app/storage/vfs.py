@@ -20,6 +20,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from app import mounts
 from app.errors import Conflict, InvalidInput, Unavailable
@@ -62,7 +63,7 @@ VOLUME_DIR_MODE = 0o755  # the volume's own root, as containers expect; its pare
 
 class VfsDriver(StorageDriver):
     name = "vfs"
-    daemon_options = {
+    daemon_options: ClassVar[dict[str, str]] = {
         "vfs.path": "directory that holds the volumes (local or an NFS mount); default <root>/vfs",
         "vfs.shared": "true/false: treat vfs.path as shared between hosts (default: detected, true on NFS)",
     }
@@ -182,7 +183,9 @@ class VfsDriver(StorageDriver):
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=base)  # fd-based: never leaves the tree through a link
             else:
-                log.warning("%s is not a directory (a planted link?): removing the link, not what it points at", self.volume_dir(name))
+                log.warning(
+                    "%s is not a directory (a planted link?): removing the link, not what it points at", self.volume_dir(name)
+                )
                 os.unlink(name, dir_fd=base)
 
     @contextmanager

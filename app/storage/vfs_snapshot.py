@@ -14,6 +14,7 @@ for a link mid-copy cannot redirect it to the host's files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -188,10 +189,8 @@ def _copy_tree(source_fd: int, tree: _Tree) -> None:
             name, st = entry
             rel = os.path.join(level.rel, name)
             if not stat.S_ISDIR(st.st_mode):
-                try:
+                with contextlib.suppress(_Vanished):  # deleted by a container meanwhile, as it could have been a moment earlier
                     _copy_entry(level.src, level.dst, name, st, tree, rel)
-                except _Vanished:
-                    pass  # deleted by a container meanwhile, as it could have been a moment earlier
                 continue
             if len(stack) > MAX_DEPTH:  # this directory would be level len(stack) below the root
                 raise tree.too_deep(rel)
@@ -229,10 +228,8 @@ def _entries(dir_fd: int) -> Iterator[tuple[str, os.stat_result]]:
     listed = []
     with os.scandir(dir_fd) as scan:
         for entry in scan:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # removed while listed
                 listed.append((entry.name, entry.stat(follow_symlinks=False)))
-            except FileNotFoundError:
-                pass  # removed while listed
     return iter(sorted(listed))
 
 

@@ -1,12 +1,11 @@
 """The Docker VolumeDriver protocol over the real plugin socket of a running daemon."""
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import http_call, mounted_points
+from tests.daemon_harness import http_call, mounted_points, wait_until
 
 pytestmark = pytest.mark.needs_root
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -109,10 +108,7 @@ def test_list_shows_another_host_new_volume_within_the_refresh_interval(make_dae
     host_b = make_daemon("--driver-opts", f"vfs.path={shared}", "--shared-refresh", "0.5", name="b")
     assert host_b.docker_ok("List")["Volumes"] == []
     host_a.docker_ok("Create", {"Name": "later"})
-    deadline = time.monotonic() + 10
-    while not host_b.docker_ok("List")["Volumes"]:
-        assert time.monotonic() < deadline, "host B never listed host A's new volume"
-        time.sleep(0.1)
+    assert wait_until(lambda: host_b.docker_ok("List")["Volumes"], 10), "host B never listed host A's new volume"
     assert [v["Name"] for v in host_b.docker_ok("List")["Volumes"]] == ["later"]
 
 

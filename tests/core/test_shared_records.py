@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from tests.daemon_harness import wait_until
+
 pytestmark = pytest.mark.needs_root
 
 
@@ -73,15 +75,6 @@ def skip_lines(daemon, file_name):
     return [line for line in daemon.log_text().splitlines() if re.search(rf"skipping volume record \S*/{re.escape(file_name)} written on shared storage: ", line)]
 
 
-def eventually(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def test_bad_shared_records_are_skipped_once_each_and_never_break_list_or_get(make_daemon):
     daemon = make_daemon("--shared-refresh", "0.3")  # read many times over: still one line per file
     daemon.cli("create", "good", check=True)
@@ -93,7 +86,7 @@ def test_bad_shared_records_are_skipped_once_each_and_never_break_list_or_get(ma
     (vfs / "other-name").mkdir()
     (records / "valid-elsewhere.json").write_text(record("valid-elsewhere"))  # another host's good volume
     (vfs / "valid-elsewhere").mkdir()
-    assert eventually(lambda: len(daemon.docker_ok("List")["Volumes"]) == 2), "the next read lists the good record"
+    assert wait_until(lambda: len(daemon.docker_ok("List")["Volumes"]) == 2), "the next read lists the good record"
 
     for _ in range(3):  # Docker asks often: the log says it once per file
         listed = daemon.docker_ok("List")["Volumes"]
@@ -114,11 +107,11 @@ def test_bad_shared_records_are_skipped_once_each_and_never_break_list_or_get(ma
 
     # a change to a file is worth one more line; a fixed record is then listed
     (records / "num.json").write_text(json.dumps({"name": 6}))
-    assert eventually(lambda: len(skip_lines(daemon, "num.json")) == 2)
+    assert wait_until(lambda: len(skip_lines(daemon, "num.json")) == 2)
     time.sleep(1)  # more reads of the same file
     assert len(skip_lines(daemon, "num.json")) == 2
     (records / "num.json").write_text(record("num"))
-    assert eventually(lambda: "num" in [v["Name"] for v in daemon.docker_ok("List")["Volumes"]])
+    assert wait_until(lambda: "num" in [v["Name"] for v in daemon.docker_ok("List")["Volumes"]])
 
 
 def test_a_record_whose_volume_directory_is_a_link_is_not_listed(daemon, tmp_path):

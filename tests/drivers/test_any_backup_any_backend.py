@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def both(make_daemon, xfs_dir):
     from tests.drivers.backends import loop_devices_of
 
     for device in loop_devices_of(xfs_dir):
-        os.system(f"losetup -d {device}")
+        subprocess.run(["losetup", "-d", device], check=False)
 
 
 def backup_of(daemon, volume: str, store: str) -> str:

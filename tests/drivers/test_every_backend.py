@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.backup.treecheck import describe, make_sample_tree
-from tests.daemon_harness import mounted_points
+from tests.daemon_harness import mounted_points, wait_until
 
 pytestmark = pytest.mark.needs_root
 
@@ -33,15 +32,6 @@ def mount(daemon, name: str, ref: str) -> str:
 
 def unmount(daemon, name: str, ref: str) -> None:
     daemon.docker_ok("Unmount", {"Name": name, "ID": ref})
-
-
-def wait_for(condition, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def times_mounted(path: str) -> int:
@@ -64,7 +54,7 @@ def test_create_mount_twice_unmount_and_remount_keeps_the_data(host):
     assert first not in mounted_points()
     assert host.loop_devices() == {}, "an unmounted block volume is detached"
     again = mount(daemon, "v1", "c3")
-    assert open(os.path.join(again, "hello")).read() == "persisted"
+    assert Path(again, "hello").read_text() == "persisted"
     unmount(daemon, "v1", "c3")
 
 
@@ -72,7 +62,7 @@ def test_existing_storage_is_adopted_with_its_data(host):
     host.plant("old", {"kept.txt": b"made before convoy"})
     host.daemon.cli("create", "old", check=True)
     mountpoint = mount(host.daemon, "old", "c1")
-    assert open(os.path.join(mountpoint, "kept.txt"), "rb").read() == b"made before convoy"
+    assert Path(mountpoint, "kept.txt").read_bytes() == b"made before convoy"
     unmount(host.daemon, "old", "c1")
     host.daemon.cli("delete", "old", check=True)
 
@@ -99,8 +89,8 @@ def test_kill_9_and_reboot_leave_each_mount_and_attachment_once(host):
     for device in host.loop_devices():
         subprocess.run(["losetup", "-d", device], check=True)
     daemon.start()
-    assert wait_for(lambda: mountpoint in mounted_points()), "the start-up remounts what references still hold"
-    assert open(os.path.join(mountpoint, "f")).read() == "before the crash"
+    assert wait_until(lambda: mountpoint in mounted_points()), "the start-up remounts what references still hold"
+    assert Path(mountpoint, "f").read_text() == "before the crash"
     unmount(daemon, "held", "c1")
     assert host.loop_devices() == {}
 
