@@ -26,6 +26,8 @@ STATUS_BY_KIND = {
     "invalid": 400,
     "not_found": 404,
     "conflict": 409,
+    "cancelled": 409,  # the operation was stopped on request; nothing changed
+    "damaged": 422,  # the request is fine, what it names is unusable as stored
     "configuration": 500,
     "unavailable": 503,
     "error": 500,

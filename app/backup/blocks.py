@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import blake3
 import zstandard
 
-from app.errors import Conflict
+from app.errors import Damaged
 
 from . import layout, limits
 from .objectstore import ObjectStore
@@ -88,7 +88,7 @@ def stored_size(encoded: bytes | list) -> int:
     return len(encoded) if isinstance(encoded, (bytes, bytearray)) else sum(len(p) for p in encoded)
 
 
-class BlockDamaged(Conflict):
+class BlockDamaged(Damaged):
     """A stored block does not decode to the content its name promises."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Damaged, NotFound
 
 from . import layout, manifest
 from .locks import DEFAULT_TTL, StoreLock, remove_expired_locks
@@ -62,7 +62,7 @@ def _referenced_blocks(store: ObjectStore, skip: tuple[str, str] | None = None) 
             doc = manifest.read_backup(store, vol, name)
         except NotFound:
             continue  # deleted since the listing (not by a delete: we hold the exclusive lock)
-        except Conflict as e:
+        except (Damaged, Conflict) as e:  # damaged, or of a newer format
             unreadable.append(f"backup {name} of volume {vol} ({e})")
             continue
         referenced.update(manifest.block_digests(doc))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Damaged, NotFound
 
 from . import image, legacy_convoy, manifest
 from .backup import SnapshotSource, create_backup as _create_backup
@@ -138,7 +138,7 @@ def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | Non
             for vol, name in list_names(store, volume):
                 try:
                     doc = summarise(vol, name)
-                except (Conflict, NotFound) as e:  # an unreadable backup is listed with why, not hidden
+                except (Damaged, Conflict, NotFound) as e:  # an unreadable backup is listed with why, not hidden
                     doc = {"name": name, "volume": vol, "error": str(e)}
                 rows.append({"url": backup_url(store_url, vol, name), **doc})
     rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))

@@ -19,7 +19,7 @@ import posixpath
 import tarfile
 import zlib
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Damaged, NotFound
 from app.validation import parse_json
 
 from . import limits, tree
@@ -54,21 +54,21 @@ def has_backup(store: ObjectStore, volume: str, backup: str) -> bool:
 
 
 def read_backup_cfg(store: ObjectStore, volume: str, backup: str) -> BackupCfg:
-    """A backup's .cfg, size-checked and validated; Conflict naming the object when it is not one."""
+    """A backup's .cfg, size-checked and validated; Damaged naming the object when it is not one."""
     key = backup_cfg_key(volume, backup)
     what = f"Convoy backup config {key} in {store.url}"
     try:
         data = store.get_at_most(key, limits.MAX_LEGACY_BACKUP_CFG, "Convoy backup config")
     except NotFound:
         raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}") from None
-    cfg = parse_json(BackupCfg, data, what=what, max_bytes=limits.MAX_LEGACY_BACKUP_CFG, error=Conflict)
+    cfg = parse_json(BackupCfg, data, what=what, max_bytes=limits.MAX_LEGACY_BACKUP_CFG, error=Damaged)
     path = (cfg.get("SingleFile") or {}).get("FilePath")
     archives = volume_dir(volume) + "BackupFiles/"
     if path and (not path.startswith(archives) or "/" in path[len(archives):] or not path.endswith(".bak")):
-        raise Conflict(f"{what} is not valid: SingleFile.FilePath {path!r} is not an archive of this volume ({archives}*.bak)")
+        raise Damaged(f"{what} is not valid: SingleFile.FilePath {path!r} is not an archive of this volume ({archives}*.bak)")
     for i, block in enumerate(cfg.get("Blocks") or ()):
         if block["Offset"] % limits.LEGACY_BLOCK_SIZE:
-            raise Conflict(f"{what} is not valid: Blocks.{i}.Offset {block['Offset']} is not a multiple of Convoy's 2 MiB block")
+            raise Damaged(f"{what} is not valid: Blocks.{i}.Offset {block['Offset']} is not a multiple of Convoy's 2 MiB block")
     return cfg
 
 
@@ -105,8 +105,8 @@ def read_volume_cfg(store: ObjectStore, volume: str) -> VolumeCfg | None:
     key = volume_dir(volume) + "volume.cfg"
     try:
         data = store.get_at_most(key, limits.MAX_SMALL_DOC, "Convoy volume config")
-        return parse_json(VolumeCfg, data, what=f"Convoy volume config {key}", max_bytes=limits.MAX_SMALL_DOC, error=Conflict)
-    except (NotFound, Conflict):
+        return parse_json(VolumeCfg, data, what=f"Convoy volume config {key}", max_bytes=limits.MAX_SMALL_DOC, error=Damaged)
+    except (NotFound, Damaged):
         return None
 
 
@@ -171,7 +171,7 @@ _MAX_DEVICE_PART = (1 << 31) - 1
 def _device_number(member: tarfile.TarInfo, what: str) -> int:
     for part, value in (("major", member.devmajor), ("minor", member.devminor)):
         if not 0 <= value <= _MAX_DEVICE_PART:
-            raise Conflict(
+            raise Damaged(
                 f"{what} holds {member.name!r}, a device with {part} number {value}, outside 0..{_MAX_DEVICE_PART}; "
                 "the archive is damaged: refusing to restore it"
             )
@@ -181,7 +181,7 @@ def _device_number(member: tarfile.TarInfo, what: str) -> int:
 def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
     """The member as a tree entry, checked against the same schema as ours."""
     if member.sparse is not None:  # a GNU 0.x sparse map from a pax header
-        raise Conflict(f"{what} holds {member.name!r}, a sparse member, which Convoy never wrote; refusing to restore it")
+        raise Damaged(f"{what} holds {member.name!r}, a sparse member, which Convoy never wrote; refusing to restore it")
     if member.isdir():
         kind = "dir"
     elif member.isreg():
@@ -194,7 +194,7 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
         # a container's data, kept as data as in our format (docs/security.md)
         kind = "chardev" if member.ischr() else "blockdev" if member.isblk() else "fifo"
     else:
-        raise Conflict(
+        raise Damaged(
             f"{what} holds {member.name!r}, a member of tar type {member.type!r} that Convoy never wrote; "
             "refusing to restore it (nothing outside the target was touched)"
         )
@@ -280,7 +280,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
                         progress.check("the restore")
                         _restore_member(out, archive, member, dirs, progress)
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-                raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
+                raise Damaged(f"backup {backup}: its archive {path} is damaged ({e})") from None
         out.finish_dirs(dirs)
     make_durable(target)
     progress.done_bytes = progress.total_bytes
@@ -308,10 +308,10 @@ def _read_block(store: ObjectStore, volume: str, backup: str, checksum: str) -> 
         data = limits.gunzip_capped(stored, limits.LEGACY_BLOCK_SIZE, f"Convoy block {key}")
     except NotFound:
         raise NotFound(f"{what} is missing from {store.url}") from None
-    except Conflict as e:
-        raise Conflict(f"{what} is corrupted: {e}") from None
+    except Damaged as e:
+        raise Damaged(f"{what} is corrupted: {e}") from None
     if hashlib.sha512(data).hexdigest()[:64] != checksum and hashlib.sha256(data).hexdigest() != checksum:
-        raise Conflict(f"{what} is corrupted: its content does not match its name")
+        raise Damaged(f"{what} is corrupted: its content does not match its name")
     return data
 
 
@@ -319,7 +319,7 @@ def _check_blocks_fit(cfg: BackupCfg, size: int | None, key: str) -> None:
     """Every listed block lies inside the volume, when its size is known."""
     for block in cfg.get("Blocks") or ():
         if size and block["Offset"] + limits.LEGACY_BLOCK_SIZE > size:
-            raise Conflict(
+            raise Damaged(
                 f"Convoy backup config {key} is not valid: a block at offset {block['Offset']} lies "
                 f"outside the volume's {size} bytes"
             )
@@ -332,7 +332,7 @@ def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None
     for checksum in checksums:
         try:
             _read_block(store, volume, backup, checksum)
-        except (NotFound, Conflict) as e:
+        except (NotFound, Damaged) as e:
             problems.append(str(e))
     return {"backup": backup, "volume": volume, "ok": not problems, "blocks": len(checksums), "problems": problems}
 
@@ -354,7 +354,7 @@ def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | Non
                         pass
     except NotFound:
         problems.append(f"archive {path} is missing")
-    except Conflict as e:
+    except Damaged as e:
         problems.append(str(e))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         problems.append(f"archive {path} is damaged: {e}")

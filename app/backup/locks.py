@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from app.errors import Conflict, NotFound, Unavailable
+from app.errors import Conflict, Damaged, NotFound, Unavailable
 from app.validation import parse_json
 
 from . import layout, limits
@@ -59,10 +59,10 @@ def read_locks(store: ObjectStore) -> list[LockInfo]:
     for key in store.list(layout.LOCKS):
         try:
             data = store.get_at_most(key, limits.MAX_SMALL_DOC, "lock")
-            raw = parse_json(LockDoc, data, what=f"lock {key} in {store.url}", max_bytes=limits.MAX_SMALL_DOC, error=Conflict)
+            raw = parse_json(LockDoc, data, what=f"lock {key} in {store.url}", max_bytes=limits.MAX_SMALL_DOC, error=Damaged)
         except NotFound:
             continue
-        except Conflict as e:
+        except Damaged as e:
             log.warning("%s; ignoring it", e)
             continue
         locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__ if k != "key"}, key=key))

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import zstandard
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, Damaged, InvalidInput, NotFound
 from app.names import check_name
 from app.validation import validate
 
@@ -60,11 +60,11 @@ def _check_version(kind: str, version: object, where: str) -> None:
         " or delete the backup" if kind == "backup manifest" else ""
     )
     if version is None:
-        raise Conflict(f"{where} is a {kind} without a format version; {damaged}")
+        raise Damaged(f"{where} is a {kind} without a format version; {damaged}")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Conflict(f"{where}: format version {version!r} is not an integer; {damaged}")
+        raise Damaged(f"{where}: format version {version!r} is not an integer; {damaged}")
     if version < 1:
-        raise Conflict(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
+        raise Damaged(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
     if version > FORMAT_VERSION:
         raise Conflict(
             f"{where} is a {kind} of format version {version}; this Convoy reads format versions "
@@ -86,12 +86,12 @@ def parse_document(data: bytes | bytearray, schema: type[T], *, kind: str, forma
             raw: Any = json.loads(data)
         except (ValueError, RecursionError) as e:
             reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-            raise Conflict(f"{where} is not a readable {kind} (not JSON: {reason}); the store is damaged") from None
-        header = validate(schemas.Header, raw, what=where, error=Conflict)
+            raise Damaged(f"{where} is not a readable {kind} (not JSON: {reason}); the store is damaged") from None
+        header = validate(schemas.Header, raw, what=where, error=Damaged)
         if header["format"] != format:
-            raise Conflict(f"{where} is not a Convoy {kind} (its format is {header['format']!r})")
+            raise Damaged(f"{where} is not a Convoy {kind} (its format is {header['format']!r})")
         _check_version(kind, header.get("version"), where)
-        return validate(schema, raw, what=where, error=Conflict)
+        return validate(schema, raw, what=where, error=Damaged)
 
 
 @contextlib.contextmanager
@@ -142,7 +142,7 @@ def read_volume(store: ObjectStore, volume: str) -> schemas.VolumeDoc | None:
         return parse_document(data, schemas.VolumeDoc, kind="volume manifest", format=VOLUME_FORMAT, where=f"{store.url}: {key}")
     except NotFound:
         return None
-    except Conflict as e:
+    except (Damaged, Conflict) as e:  # damaged, or of a newer format
         log.warning("%s; the next backup of volume %s rewrites it", e, volume)
         return None
 
@@ -172,7 +172,7 @@ def decode_manifest(data: bytes | memoryview, where: str) -> dict:
     what = f"backup manifest {where}"
     frame = limits.zstd_frame_size(data, what)
     if frame != len(data):
-        raise Conflict(
+        raise Damaged(
             f"{what} holds {len(data) - frame} bytes after its zstd frame, which no Convoy writes; "
             "the store is damaged: restore this object from a copy or delete the backup"
         )
@@ -189,30 +189,30 @@ def _check_entries(doc: schemas.BackupDoc, where: str) -> None:
     block_size = doc["block_size"]
     for i, entry in enumerate(doc["entries"]):
         if "\0" in entry["path"] or "\0" in (link_target(entry) or ""):
-            raise Conflict(f"{where} is not valid: entries.{i}: a path holds a NUL character")
+            raise Damaged(f"{where} is not valid: entries.{i}: a path holds a NUL character")
         if entry.get("xattrs"):
             _check_xattrs(entry["xattrs"], f"{where} is not valid: entries.{i} ({entry['path']!r})")
         for offset, length, _digest in file_blocks(entry):
             if length > block_size or offset + length > entry["size"]:
-                raise Conflict(
+                raise Damaged(
                     f"{where} is not valid: entries.{i} ({entry['path']!r}): a block of {length} bytes at "
                     f"offset {offset} lies outside the file's {entry['size']} bytes or exceeds the "
                     f"backup's block size {block_size}"
                 )
     if doc.get("source") == "image" and [e["type"] for e in doc["entries"]] != ["file"]:
-        raise Conflict(f"{where} is not valid: an image backup has exactly one entry, a file")
+        raise Damaged(f"{where} is not valid: an image backup has exactly one entry, a file")
 
 
 def _check_xattrs(values: dict[str, str], where: str) -> None:
     for name, value in values.items():
         if not name or "\0" in name or len(name) > 255:
-            raise Conflict(f"{where}: extended attribute name {name[:40]!r} is not a valid name")
+            raise Damaged(f"{where}: extended attribute name {name[:40]!r} is not a valid name")
         try:
             if len(value) > XATTR_B64_MAX:
                 raise ValueError("too long")
             base64.b64decode(value, validate=True)
         except ValueError:
-            raise Conflict(f"{where}: the value of extended attribute {name!r} is not valid base64 of at most 64 KiB") from None
+            raise Damaged(f"{where}: the value of extended attribute {name!r} is not valid base64 of at most 64 KiB") from None
 
 
 def write_backup(store: ObjectStore, doc: dict) -> None:
@@ -230,7 +230,7 @@ def read_backup(store: ObjectStore, volume: str, backup: str) -> dict:
         ) from None
     doc = decode_manifest(data, key)
     if (doc["volume"], doc["name"]) != (volume, backup):
-        raise Conflict(
+        raise Damaged(
             f"{key} holds backup {doc['name']!r} of volume {doc['volume']!r}, not the one its name "
             "says; it was moved or copied by hand: move it back, or delete it"
         )
@@ -259,13 +259,13 @@ def latest_backup(store: ObjectStore, volume: str) -> dict | None:
     if hint and _is_backup_name(hint):
         try:
             return read_backup(store, volume, hint)
-        except (NotFound, Conflict):
-            pass  # deleted or damaged: look at them all
+        except (NotFound, Damaged, Conflict):
+            pass  # deleted, damaged or of a newer format: look at them all
     best = None
     for vol, name in list_backup_names(store, volume):
         try:
             doc = read_backup(store, vol, name)
-        except (NotFound, Conflict):
+        except (NotFound, Damaged, Conflict):
             continue
         if best is None or (doc["created_at"], doc["name"]) > (best["created_at"], best["name"]):
             best = doc

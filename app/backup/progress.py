@@ -7,11 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.errors import Conflict
+from app.errors import Cancelled
 
-
-class Cancelled(Conflict):
-    """The operation was cancelled; nothing was committed."""
+__all__ = ["Cancelled", "Progress"]  # Cancelled is re-exported: long operations raise it from here
 
 
 @dataclass

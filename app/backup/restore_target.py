@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
 
-from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable
+from app.errors import Conflict, ConvoyError, Damaged, InvalidInput, Unavailable
 from app.fsutil import sync_filesystem
 
 from . import xattrs
@@ -114,11 +114,12 @@ class TreeRules:
         self._files: set[str] = set()
         self._seen: set[str] = set()
 
-    def refuse(self, path: str, why: str) -> Conflict:
-        return Conflict(f"{self.what} holds {path!r}, {why}; refusing to restore it (nothing outside the target was touched)")
+    def refuse(self, path: str, why: str) -> Damaged:
+        """A backup whose entries could reach outside the target: no Convoy writes one."""
+        return Damaged(f"{self.what} holds {path!r}, {why}; refusing to restore it (nothing outside the target was touched)")
 
     def check(self, path: str, kind: str, link: str | None = None) -> None:
-        """Raise Conflict naming `path` when the entry could reach outside the target."""
+        """Raise Damaged naming `path` when the entry could reach outside the target."""
         if path != ".":
             why = _unsafe(path)
             if why:

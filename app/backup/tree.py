@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Iterator
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Damaged, InvalidInput, NotFound
 from app.validation import validate
 
 from . import xattrs
@@ -23,10 +23,10 @@ MAX_FILE_SIZE = INT64_MAX  # off_t: the largest size a Linux file can have
 
 
 def check_entry(raw: object, what: str) -> dict:
-    """One entry, validated; Conflict naming the entry's path when it is not valid."""
+    """One entry, validated; Damaged naming the entry's path when it is not valid."""
     path = raw.get("path") if isinstance(raw, dict) else None
     name = repr(path) if isinstance(path, str) else "without a path"
-    return validate(Entry, raw, what=f"{what}: entry {name}", error=Conflict)  # type: ignore[return-value]
+    return validate(Entry, raw, what=f"{what}: entry {name}", error=Damaged)  # type: ignore[return-value]
 
 
 def _entry(rel: str, st: os.stat_result) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from app.errors import Conflict, NotFound
+from app.errors import Damaged, NotFound
 
 from . import blocks, manifest
 from .locks import StoreLock
@@ -111,5 +111,5 @@ def _check_names(entries: list, what: str, report: VerifyReport) -> None:
     try:
         for entry in entries:
             rules.check(entry["path"], entry["type"], manifest.link_target(entry))
-    except Conflict as e:
+    except Damaged as e:
         report.problems.append(str(e))

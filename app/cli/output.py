@@ -8,7 +8,16 @@ from __future__ import annotations
 import json
 import sys
 
-EXIT_CODES = {"error": 1, "invalid": 2, "not_found": 3, "conflict": 4, "unavailable": 5, "configuration": 6}
+EXIT_CODES = {
+    "error": 1,
+    "invalid": 2,
+    "not_found": 3,
+    "conflict": 4,
+    "unavailable": 5,
+    "configuration": 6,
+    "damaged": 7,
+    "cancelled": 8,
+}
 
 
 def exit_code_for(error) -> int:

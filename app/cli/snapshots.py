@@ -9,7 +9,7 @@ import typer
 
 from app.cli.context import JsonFlag, user_errors as _guard
 from app.cli.context import client as _client
-from app.cli.output import print_fields, print_json, print_table
+from app.cli.output import EXIT_CODES, print_fields, print_json, print_table
 from app.cli.progress import run_job
 
 snapshot_app = typer.Typer(help="Snapshots of volumes, kept on this host.", no_args_is_help=True)
@@ -119,7 +119,7 @@ def backup_verify(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json
     else:
         typer.echo(result.get("message") or ("ok" if result.get("ok") else "damaged"))
     if not result.get("ok", False):
-        raise SystemExit(4)
+        raise SystemExit(EXIT_CODES["damaged"])
 
 
 @job_app.command("list")

@@ -115,7 +115,7 @@ def test_an_object_grown_after_its_size_was_looked_up_is_still_refused(store, mo
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
 def test_a_vfs_object_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
     """Whoever writes a store can plant a FIFO (a read would hang for ever) or a link to a host file."""
-    from app.errors import Conflict
+    from app.errors import Damaged
 
     s = open_store(f"vfs://{tmp_path}/store")
     s.put("blocks/ab/x", b"real")
@@ -130,7 +130,7 @@ def test_a_vfs_object_that_is_not_a_regular_file_is_refused_at_once(tmp_path, ki
         path.mkdir()
     for read in (lambda: s.get("blocks/ab/x"), lambda: s.get_view("blocks/ab/x"),
                  lambda: s.get_at_most("blocks/ab/x", 10, "block"), lambda: s.open("blocks/ab/x").read()):
-        with pytest.raises(Conflict, match="blocks/ab/x.*(not a regular file|symbolic link)"):
+        with pytest.raises(Damaged, match="blocks/ab/x.*(not a regular file|symbolic link)"):
             read()
     s.close()
 

@@ -17,6 +17,7 @@ import zstandard
 
 from app.backup import layout, manifest
 from app.backup.legacy_convoy import backup_cfg_key
+from app.cli.output import EXIT_CODES
 
 pytestmark = pytest.mark.needs_root
 
@@ -105,10 +106,12 @@ def test_a_damaged_manifest_is_listed_with_its_reason_and_the_rest_still_works(p
     rows = {row["url"]: row for row in cli_json(daemon, "backup", "list", store)}
     assert reason in rows[three]["error"] and "error" not in rows[one]
 
+    # a newer format is no damage: upgrading Convoy reads it
+    code = EXIT_CODES["conflict" if case == "version-newer" else "damaged"]
     inspect = daemon.cli("backup", "inspect", three)
-    assert inspect.returncode == 4 and reason in inspect.stderr
+    assert inspect.returncode == code and reason in inspect.stderr
     restore = daemon.cli("create", "from-damaged", "--backup", three)
-    assert restore.returncode == 4 and reason in restore.stderr
+    assert restore.returncode == code and reason in restore.stderr
     assert daemon.cli("inspect", "from-damaged").returncode == 3  # nothing was created
 
     # deleting another backup works, but keeps every block (any may be the damaged backup's)
@@ -220,7 +223,7 @@ def test_a_damaged_store_config_is_refused_naming_the_field(populated, case, cha
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
     snapshot = daemon.cli("snapshot", "create", "vol1", check=True).stdout.strip()
     result = daemon.cli("backup", "create", snapshot, "--dest", store)
-    assert result.returncode == 4, result.stderr
+    assert result.returncode == EXIT_CODES["damaged"], result.stderr
     assert layout.CONFIG in result.stderr and reason in result.stderr
     assert "Traceback" not in daemon.log_text()
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import Conflict, NotFound, Unavailable
+from app.errors import Damaged, NotFound, Unavailable
 
 from ..limits import check_size
 from .base import ObjectStore
@@ -203,11 +203,11 @@ class VfsStore(ObjectStore):
             raise NotFound(f"{key} is missing from {self.url}") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise Conflict(f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with") from None
+                raise Damaged(f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with") from None
             raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise Conflict(f"{key} in {self.url} is not a regular file; the store was tampered with")
+            raise Damaged(f"{key} in {self.url} is not a regular file; the store was tampered with")
         return fd
 
     def _read(self, key: str, *, direct: bool, cap: tuple[int, str] | None = None) -> bytes | memoryview:
