@@ -1,8 +1,10 @@
 """HTTP/JSON control API, a thin adapter over the volume service.
 
 Routes live under /v1. Errors are `{"error": {"kind", "message"}}` with the
-status from `app.http_errors`. Every endpoint names its body or query schema
-(`app/control/schema.py`) and the worker pool its blocking work runs on.
+status from `app.http_errors`, sent by the app's exception handlers (routes
+only raise); an unknown path or method gets the same shape. Every endpoint
+names its body or query schema (`app/control/schema.py`) and the worker pool
+its blocking work runs on.
 Snapshots, backups and jobs mount their own route lists here
 (`extra_routes`).
 """
@@ -14,11 +16,13 @@ from functools import partial
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.control import schema
-from app.http_errors import describe, read_query, read_request
+from app.http_errors import exception_handlers, read_query, read_request
 from app.service import CLI_REF_PREFIX, VolumeService
 
 API_VERSION = "v1"
@@ -38,7 +42,7 @@ class WorkerPools:
 
 
 def json_endpoint(work, pool: anyio.CapacityLimiter, *, body=None, query=None):
-    """Wrap blocking `work(request, data)` into an endpoint with uniform errors.
+    """Wrap blocking `work(request, data)` into an endpoint.
 
     `data` is the body read against the `body` schema, or the query string
     read against the `query` schema, or `{}` when the endpoint takes neither.
@@ -46,20 +50,32 @@ def json_endpoint(work, pool: anyio.CapacityLimiter, *, body=None, query=None):
 
     async def endpoint(request):
         what = f"the {request.method} {request.url.path} request"
-        try:
-            if body is not None:
-                data = await read_request(request, body, what)
-            elif query is not None:
-                data = read_query(request, query, what)
-            else:
-                data = {}
-            status, payload = await anyio.to_thread.run_sync(partial(work, request, data), limiter=pool)
-            return JSONResponse(payload, status_code=status)
-        except Exception as error:
-            status, kind, message = describe(error)
-            return JSONResponse({"error": {"kind": kind, "message": message}}, status_code=status)
+        if body is not None:
+            data = await read_request(request, body, what)
+        elif query is not None:
+            data = read_query(request, query, what)
+        else:
+            data = {}
+        status, payload = await anyio.to_thread.run_sync(partial(work, request, data), limiter=pool)
+        return JSONResponse(payload, status_code=status)
 
     return endpoint
+
+
+def _error_reply(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"kind": kind, "message": message}}, status_code=status)
+
+
+async def _no_such_route(request: Request, error: Exception) -> JSONResponse:
+    """Starlette's own 404 and 405, in the API's error shape (the CLI reads no other)."""
+    if not isinstance(error, HTTPException):  # registered for HTTPException alone
+        raise error
+    where = f"{request.method} {request.url.path}"
+    if error.status_code == 404:
+        return _error_reply(404, "not_found", f"{where}: no such endpoint in convoy's control API (/{API_VERSION})")
+    allowed = (error.headers or {}).get("Allow")
+    hint = f"; it takes {allowed}" if allowed else ""
+    return _error_reply(error.status_code, "invalid", f"{where}: {error.detail}{hint}")
 
 
 def create_options(body: schema.VolumeCreate) -> dict[str, str]:
@@ -113,4 +129,5 @@ def volume_routes(service: VolumeService, pools: WorkerPools) -> list[Route]:
 
 
 def build_app(service: VolumeService, pools: WorkerPools, extra_routes: list[Route] | None = None) -> Starlette:
-    return Starlette(routes=volume_routes(service, pools) + list(extra_routes or []))
+    handlers = {**exception_handlers(_error_reply), HTTPException: _no_such_route}
+    return Starlette(routes=volume_routes(service, pools) + list(extra_routes or []), exception_handlers=handlers)

@@ -3,7 +3,10 @@
 Docker shows `Err` to the user as `<Method>: <Err>`, so the message is the
 service's own user-facing text. Errors go out with their HTTP status (500
 for a user error, as Docker's own plugin helpers send; 413 for a body over
-the cap) and `{"Err": ...}`, which every Docker version shows as is.
+the cap) and `{"Err": ...}`, which every Docker version shows as is; the
+app's exception handlers (`app.http_errors.exception_handlers`) send them.
+An unknown endpoint keeps Starlette's plain 404: Docker reads a 404 as "not
+implemented" for optional calls.
 
 The handlers run on this app's own worker threads: whatever the control
 socket or a slow backup store is doing, Docker's calls never wait for a
@@ -22,7 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.backup_service import BackupService
-from app.http_errors import describe, read_request
+from app.http_errors import exception_handlers, read_request
 from app.service import VolumeService
 from app.volumedriver import schema
 
@@ -33,6 +36,11 @@ RESTORE_THREADS = 32  # creates from a backup (-o backup=URL), each waiting on a
 
 def _reply(payload: dict, status: int = 200) -> JSONResponse:
     return JSONResponse(payload, status_code=status, media_type=CONTENT_TYPE)
+
+
+def _error_reply(status: int, _kind: str, message: str) -> JSONResponse:
+    """Every failure reaches Docker as Err: 413 for a body over the cap, else 500."""
+    return _reply({"Err": message}, 413 if status == 413 else 500)
 
 
 def _docker_volume(view: dict) -> dict:
@@ -65,14 +73,10 @@ def build_app(service: VolumeService, backups: BackupService) -> Starlette:
         what = f"Docker's {method} request"
 
         async def endpoint(request):
-            try:
-                body = await read_request(request, request_schema, what)
-                if not blocking:
-                    return _reply(work(body))
-                return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=pool(body)))
-            except Exception as error:  # every failure reaches Docker as Err
-                status, _, message = describe(error)
-                return _reply({"Err": message}, 413 if status == 413 else 500)
+            body = await read_request(request, request_schema, what)
+            if not blocking:
+                return _reply(work(body))
+            return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=pool(body)))
 
         return Route(f"/{'Plugin' if method == 'Activate' else 'VolumeDriver'}.{method}", endpoint, methods=["POST"])
 
@@ -126,4 +130,4 @@ def build_app(service: VolumeService, backups: BackupService) -> Starlette:
         handler("List", schema.NoFields, list_volumes),
         handler("Capabilities", schema.NoFields, capabilities, blocking=False),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers=exception_handlers(_error_reply))
