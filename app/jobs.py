@@ -14,8 +14,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from app.backup.progress import Progress
 from app.errors import ConvoyError, NotFound

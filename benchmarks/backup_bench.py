@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup  # noqa: E402
-from app.storage.vfs_snapshot import snapshot_directory  # noqa: E402
+from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
+from app.storage.vfs_snapshot import snapshot_directory
 
 GOALS = {"full": 1.5, "incremental": 0.3, "restore": 1.0, "store_gib": 1.03}
 MIB = 1 << 20

@@ -47,15 +47,9 @@ class Daemon:
         self.log_path = base / "daemon.log"
 
     def args(self) -> list[str]:
-        return CONVOY + [
-            "daemon",
-            "--root", str(self.root),
-            "--plugin-socket", str(self.plugin_socket),
-            "--socket", str(self.socket),
-            "--mount-root", str(self.mount_root),
-        ] + self.extra_args
+        return [*CONVOY, "daemon", "--root", str(self.root), "--plugin-socket", str(self.plugin_socket), "--socket", str(self.socket), "--mount-root", str(self.mount_root), *self.extra_args]
 
-    def start(self, wait: bool = True, *extra_args: str) -> "Daemon":
+    def start(self, wait: bool = True, *extra_args: str) -> Daemon:
         env = {k: v for k, v in os.environ.items() if k not in ("DRIVER", "DRIVER_OPTS", "CONVOY_SOCKET")}
         env.update(self.env)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -96,7 +90,7 @@ class Daemon:
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            CONVOY + ["--socket", str(self.socket), *args], cwd=REPO, capture_output=True, text=True, timeout=120
+            [*CONVOY, "--socket", str(self.socket), *args], cwd=REPO, capture_output=True, text=True, timeout=120
         )
         if check:
             assert result.returncode == 0, f"convoy {' '.join(args)}: {result.returncode}\n{result.stderr}"

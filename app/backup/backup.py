@@ -27,7 +27,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.errors import Conflict, NotFound
 
@@ -56,7 +56,7 @@ def new_backup_name() -> str:
 
 def _mtime_rfc3339(path: str) -> str:
     t = os.stat(path).st_mtime
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -155,7 +155,7 @@ def create_backup(
         entries: list[dict] = []
         plans: list[_FilePlan] = []
         stats = {"files": 0, "bytes": 0, "data_bytes": 0, "unchanged_files": 0, "fiemap_skipped_bytes": 0}
-        for entry, st in tree.walk(snapshot.path):
+        for entry, _st in tree.walk(snapshot.path):
             progress.check("the backup")
             entries.append(entry)
             if entry["type"] != "file":

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from app.errors import Conflict, Damaged, NotFound
 
 from . import image, legacy_convoy, manifest
-from .backup import SnapshotSource, create_backup as _create_backup
+from .backup import SnapshotSource
+from .backup import create_backup as _create_backup
 from .delete import collect_garbage as _collect_garbage
 from .delete import delete_backup as _delete_backup
 from .objectstore import ObjectStore, open_store
@@ -163,10 +164,7 @@ def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progres
         if _kind(store, parsed) == "convoy":
             result = legacy_convoy.verify_backup(store, parsed.volume, parsed.backup)
             what = f"Convoy 0.5.2 backup {parsed.backup} of {parsed.volume}"
-            if result["ok"]:
-                message = f"{what} is intact"
-            else:
-                message = f"{what} is damaged: " + "; ".join(result["problems"][:3])
+            message = f"{what} is intact" if result["ok"] else f"{what} is damaged: " + "; ".join(result["problems"][:3])
             return {"url": str(parsed), "message": message, **result}
         report = verify_tree(store, parsed.volume, parsed.backup, progress=progress)
     return {"url": str(parsed), "message": report.message(), **report.as_dict()}

@@ -25,8 +25,8 @@ from app.errors import Conflict, Damaged, NotFound, Unavailable
 from app.validation import parse_json
 
 from . import layout, limits
-from .schemas import LockDoc
 from .objectstore import ObjectStore
+from .schemas import LockDoc
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class StoreLock:
         self.store.put(self.key, json.dumps(self.info.__dict__).encode())
         self._last_renewal = now
 
-    def acquire(self) -> "StoreLock":
+    def acquire(self) -> StoreLock:
         try:
             self._write()
         except Unavailable:
@@ -160,7 +160,7 @@ class StoreLock:
         except Exception:  # noqa: BLE001 - it will expire
             pass
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,7 @@ import gc
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import zstandard
@@ -38,7 +38,7 @@ XATTR_B64_MAX = 4 * (65536 + 2) // 3  # base64 of Linux's largest value (XATTR_S
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -53,7 +53,7 @@ class BoundedPool:
                 self._error = RuntimeError("aborted")
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BoundedPool":
+    def __enter__(self) -> BoundedPool:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -16,7 +16,7 @@ __all__ = ["Cancelled", "Progress"]  # Cancelled is re-exported: long operations
 class Progress:
     """Counts bytes; `callback(progress)` is called at most every `interval` seconds."""
 
-    callback: Callable[["Progress"], None] | None = None
+    callback: Callable[[Progress], None] | None = None
     cancel: threading.Event | None = None
     interval: float = 0.25
     total_bytes: int = 0

@@ -19,6 +19,7 @@ is flushed (syncfs) before the restore returns.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -170,10 +171,8 @@ class _FileHandles:
     def _close(fds: tuple[int, int]) -> None:
         for fd in fds:
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
     def close_all(self) -> None:
         for fds in list(self.remaining):

@@ -12,10 +12,10 @@ block inside its file, no longer than the backup's block size) are in
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import ConfigDict, FailFast, Field, Strict, StringConstraints, with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from .limits import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 
@@ -27,7 +27,7 @@ Name = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # a JSON number, int or float (timestamps)
 
 
-def IntRange(lo: int, hi: int):  # noqa: N802 - reads as a type
+def IntRange(lo: int, hi: int):
     return Annotated[int, Strict(), Field(ge=lo, le=hi)]
 
 
@@ -106,7 +106,7 @@ class DeviceEntry(_Meta):
     rdev: IntRange(0, INT64_MAX)
 
 
-Entry = Annotated[Union[DirEntry, FileEntry, LinkEntry, FifoEntry, DeviceEntry], Field(discriminator="type")]
+Entry = Annotated[DirEntry | FileEntry | LinkEntry | FifoEntry | DeviceEntry, Field(discriminator="type")]
 
 
 @with_config(_KEEP_EXTRA)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from app.cli.client import volume_path
@@ -22,7 +20,7 @@ app = typer.Typer(
 
 @app.callback()
 def root(
-    socket: Optional[str] = typer.Option(
+    socket: str | None = typer.Option(
         None, "--socket", envvar="CONVOY_SOCKET", help=f"control socket of the daemon [default: {DEFAULT_CONTROL_SOCKET}]"
     ),
 ):
@@ -33,11 +31,11 @@ def root(
 @user_errors
 def create(
     name: str,
-    driver: Optional[str] = typer.Option(None, "--driver", help="back-end (default: the daemon's first driver)"),
-    size: Optional[str] = typer.Option(None, "--size", help="size, e.g. 10G"),
-    opt: List[str] = typer.Option([], "-o", "--opt", help="back-end option KEY=VALUE (repeatable)"),
-    backup: Optional[str] = typer.Option(None, "--backup", help="restore the new volume from this backup URL"),
-    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for the backup"),
+    driver: str | None = typer.Option(None, "--driver", help="back-end (default: the daemon's first driver)"),
+    size: str | None = typer.Option(None, "--size", help="size, e.g. 10G"),
+    opt: list[str] = typer.Option([], "-o", "--opt", help="back-end option KEY=VALUE (repeatable)"),
+    backup: str | None = typer.Option(None, "--backup", help="restore the new volume from this backup URL"),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for the backup"),
     as_json: bool = JsonFlag,
 ):
     """Create a volume (from a backup with --backup)."""
@@ -55,7 +53,7 @@ def create(
 @app.command()
 @user_errors
 def delete(
-    names: List[str] = typer.Argument(..., help="volumes to delete"),
+    names: list[str] = typer.Argument(..., help="volumes to delete"),
     reference_only: bool = typer.Option(False, "-r", "--reference-only", help="forget the volume, keep its data"),
 ):
     """Delete volumes and their data (-r: only convoy's reference, keeping the data)."""
@@ -96,7 +94,7 @@ def inspect(name: str, as_json: bool = JsonFlag):
 @user_errors
 def mount(
     name: str,
-    mountpoint: Optional[str] = typer.Option(None, "--mountpoint", "-m", help="also mount it here"),
+    mountpoint: str | None = typer.Option(None, "--mountpoint", "-m", help="also mount it here"),
     as_json: bool = JsonFlag,
 ):
     """Mount a volume on this host (it stays mounted until `convoy umount`)."""
@@ -121,17 +119,17 @@ def info(as_json: bool = JsonFlag):
 
 @app.command()
 def daemon(
-    drivers: List[str] = typer.Option([], "--drivers", help="back-end (repeatable; the first is the default) [env DRIVER]"),
-    driver_opts: List[str] = typer.Option([], "--driver-opts", help="KEY=VALUE (repeatable) [env DRIVER_OPTS]"),
-    root_dir: Optional[str] = typer.Option(None, "--root", help="state directory [env CONVOY_ROOT; /var/lib/convoy]"),
-    plugin_socket: Optional[str] = typer.Option(None, "--plugin-socket", help="Docker plugin socket [env CONVOY_PLUGIN_SOCKET]"),
-    socket: Optional[str] = typer.Option(None, "--socket", help="control socket [env CONVOY_SOCKET]"),
-    mount_root: Optional[str] = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
+    drivers: list[str] = typer.Option([], "--drivers", help="back-end (repeatable; the first is the default) [env DRIVER]"),
+    driver_opts: list[str] = typer.Option([], "--driver-opts", help="KEY=VALUE (repeatable) [env DRIVER_OPTS]"),
+    root_dir: str | None = typer.Option(None, "--root", help="state directory [env CONVOY_ROOT; /var/lib/convoy]"),
+    plugin_socket: str | None = typer.Option(None, "--plugin-socket", help="Docker plugin socket [env CONVOY_PLUGIN_SOCKET]"),
+    socket: str | None = typer.Option(None, "--socket", help="control socket [env CONVOY_SOCKET]"),
+    mount_root: str | None = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
     create_on_docker_mount: bool = typer.Option(False, "--create-on-docker-mount", help="create unknown volumes on mount"),
     ignore_docker_delete: bool = typer.Option(False, "--ignore-docker-delete", help="ignore Docker's volume removes"),
-    default_size: Optional[str] = typer.Option(None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"),
-    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
-    docker_restore_timeout: Optional[float] = typer.Option(
+    default_size: str | None = typer.Option(None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
+    docker_restore_timeout: float | None = typer.Option(
         None, "--docker-restore-timeout", help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]"
     ),
 ):

@@ -37,7 +37,7 @@ def print_json(data) -> None:
 def print_table(headers: list[str], rows: list[list]) -> None:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    for row in [headers] + cells:
+    for row in [headers, *cells]:
         print("  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
 
 

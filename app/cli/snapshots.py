@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
 from urllib.parse import quote
 
 import typer
 
-from app.cli.context import JsonFlag, user_errors as _guard
+from app.cli.context import JsonFlag
 from app.cli.context import client as _client
+from app.cli.context import user_errors as _guard
 from app.cli.output import EXIT_CODES, print_fields, print_json, print_table
 from app.cli.progress import run_job
 
@@ -21,7 +21,7 @@ EndpointOption = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for M
 
 @snapshot_app.command("create")
 @_guard
-def snapshot_create(volume: str, name: Optional[str] = typer.Option(None, "--name"), as_json: bool = JsonFlag):
+def snapshot_create(volume: str, name: str | None = typer.Option(None, "--name"), as_json: bool = JsonFlag):
     """Take a snapshot of a volume; prints its name."""
     snapshot = _client().request("POST", "/snapshots", {"volume": volume, "name": name})
     print_json(snapshot) if as_json else typer.echo(snapshot["name"])
@@ -44,7 +44,7 @@ def snapshot_inspect(name: str, as_json: bool = JsonFlag):
 
 @snapshot_app.command("list")
 @_guard
-def snapshot_list(volume: Optional[str] = typer.Argument(None), as_json: bool = JsonFlag):
+def snapshot_list(volume: str | None = typer.Argument(None), as_json: bool = JsonFlag):
     """List snapshots, of one volume or of all."""
     snapshots = _client().request("GET", "/snapshots", query={"volume": volume} if volume else None)["snapshots"]
     if as_json:
@@ -57,8 +57,8 @@ def snapshot_list(volume: Optional[str] = typer.Argument(None), as_json: bool = 
 def backup_create(
     snapshot: str,
     dest: str = typer.Option(..., "--dest", help="vfs:///path or s3://bucket@region/prefix"),
-    s3_endpoint: Optional[str] = EndpointOption,
-    name: Optional[str] = typer.Option(None, "--name", help="backup name (default backup-<hex>)"),
+    s3_endpoint: str | None = EndpointOption,
+    name: str | None = typer.Option(None, "--name", help="backup name (default backup-<hex>)"),
     as_json: bool = JsonFlag,
 ):
     """Back up a snapshot; prints the backup URL."""
@@ -71,8 +71,8 @@ def backup_create(
 @_guard
 def backup_list(
     dest: str,
-    volume_name: Optional[str] = typer.Option(None, "--volume-name"),
-    s3_endpoint: Optional[str] = EndpointOption,
+    volume_name: str | None = typer.Option(None, "--volume-name"),
+    s3_endpoint: str | None = EndpointOption,
     as_json: bool = JsonFlag,
 ):
     """List the backups in a store."""
@@ -91,7 +91,7 @@ def backup_list(
 
 @backup_app.command("inspect")
 @_guard
-def backup_inspect(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+def backup_inspect(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag):
     """Show one backup."""
     query = {"url": url, **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
     backup = _client().request("GET", "/backups/inspect", query=query)
@@ -100,7 +100,7 @@ def backup_inspect(url: str, s3_endpoint: Optional[str] = EndpointOption, as_jso
 
 @backup_app.command("delete")
 @_guard
-def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+def backup_delete(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag):
     """Delete a backup and the blocks no other backup uses."""
     result = run_job(_client(), "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
@@ -111,7 +111,7 @@ def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json
 
 @backup_app.command("verify")
 @_guard
-def backup_verify(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+def backup_verify(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag):
     """Read and check every block of a backup without restoring it."""
     result = run_job(_client(), "/backups/verify", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:

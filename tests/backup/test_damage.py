@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
-from app.backup import layout, manifest
+from app.backup import SnapshotSource, create_backup, layout, manifest, restore_backup, verify_backup
 from app.backup.objectstore import open_store
 from app.errors import Damaged, NotFound
 

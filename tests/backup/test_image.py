@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from app.backup import create_backup, create_image_backup, restore_backup, restore_image, verify_backup, SnapshotSource
+from app.backup import SnapshotSource, create_backup, create_image_backup, restore_backup, restore_image, verify_backup
 from app.backup.image import changed_ranges_by_fiemap
 from app.errors import Conflict
 from app.storage.vfs_snapshot import snapshot_directory

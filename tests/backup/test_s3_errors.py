@@ -227,9 +227,8 @@ def test_an_endpoint_answering_an_error_document(error_endpoint, monkeypatch, st
 
 def test_an_endpoint_that_never_answers_is_a_read_timeout(monkeypatch):
     monkeypatch.setattr(s3_module, "READ_TIMEOUT", 0.5)
-    with SilentEndpoint() as silent:
-        with pytest.raises(Unavailable) as err:
-            open_store("s3://bkt@us-east-1/p", s3_endpoint=silent.url)
+    with SilentEndpoint() as silent, pytest.raises(Unavailable) as err:
+        open_store("s3://bkt@us-east-1/p", s3_endpoint=silent.url)
     assert f"cannot reach the S3 endpoint {silent.url} while trying to open the bucket" in str(err.value), err.value
 
 

@@ -141,7 +141,7 @@ CFG_DAMAGES = [
 
 @pytest.mark.parametrize("case,text,reason", CFG_DAMAGES, ids=[d[0] for d in CFG_DAMAGES])
 def test_a_damaged_convoy_cfg_is_listed_with_its_reason(populated, case, text, reason):
-    daemon, store_dir, store, (one, two, three) = populated
+    daemon, store_dir, store, (_one, two, _three) = populated
     shutil.copytree(DM_FIXTURE / "convoy-objectstore", store_dir / "convoy-objectstore")
     (store_dir / backup_cfg_key("dmvol", DM_BACKUP)).write_text(text)
 
@@ -166,7 +166,7 @@ VOLUME_DOC_DAMAGES = [
 
 @pytest.mark.parametrize("case,content", VOLUME_DOC_DAMAGES, ids=[d[0] for d in VOLUME_DOC_DAMAGES])
 def test_a_damaged_volume_json_never_stops_the_next_backup(populated, case, content):
-    daemon, store_dir, store, (one, two, three) = populated
+    daemon, store_dir, store, (_one, two, _three) = populated
     path = store_dir / layout.volume_key("vol1")
     if content is None:
         path.unlink()
@@ -194,7 +194,7 @@ LOCK_DAMAGES = [
 
 @pytest.mark.parametrize("case,text", LOCK_DAMAGES, ids=[d[0] for d in LOCK_DAMAGES])
 def test_a_malformed_lock_record_is_ignored(populated, case, text):
-    daemon, store_dir, store, (one, two, three) = populated
+    daemon, store_dir, store, (one, _two, _three) = populated
     path = store_dir / layout.lock_key("junk")
     path.parent.mkdir(parents=True, exist_ok=True)
     if text is None:

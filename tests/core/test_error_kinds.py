@@ -87,7 +87,7 @@ def test_a_cancelled_backup_is_kind_cancelled_and_the_cli_exits_8(daemon, tmp_pa
             f.write(chunk)
     snapshot = daemon.cli("snapshot", "create", "big", check=True).stdout.strip()
     cli = subprocess.Popen(
-        CONVOY + ["--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", f"vfs://{tmp_path / 'store'}"],
+        [*CONVOY, "--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", f"vfs://{tmp_path / 'store'}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30

@@ -40,7 +40,7 @@ CONCURRENT_EXAMPLES = int(os.environ.get("FUZZ_CONCURRENT_EXAMPLES", "150"))  # 
 # What the daemon knows when the fuzz starts (made by the `world` fixture).
 VOLUMES = ["vol-a", "vol-b"]
 SNAPSHOT = "snap-a"
-NAMES = VOLUMES + [SNAPSHOT, "new-1", "new-2", "ok.name", "", "x", "..", ".", "../etc", "a/b", "-x", "a..b", "v" * 250, "é"]
+NAMES = [*VOLUMES, SNAPSHOT, "new-1", "new-2", "ok.name", "", "x", "..", ".", "../etc", "a/b", "-x", "a..b", "v" * 250, "é"]
 BAD_URLS = ["", "s3://", "s3://b@BAD_REGION/x", "ftp://host/x", "vfs://host/x", "vfs://relative", "vfs:///", "\\u0026", "?backup=b&volume=v"]
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12))

@@ -88,7 +88,7 @@ def test_a_changed_vfs_path_with_volumes_in_the_old_one_stops_the_start(make_dae
     daemon.stop()
 
     result = subprocess.run(
-        daemon.args()[:-2] + ["--driver-opts", f"vfs.path={new_path}"], capture_output=True, text=True, timeout=30
+        [*daemon.args()[:-2], "--driver-opts", f"vfs.path={new_path}"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode != 0
     assert "vol1 lives in" in result.stderr and "vol2 lives in" in result.stderr

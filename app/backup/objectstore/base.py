@@ -80,7 +80,7 @@ class ObjectStore(ABC):
     def close(self) -> None:
         """Release connections."""
 
-    def __enter__(self) -> "ObjectStore":
+    def __enter__(self) -> ObjectStore:
         return self
 
     def __exit__(self, *exc) -> None:

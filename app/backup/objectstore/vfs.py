@@ -20,6 +20,7 @@ root directory that existed before is the user's and keeps its mode.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -138,10 +139,8 @@ class VfsStore(ObjectStore):
                     os.close(fd)
             os.rename(tmp, path)
         except OSError as e:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             if e.errno == errno.ENOSPC:
                 raise Unavailable(f"backup destination {self.url} is full: free space and retry") from e
             raise Unavailable(f"cannot write {key} to {self.url}: {e.strerror}") from e
@@ -291,18 +290,14 @@ class VfsStore(ObjectStore):
             for name in filenames:
                 if TMP_MARK in name:
                     full = os.path.join(dirpath, name)
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         yield os.path.relpath(full, self.root), os.stat(full).st_mtime
-                    except FileNotFoundError:
-                        pass
 
     def remove_temporary(self, rel: str) -> None:
         if TMP_MARK not in rel:
             raise ValueError(rel)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / rel)
-        except FileNotFoundError:
-            pass
 
     def delete(self, key: str) -> None:
         try:
