@@ -73,7 +73,7 @@ class JobRunner:
             job.result = work(job.progress)
             job.state = "done"
             log.info("job %s done: %s", job.id, job.description)
-        except Exception as error:  # the job's error is the user's answer
+        except Exception as error:  # noqa: BLE001 - the job's error is the user's answer (bugs logged below)
             _, kind, message = describe(error)
             job.error = {"kind": kind, "message": message}
             job.state = "failed"

@@ -267,7 +267,10 @@ def report(results: dict) -> None:
             print(f"{peer} / convoy: {ratios}")
         inc = ours["inc_result"]["stats"]
         if len(ours["full_all"]) > 1:
-            print(f"convoy runs: full {ours['full_all']}  incremental {ours['incremental_all']}  restore {ours['restore_all']} (medians above)")
+            print(
+                f"convoy runs: full {ours['full_all']}  incremental {ours['incremental_all']}  "
+                f"restore {ours['restore_all']} (medians above)"
+            )
         print(f"incremental read {inc['read_bytes'] / MIB:.0f} MiB (FIEMAP skipped "
               f"{inc['fiemap_skipped_bytes'] / MIB:.0f} MiB), uploaded {inc['new_blocks']} new blocks; "
               f"restore + sync {ours['restore'] + ours['restore_sync_extra']:.2f} s; verify ok: {ours['verified']}")

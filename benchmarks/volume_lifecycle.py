@@ -79,7 +79,9 @@ def main():
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--write-mib", type=int, default=8)
     ap.add_argument("--plugin", default="convoy", help="plugin name as given to -d (default convoy)")
-    ap.add_argument("--setup", action="store_true", help="start ci/dockerd.sh's engine and install the plugin; stop it at the end")
+    ap.add_argument(
+        "--setup", action="store_true", help="start ci/dockerd.sh's engine and install the plugin; stop it at the end"
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 

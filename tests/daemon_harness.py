@@ -27,9 +27,13 @@ def http_call(sock_path, method: str, path: str, body=None, raw: bytes | None = 
     return response.status, (json.loads(data) if data else {})
 
 
-def mounted_points() -> set[str]:
+def mountinfo_lines() -> list[str]:
     with open("/proc/self/mountinfo") as info:
-        return {line.split(" ")[4] for line in info}
+        return info.readlines()
+
+
+def mounted_points() -> set[str]:
+    return {line.split(" ")[4] for line in mountinfo_lines()}
 
 
 class Daemon:
@@ -47,14 +51,24 @@ class Daemon:
         self.log_path = base / "daemon.log"
 
     def args(self) -> list[str]:
-        return [*CONVOY, "daemon", "--root", str(self.root), "--plugin-socket", str(self.plugin_socket), "--socket", str(self.socket), "--mount-root", str(self.mount_root), *self.extra_args]
+        return [
+            *CONVOY,
+            "daemon",
+            "--root", str(self.root),
+            "--plugin-socket", str(self.plugin_socket),
+            "--socket", str(self.socket),
+            "--mount-root", str(self.mount_root),
+            *self.extra_args,
+        ]
 
     def start(self, wait: bool = True, *extra_args: str) -> Daemon:
         env = {k: v for k, v in os.environ.items() if k not in ("DRIVER", "DRIVER_OPTS", "CONVOY_SOCKET")}
         env.update(self.env)
         self.base.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args() + list(extra_args), cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon's stdout for as long as it runs
+        self.process = subprocess.Popen(
+            self.args() + list(extra_args), cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         if wait:
             self.wait_listening()
         return self

@@ -234,7 +234,9 @@ def upload_and_commit(
     }
     manifest.write_backup(store, doc)
     store.sync()
-    manifest.write_volume(store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"])
+    manifest.write_volume(
+        store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"]
+    )
     progress.finish()
     return manifest.summary(doc)
 
@@ -292,7 +294,9 @@ class _Buffers:
         self._free.put(buf)
 
 
-def _upload_block(uploader: _Uploader, buffers: _Buffers, buf: mmap.mmap, slots: list, index: int, offset: int, length: int) -> None:
+def _upload_block(
+    uploader: _Uploader, buffers: _Buffers, buf: mmap.mmap, slots: list, index: int, offset: int, length: int
+) -> None:
     try:
         uploader(slots, index, offset, memoryview(buf)[:length])
     finally:

@@ -91,7 +91,9 @@ def zstd_decompress_capped(data: bytes | memoryview, cap: int, what: str) -> byt
         while chunk := reader.read(min(_CHUNK, cap + 1 - len(out))):
             out += chunk
             if len(out) > cap:
-                raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
+                raise ObjectTooLarge(
+                    f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged"
+                )
     except zstandard.ZstdError as e:
         raise Damaged(f"{what} cannot be decompressed ({e})") from None
     return out

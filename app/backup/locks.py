@@ -12,6 +12,7 @@ exclusive lock never coexists with any other live lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,8 +77,8 @@ class StoreLock:
         """`optional`: for readers (restore, verify) of a store they cannot write
         (a read-only mount, read-only S3 credentials): go on without a lock.
         Nobody who cannot write can collect garbage there either."""
-        assert kind in ("shared", "exclusive")
-        assert not optional or kind == "shared"
+        if kind not in ("shared", "exclusive") or (optional and kind != "shared"):
+            raise ValueError(f"a store lock is shared or exclusive, and only a shared one is optional, not {kind!r}")
         self.optional = optional
         self.held = False
         self.store = store
@@ -155,10 +156,8 @@ class StoreLock:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        try:
+        with contextlib.suppress(Exception):  # it will expire
             self.store.delete(self.key)
-        except Exception:  # noqa: BLE001 - it will expire
-            pass
 
     def __enter__(self) -> StoreLock:
         return self.acquire()

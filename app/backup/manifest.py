@@ -113,7 +113,9 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
         data = store.get_at_most(layout.CONFIG, limits.MAX_SMALL_DOC, "store config")
     except NotFound:
         return None
-    doc = parse_document(data, schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=f"{store.url}: {layout.CONFIG}")
+    doc = parse_document(
+        data, schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=f"{store.url}: {layout.CONFIG}"
+    )
     return StoreConfig(**{k: doc[k] for k in StoreConfig.__dataclass_fields__ if k in doc})
 
 

@@ -60,7 +60,9 @@ class _BlockWriter:
             _write_at(fd, direct_fd, view, offset)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Unavailable(f"the restore target is full (writing {rel} at offset {offset}): free space or give the volume more room") from None
+                raise Unavailable(
+                    f"the restore target is full (writing {rel} at offset {offset}): free space or give the volume more room"
+                ) from None
             raise Conflict(f"cannot write {rel} at offset {offset} of the restore: {e.strerror}") from None
         self.progress.add(length)
 
@@ -113,10 +115,8 @@ class Lookahead:
                 digest = None if self._stopped else next(self._digests, None)
             if digest is None:
                 return
-            try:
+            with contextlib.suppress(Exception):  # a hint only: the read of the block reports any problem
                 self._store.warm(layout.block_key(digest))
-            except Exception:  # a hint only: the read of the block reports any problem
-                pass
 
     def advance(self) -> None:
         """One more block was handed to the workers: warm one more."""
@@ -254,7 +254,9 @@ def _set_metadata(out: RestoreTarget, entry: dict) -> None:
     )
 
 
-def _write_then_release(writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str) -> None:
+def _write_then_release(
+    writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str
+) -> None:
     try:
         writer(fd, rel, offset, length, digest)
     finally:

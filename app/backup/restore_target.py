@@ -20,6 +20,7 @@ redirect a write. OS errors become errors that name the entry.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -171,7 +172,9 @@ class RestoreTarget:
 
     def error(self, path: str, e: OSError) -> ConvoyError:
         if e.errno in _FULL:
-            return Unavailable(f"the restore target {self.path} is full (while restoring {path!r}): free space or give the volume more room")
+            return Unavailable(
+                f"the restore target {self.path} is full (while restoring {path!r}): free space or give the volume more room"
+            )
         return Conflict(f"cannot restore {path!r} of {self.what} into {self.path}: {e.strerror}")
 
     @contextmanager
@@ -298,7 +301,9 @@ class RestoreTarget:
         """Directories' metadata, after everything inside them exists, deepest first:
         restoring a child never changes a parent's mtime again."""
         for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
-            self.set_metadata(entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs"))
+            self.set_metadata(
+                entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs")
+            )
 
     def set_metadata(self, path: str, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, xattr_values=None) -> None:
         """Owner, extended attributes, mode and mtime of an entry created before (not a hard link)."""
@@ -307,10 +312,8 @@ class RestoreTarget:
                 parent, name = self._root, "."
             else:
                 parent, name = self._parent(path)
-            try:
+            with contextlib.suppress(PermissionError):  # not root: keep our own ownership
                 os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-            except PermissionError:
-                pass  # not root: keep our own ownership
             # after chown, which drops capabilities; the directory's descriptor
             # in /proc stands for the path, so no symlink is followed on the way
             xattrs.write(f"/proc/self/fd/{parent}/{name}", xattr_values)

@@ -58,7 +58,9 @@ class VerifyReport:
         return f"backup {self.backup} of {self.volume} is damaged: " + "; ".join(parts)
 
 
-def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int | None = None) -> VerifyReport:
+def verify_tree(
+    store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int | None = None
+) -> VerifyReport:
     progress = progress or Progress()
     workers = workers or max(WORKERS, store.parallelism)
     report = VerifyReport(backup=backup, volume=volume)

@@ -31,6 +31,6 @@ def user_errors(fn):
             fail(error)
         except KeyboardInterrupt:
             typer.echo("convoy: interrupted", err=True)
-            raise SystemExit(130)
+            raise SystemExit(130) from None
 
     return wrapper

@@ -127,10 +127,14 @@ def daemon(
     mount_root: str | None = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
     create_on_docker_mount: bool = typer.Option(False, "--create-on-docker-mount", help="create unknown volumes on mount"),
     ignore_docker_delete: bool = typer.Option(False, "--ignore-docker-delete", help="ignore Docker's volume removes"),
-    default_size: str | None = typer.Option(None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"),
+    default_size: str | None = typer.Option(
+        None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"
+    ),
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
     docker_restore_timeout: float | None = typer.Option(
-        None, "--docker-restore-timeout", help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]"
+        None,
+        "--docker-restore-timeout",
+        help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]",
     ),
 ):
     """Run the daemon: the Docker volume plugin and the control API."""

@@ -58,7 +58,7 @@ def run_job(client: ControlClient, path: str, body: dict, show_bar: bool | None 
             f"`convoy job inspect {job['id']}` follows it, `convoy job cancel {job['id']}` stops it",
             file=sys.stderr,
         )
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if show_bar:

@@ -49,7 +49,9 @@ def snapshot_list(volume: str | None = typer.Argument(None), as_json: bool = Jso
     snapshots = _client().request("GET", "/snapshots", query={"volume": volume} if volume else None)["snapshots"]
     if as_json:
         return print_json(snapshots)
-    print_table(["NAME", "VOLUME", "CREATED", "METHOD"], [[s["name"], s["volume"], s["created_at"], s["method"]] for s in snapshots])
+    print_table(
+        ["NAME", "VOLUME", "CREATED", "METHOD"], [[s["name"], s["volume"], s["created_at"], s["method"]] for s in snapshots]
+    )
 
 
 @backup_app.command("create")
@@ -76,13 +78,22 @@ def backup_list(
     as_json: bool = JsonFlag,
 ):
     """List the backups in a store."""
-    query = {"dest": dest, **({"volume": volume_name} if volume_name else {}), **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
+    query = {
+        "dest": dest,
+        **({"volume": volume_name} if volume_name else {}),
+        **({"s3_endpoint": s3_endpoint} if s3_endpoint else {}),
+    }
     backups = _client().request("GET", "/backups", query=query)["backups"]
     if as_json:
         return print_json(backups)
     print_table(
         ["URL", "VOLUME", "SNAPSHOT", "CREATED"],
-        [[b["url"], b.get("volume"), "-", "UNREADABLE"] if b.get("error") else [b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")] for b in backups],
+        [
+            [b["url"], b.get("volume"), "-", "UNREADABLE"]
+            if b.get("error")
+            else [b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")]
+            for b in backups
+        ],
     )
     for b in backups:  # why each unreadable one is, after the table
         if b.get("error"):

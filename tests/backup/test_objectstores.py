@@ -130,7 +130,7 @@ def test_a_vfs_object_that_is_not_a_regular_file_is_refused_at_once(tmp_path, ki
         path.mkdir()
     for read in (lambda: s.get("blocks/ab/x"), lambda: s.get_view("blocks/ab/x"),
                  lambda: s.get_at_most("blocks/ab/x", 10, "block"), lambda: s.open("blocks/ab/x").read()):
-        with pytest.raises(Damaged, match="blocks/ab/x.*(not a regular file|symbolic link)"):
+        with pytest.raises(Damaged, match=r"blocks/ab/x.*(not a regular file|symbolic link)"):
             read()
     s.close()
 
@@ -165,7 +165,9 @@ def _transport_errors():
 
 @pytest.mark.parametrize("op", ["verify", "restore"])
 @pytest.mark.parametrize("error", list(_transport_errors()))
-def test_a_convoy_archive_that_fails_to_download_is_unavailable_not_damaged(s3_endpoint, s3_bucket, tmp_path, monkeypatch, error, op):
+def test_a_convoy_archive_that_fails_to_download_is_unavailable_not_damaged(
+    s3_endpoint, s3_bucket, tmp_path, monkeypatch, error, op
+):
     """A network failure while streaming an archive says the store could not be
     read (retry), never that the backup is damaged, and never an internal error."""
     from app.backup import legacy_convoy

@@ -29,7 +29,13 @@ from app.backup.objectstore.s3_errors import CLIENT_CODES, TRANSPORT, MissingObj
 from app.errors import Conflict, ConvoyError, InvalidInput, NotFound, Unavailable
 from tests.core.silent_endpoint import SilentEndpoint
 
-CALL = S3Call(url="s3://bkt@us-east-1/p (endpoint http://s3.test)", bucket="bkt", endpoint="http://s3.test", what="read blocks/ab/cd", key="blocks/ab/cd")
+CALL = S3Call(
+    url="s3://bkt@us-east-1/p (endpoint http://s3.test)",
+    bucket="bkt",
+    endpoint="http://s3.test",
+    what="read blocks/ab/cd",
+    key="blocks/ab/cd",
+)
 BUCKET_CALL = S3Call(url=CALL.url, bucket="bkt", endpoint=CALL.endpoint, what="open the bucket")
 
 
@@ -56,7 +62,9 @@ def test_each_client_code_maps_to_its_kind_and_names_the_store(code):
     assert CALL.url in str(error) or "'bkt'" in str(error), error
 
 
-@pytest.mark.parametrize("call, expected, words", [(CALL, MissingObject, "blocks/ab/cd is missing"), (BUCKET_CALL, NotFound, "does not exist")])
+@pytest.mark.parametrize(
+    "call, expected, words", [(CALL, MissingObject, "blocks/ab/cd is missing"), (BUCKET_CALL, NotFound, "does not exist")]
+)
 def test_a_bare_404_is_the_key_or_else_the_bucket(call, expected, words):
     """A HEAD's error has no body: only its status says 404."""
     headless = bex.ClientError({"Error": {}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "HeadObject")
@@ -133,7 +141,7 @@ def moto_with_auth(tmp_path_factory) -> Iterator[str]:
     """A moto server that checks credentials, as AWS does (the shared one accepts any)."""
     exe = Path(sys.executable).with_name("moto_server")
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto-auth") / "moto.log", "wb")
+    log = open(tmp_path_factory.mktemp("moto-auth") / "moto.log", "wb")  # noqa: SIM115 - moto's output while it runs
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env)
     endpoint = f"http://127.0.0.1:{port}"

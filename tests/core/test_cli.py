@@ -83,7 +83,11 @@ def test_info_shows_the_settings(daemon):
 def test_socket_from_the_environment(daemon):
     daemon.cli("create", "envsock", check=True)
     result = subprocess.run(
-        [*CONVOY, "list"], cwd=REPO, capture_output=True, text=True, env={"CONVOY_SOCKET": str(daemon.socket), "PATH": "/usr/bin:/bin"}
+        [*CONVOY, "list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"CONVOY_SOCKET": str(daemon.socket), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0 and "envsock" in result.stdout
 

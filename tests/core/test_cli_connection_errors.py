@@ -96,7 +96,9 @@ def serve_once_each(path, behave) -> threading.Thread:
 def test_a_daemon_that_breaks_off_gives_one_line_and_exit_5(tmp_path, behave, words, args):
     sock = tmp_path / "convoy.sock"
     serve_once_each(sock, behave)
-    result = subprocess.run([*CONVOY, "--socket", str(sock), *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [*CONVOY, "--socket", str(sock), *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == UNAVAILABLE, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert words in result.stderr and str(sock) in result.stderr, result.stderr

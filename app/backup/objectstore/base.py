@@ -67,17 +67,17 @@ class ObjectStore(ABC):
     #: whether `warm` does anything (a reader starts no look-ahead otherwise)
     warms: bool = False
 
-    def warm(self, key: str) -> None:
+    def warm(self, key: str) -> None:  # noqa: B027 - an optional hook, a no-op unless a store overrides it
         """A hint that `key` will be read soon; never raises. Nothing by default."""
 
     def size(self, key: str) -> int:
         """Size in bytes of the stored object."""
         return len(self.get(key))
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a store overrides it
         """Make every completed put durable (before a manifest that refers to them)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a store overrides it
         """Release connections."""
 
     def __enter__(self) -> ObjectStore:

@@ -202,7 +202,9 @@ class VfsStore(ObjectStore):
             raise NotFound(f"{key} is missing from {self.url}") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise Damaged(f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with") from None
+                raise Damaged(
+                    f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with"
+                ) from None
             raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -246,10 +248,8 @@ class VfsStore(ObjectStore):
         """Look the object's path up now: its directory blocks and inode are
         then in memory when it is read, instead of being small reads queued
         behind the data reads of the moment."""
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the read that follows reports it
             os.stat(self._path(key))
-        except (OSError, ValueError):
-            pass  # the read that follows reports it
 
     def open(self, key: str) -> BinaryIO:
         try:
