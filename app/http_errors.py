@@ -109,7 +109,7 @@ async def read_body(request: Request, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def read_request(request: Request, schema: type[T] | Any, what: str) -> T:
+async def read_request(request: Request, schema: type[T], what: str) -> T:
     """The body parsed against `schema`.
 
     An empty body, or `null` (a Go client's nil), is an empty object: Docker
@@ -119,6 +119,6 @@ async def read_request(request: Request, schema: type[T] | Any, what: str) -> T:
     return parse_json(schema, body if body not in (b"", b"null") else b"{}", what=what, max_bytes=MAX_REQUEST_BYTES)
 
 
-def read_query(request: Request, schema: type[T] | Any, what: str) -> T:
+def read_query(request: Request, schema: type[T], what: str) -> T:
     """The query string (last value of each key) validated against `schema`."""
     return validate(schema, dict(request.query_params), what=what)

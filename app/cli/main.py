@@ -23,7 +23,7 @@ def root(
     socket: str | None = typer.Option(
         None, "--socket", envvar="CONVOY_SOCKET", help=f"control socket of the daemon [default: {DEFAULT_CONTROL_SOCKET}]"
     ),
-):
+) -> None:
     state["socket"] = socket
 
 
@@ -37,10 +37,11 @@ def create(
     backup: str | None = typer.Option(None, "--backup", help="restore the new volume from this backup URL"),
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for the backup"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Create a volume (from a backup with --backup)."""
-    body = {"name": name, "driver": driver, "size": size, "options": parse_key_values(opt, "option")}
-    backup = backup or body["options"].pop("backup", None)
+    options = parse_key_values(opt, "option")
+    backup = backup or options.pop("backup", None)
+    body = {"name": name, "driver": driver, "size": size, "options": options}
     if backup:
         from app.cli.progress import run_job
 
@@ -55,7 +56,7 @@ def create(
 def delete(
     names: list[str] = typer.Argument(..., help="volumes to delete"),
     reference_only: bool = typer.Option(False, "-r", "--reference-only", help="forget the volume, keep its data"),
-):
+) -> None:
     """Delete volumes and their data (-r: only convoy's reference, keeping the data)."""
     failed = None
     for name in names:
@@ -70,7 +71,7 @@ def delete(
 
 @app.command("list")
 @user_errors
-def list_volumes(as_json: bool = JsonFlag):
+def list_volumes(as_json: bool = JsonFlag) -> None:
     """List volumes."""
     volumes = client().request("GET", "/volumes")["volumes"]
     if as_json:
@@ -84,7 +85,7 @@ def list_volumes(as_json: bool = JsonFlag):
 
 @app.command()
 @user_errors
-def inspect(name: str, as_json: bool = JsonFlag):
+def inspect(name: str, as_json: bool = JsonFlag) -> None:
     """Show one volume."""
     volume = client().request("GET", volume_path(name))
     print_json(volume) if as_json else print_fields(volume)
@@ -96,7 +97,7 @@ def mount(
     name: str,
     mountpoint: str | None = typer.Option(None, "--mountpoint", "-m", help="also mount it here"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Mount a volume on this host (it stays mounted until `convoy umount`)."""
     result = client().request("POST", volume_path(name, "/mount"), {"mountpoint": mountpoint})
     print_json(result) if as_json else typer.echo(result["mountpoint"])
@@ -104,14 +105,14 @@ def mount(
 
 @app.command()
 @user_errors
-def umount(name: str):
+def umount(name: str) -> None:
     """Undo `convoy mount`."""
     client().request("POST", volume_path(name, "/umount"), {})
 
 
 @app.command()
 @user_errors
-def info(as_json: bool = JsonFlag):
+def info(as_json: bool = JsonFlag) -> None:
     """Show the daemon's settings and back-ends."""
     result = client().request("GET", "/info")
     print_json(result) if as_json else print_fields(result)
@@ -136,7 +137,7 @@ def daemon(
         "--docker-restore-timeout",
         help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]",
     ),
-):
+) -> None:
     """Run the daemon: the Docker volume plugin and the control API."""
     from app import daemon as daemon_module
     from app.settings import load_settings
@@ -160,7 +161,7 @@ def daemon(
     raise SystemExit(daemon_module.main(settings))
 
 
-def main():
+def main() -> None:
     from app.cli.snapshots import backup_app, job_app, snapshot_app
 
     app.add_typer(snapshot_app, name="snapshot")

@@ -21,7 +21,7 @@ EndpointOption = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for M
 
 @snapshot_app.command("create")
 @_guard
-def snapshot_create(volume: str, name: str | None = typer.Option(None, "--name"), as_json: bool = JsonFlag):
+def snapshot_create(volume: str, name: str | None = typer.Option(None, "--name"), as_json: bool = JsonFlag) -> None:
     """Take a snapshot of a volume; prints its name."""
     snapshot = _client().request("POST", "/snapshots", {"volume": volume, "name": name})
     print_json(snapshot) if as_json else typer.echo(snapshot["name"])
@@ -29,14 +29,14 @@ def snapshot_create(volume: str, name: str | None = typer.Option(None, "--name")
 
 @snapshot_app.command("delete")
 @_guard
-def snapshot_delete(name: str):
+def snapshot_delete(name: str) -> None:
     """Delete a snapshot."""
     _client().request("DELETE", f"/snapshots/{quote(name, safe='')}")
 
 
 @snapshot_app.command("inspect")
 @_guard
-def snapshot_inspect(name: str, as_json: bool = JsonFlag):
+def snapshot_inspect(name: str, as_json: bool = JsonFlag) -> None:
     """Show a snapshot (and whether it is a reflink or a copy)."""
     snapshot = _client().request("GET", f"/snapshots/{quote(name, safe='')}")
     print_json(snapshot) if as_json else print_fields(snapshot)
@@ -44,7 +44,7 @@ def snapshot_inspect(name: str, as_json: bool = JsonFlag):
 
 @snapshot_app.command("list")
 @_guard
-def snapshot_list(volume: str | None = typer.Argument(None), as_json: bool = JsonFlag):
+def snapshot_list(volume: str | None = typer.Argument(None), as_json: bool = JsonFlag) -> None:
     """List snapshots, of one volume or of all."""
     snapshots = _client().request("GET", "/snapshots", query={"volume": volume} if volume else None)["snapshots"]
     if as_json:
@@ -62,7 +62,7 @@ def backup_create(
     s3_endpoint: str | None = EndpointOption,
     name: str | None = typer.Option(None, "--name", help="backup name (default backup-<hex>)"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Back up a snapshot; prints the backup URL."""
     body = {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name}
     result = run_job(_client(), "/backups", body)
@@ -76,7 +76,7 @@ def backup_list(
     volume_name: str | None = typer.Option(None, "--volume-name"),
     s3_endpoint: str | None = EndpointOption,
     as_json: bool = JsonFlag,
-):
+) -> None:
     """List the backups in a store."""
     query = {
         "dest": dest,
@@ -102,7 +102,7 @@ def backup_list(
 
 @backup_app.command("inspect")
 @_guard
-def backup_inspect(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag):
+def backup_inspect(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag) -> None:
     """Show one backup."""
     query = {"url": url, **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
     backup = _client().request("GET", "/backups/inspect", query=query)
@@ -111,7 +111,7 @@ def backup_inspect(url: str, s3_endpoint: str | None = EndpointOption, as_json: 
 
 @backup_app.command("delete")
 @_guard
-def backup_delete(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag):
+def backup_delete(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag) -> None:
     """Delete a backup and the blocks no other backup uses."""
     result = run_job(_client(), "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
@@ -122,7 +122,7 @@ def backup_delete(url: str, s3_endpoint: str | None = EndpointOption, as_json: b
 
 @backup_app.command("verify")
 @_guard
-def backup_verify(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag):
+def backup_verify(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag) -> None:
     """Read and check every block of a backup without restoring it."""
     result = run_job(_client(), "/backups/verify", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
@@ -135,7 +135,7 @@ def backup_verify(url: str, s3_endpoint: str | None = EndpointOption, as_json: b
 
 @job_app.command("list")
 @_guard
-def job_list(as_json: bool = JsonFlag):
+def job_list(as_json: bool = JsonFlag) -> None:
     """List the daemon's recent jobs."""
     jobs = _client().request("GET", "/jobs")["jobs"]
     if as_json:
@@ -145,7 +145,7 @@ def job_list(as_json: bool = JsonFlag):
 
 @job_app.command("inspect")
 @_guard
-def job_inspect(job_id: str, as_json: bool = JsonFlag):
+def job_inspect(job_id: str, as_json: bool = JsonFlag) -> None:
     """Show a job and its progress."""
     job = _client().request("GET", f"/jobs/{quote(job_id, safe='')}")
     print_json(job) if as_json else print_fields(job)
@@ -153,6 +153,6 @@ def job_inspect(job_id: str, as_json: bool = JsonFlag):
 
 @job_app.command("cancel")
 @_guard
-def job_cancel(job_id: str):
+def job_cancel(job_id: str) -> None:
     """Cancel a running job; what it did is undone or left for the next run to reuse."""
     _client().request("POST", f"/jobs/{quote(job_id, safe='')}/cancel", {})
