@@ -9,8 +9,10 @@ an optional cancel event) and are meant to run in a worker thread.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from app.errors import Conflict, Damaged, NotFound
+from app.json_types import JSONObject
 
 from . import image, legacy_convoy, manifest
 from .backup import SnapshotSource
@@ -40,7 +42,7 @@ def create_backup(
     volume_size: int | None = None,
     driver: str = "vfs",
     progress: Progress | None = None,
-) -> dict:
+) -> JSONObject:
     """Back up a snapshot directory to `dest`; the result has the backup `url`."""
     store_url = parse_store_url(dest)
     with open_store(store_url, s3_endpoint=s3_endpoint, create=True) as store:
@@ -76,7 +78,7 @@ def _kind(store: ObjectStore, parsed: BackupURL) -> str:
     )
 
 
-def restore_backup(url: str, target: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> dict:
+def restore_backup(url: str, target: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> JSONObject:
     """Restore a directory-tree backup into `target` (empty or absent)."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
@@ -94,8 +96,8 @@ def create_image_backup(
     image_path: str,
     *,
     s3_endpoint: str | None = None,
-    **options,
-) -> dict:
+    **options: Any,  # image.create_image_backup's, passed through
+) -> JSONObject:
     """Back up a block device or image file (see `image.create_image_backup` for options)."""
     store_url = parse_store_url(dest)
     with open_store(store_url, s3_endpoint=s3_endpoint, create=True) as store:
@@ -105,7 +107,7 @@ def create_image_backup(
 
 def restore_image(
     url: str, image_path: str, *, s3_endpoint: str | None = None, size: int | None = None, progress: Progress | None = None
-) -> dict:
+) -> JSONObject:
     """Restore an image backup (ours, or Convoy 0.5.2 device-mapper) into a new image file or a block device."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
@@ -116,7 +118,7 @@ def restore_image(
     return {"url": str(parsed), **result}
 
 
-def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
+def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> JSONObject:
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "ours":
@@ -126,14 +128,21 @@ def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
         return {"url": str(parsed), **legacy_convoy.summary(cfg, legacy_convoy.read_volume_cfg(store, parsed.volume))}
 
 
-def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
+def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[JSONObject]:
     """Every backup in a store (ours and Convoy's), oldest first within a volume."""
     store_url = parse_store_url(dest)
-    rows = []
+    rows: list[JSONObject] = []
     with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
+
+        def ours(vol: str, name: str) -> JSONObject:
+            return manifest.summary(manifest.read_backup(store, vol, name))
+
+        def convoys(vol: str, name: str) -> JSONObject:
+            return legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))
+
         formats = (  # (names of its backups, summary of one), ours first
-            (manifest.list_backup_names, lambda v, n: manifest.summary(manifest.read_backup(store, v, n))),
-            (legacy_convoy.list_backups, lambda v, n: legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, v, n))),
+            (manifest.list_backup_names, ours),
+            (legacy_convoy.list_backups, convoys),
         )
         for list_names, summarise in formats:
             for vol, name in list_names(store, volume):
@@ -146,7 +155,7 @@ def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | Non
     return rows
 
 
-def delete_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
+def delete_backup(url: str, *, s3_endpoint: str | None = None) -> JSONObject:
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "convoy":
@@ -157,7 +166,7 @@ def delete_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
         return {"url": str(parsed), **_delete_backup(store, parsed.volume, parsed.backup)}
 
 
-def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> dict:
+def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> JSONObject:
     """Read and check every block of a backup; `ok` is False when any is missing or damaged."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
@@ -170,6 +179,6 @@ def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progres
     return {"url": str(parsed), "message": report.message(), **report.as_dict()}
 
 
-def collect_garbage(dest: str, *, s3_endpoint: str | None = None) -> dict:
+def collect_garbage(dest: str, *, s3_endpoint: str | None = None) -> JSONObject:
     with open_store(parse_store_url(dest), s3_endpoint=s3_endpoint, create=False) as store:
         return _collect_garbage(store)

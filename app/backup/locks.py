@@ -60,13 +60,24 @@ def read_locks(store: ObjectStore) -> list[LockInfo]:
     for key in store.list(layout.LOCKS):
         try:
             data = store.get_at_most(key, limits.MAX_SMALL_DOC, "lock")
-            raw = parse_json(LockDoc, data, what=f"lock {key} in {store.url}", max_bytes=limits.MAX_SMALL_DOC, error=Damaged)
+            what = f"lock {key} in {store.url}"
+            raw: LockDoc = parse_json(LockDoc, bytes(data), what=what, max_bytes=limits.MAX_SMALL_DOC, error=Damaged)
         except NotFound:
             continue
         except Damaged as e:
             log.warning("%s; ignoring it", e)
             continue
-        locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__ if k != "key"}, key=key))
+        locks.append(
+            LockInfo(
+                id=raw["id"],
+                kind=raw["kind"],
+                operation=raw["operation"],
+                host=raw["host"],
+                pid=raw["pid"],
+                expires_at=raw["expires_at"],
+                key=key,
+            )
+        )
     return locks
 
 
@@ -162,7 +173,7 @@ class StoreLock:
     def __enter__(self) -> StoreLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

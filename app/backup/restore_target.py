@@ -24,14 +24,14 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Self
 
 from app.errors import Conflict, ConvoyError, Damaged, InvalidInput, Unavailable
 from app.fsutil import sync_filesystem
 
-from . import xattrs
+from . import schemas, xattrs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
@@ -159,7 +159,7 @@ class RestoreTarget:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -297,7 +297,7 @@ class RestoreTarget:
 
     # -- metadata -------------------------------------------------------------------------
 
-    def finish_dirs(self, dirs: list[dict]) -> None:
+    def finish_dirs(self, dirs: Sequence[schemas.DirEntry]) -> None:
         """Directories' metadata, after everything inside them exists, deepest first:
         restoring a child never changes a parent's mtime again."""
         for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
@@ -305,7 +305,9 @@ class RestoreTarget:
                 entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs")
             )
 
-    def set_metadata(self, path: str, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, xattr_values=None) -> None:
+    def set_metadata(
+        self, path: str, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, xattr_values: dict[str, str] | None = None
+    ) -> None:
         """Owner, extended attributes, mode and mtime of an entry created before (not a hard link)."""
         with self.failures(path):
             if path == ".":

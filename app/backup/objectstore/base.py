@@ -14,6 +14,10 @@ from typing import BinaryIO
 
 from ..limits import check_size
 
+#: what `put` takes: bytes, or pieces of them stored concatenated (a block
+#: stored raw is its frame header and views of the data, never copied)
+Stored = bytes | memoryview | list[bytes | memoryview]
+
 
 class ObjectStore(ABC):
     """put, get, exists, list, delete: all a format needs of a destination."""
@@ -24,7 +28,7 @@ class ObjectStore(ABC):
     parallelism: int = 3
 
     @abstractmethod
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: Stored) -> None:
         """Store `data` under `key` atomically, replacing any older object.
 
         `data` may be a list of byte strings, stored concatenated.
@@ -83,5 +87,5 @@ class ObjectStore(ABC):
     def __enter__(self) -> ObjectStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

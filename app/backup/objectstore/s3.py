@@ -15,17 +15,23 @@ answer. AWS_MAX_ATTEMPTS, the standard AWS setting, changes the attempts.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO, Self
 
 from app.errors import InvalidInput
 
 from ..limits import check_size
 from ..urls import StoreURL
-from .base import ObjectStore
+from .base import ObjectStore, Stored
 from .s3_errors import MissingObject, S3Call, translate
+
+if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs)
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef, ObjectIdentifierTypeDef
 
 CONNECTIONS = 16
 CONNECT_TIMEOUT = 5  # seconds to open a connection
@@ -68,14 +74,14 @@ class S3Store(ObjectStore):
             s3={"addressing_style": "path"} if endpoint else {},
         )
         try:
-            self.client = session.client("s3", region_name=region, endpoint_url=endpoint, config=config)
+            self.client: S3Client = session.client("s3", region_name=region, endpoint_url=endpoint, config=config)
         except Exception as e:  # noqa: BLE001 - S3 failures become ours; others are raised as they are
             raise self._error(e, "open the store") from None
         if check:
             self._check_bucket()
 
     # -- errors ---------------------------------------------------------
-    def _error(self, exc: Exception, what: str, key: str | None = None) -> BaseException:
+    def _error(self, exc: Exception, what: str, key: str | None = None) -> Exception:
         """Our error for `exc` (see s3_errors); `key`: the object the call was about, if any."""
         return translate(exc, S3Call(self.url, self.bucket, self.endpoint, what, key))
 
@@ -86,7 +92,7 @@ class S3Store(ObjectStore):
             raise self._error(e, "open the bucket") from None
 
     # -- interface ------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: Stored) -> None:
         body = b"".join(data) if isinstance(data, list) else bytes(data)
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
@@ -117,19 +123,19 @@ class S3Store(ObjectStore):
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def open(self, key: str) -> BinaryIO:
-        return self._body(key, self._get_object(key))  # type: ignore[return-value]
+        return self._body(key, self._get_object(key))  # type: ignore[return-value]  # _Body reads like a binary file
 
-    def _body(self, key: str, response: dict) -> _Body:
+    def _body(self, key: str, response: GetObjectOutputTypeDef) -> _Body:
         """The response's body, its read failures ours (never botocore's `with`: see _Body)."""
         return _Body(response["Body"], lambda e: self._error(e, f"read {key}", key))
 
-    def _get_object(self, key: str) -> dict:
+    def _get_object(self, key: str) -> GetObjectOutputTypeDef:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"read {key}", key) from None
 
-    def _head(self, key: str) -> dict:
+    def _head(self, key: str) -> HeadObjectOutputTypeDef:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as e:  # noqa: BLE001
@@ -161,10 +167,10 @@ class S3Store(ObjectStore):
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"delete {key}", key) from None
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         """Delete in batches of 1000 (one request each)."""
         for i in range(0, len(keys), 1000):
-            batch = [{"Key": self.prefix + k} for k in keys[i : i + 1000]]
+            batch: builtins.list[ObjectIdentifierTypeDef] = [{"Key": self.prefix + k} for k in keys[i : i + 1000]]
             try:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except Exception as e:  # noqa: BLE001
@@ -185,13 +191,14 @@ class _Body:
     length check (a dropped connection reads as a short object) and raise
     urllib3's errors, which no table knows."""
 
-    def __init__(self, body, error: Callable[[Exception], Exception]):
+    def __init__(self, body: StreamingBody, error: Callable[[Exception], Exception]):
         self._body = body
         self._error = error
 
     def read(self, size: int | None = -1) -> bytes:
         try:
-            return self._body.read(None if size is None or size < 0 else size)
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+            return data
         except Exception as e:  # noqa: BLE001 - mapped to user errors
             raise self._error(e) from None
 
@@ -201,5 +208,5 @@ class _Body:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -133,6 +133,7 @@ def client_error_code(exc: ClientError) -> str:
 
 def _from_client_error(exc: ClientError, call: S3Call) -> ConvoyError:
     code = client_error_code(exc)
+    error: type[ConvoyError]
     if code in _NOT_FOUND_CODES:
         error, text = (MissingObject, _KEY_MISSING) if call.key is not None else (NotFound, _BUCKET_MISSING)
     else:
@@ -146,7 +147,7 @@ def _format(text: str, call: S3Call, **extra: str) -> str:
     )
 
 
-def translate(exc: BaseException, call: S3Call) -> BaseException:
+def translate(exc: Exception, call: S3Call) -> Exception:
     """Our error for `exc`, met while doing `call`; `exc` itself when it is not an S3 failure."""
     from botocore.exceptions import ClientError
 

@@ -36,7 +36,7 @@ from typing import BinaryIO
 from app.errors import Damaged, NotFound, Unavailable
 
 from ..limits import check_size
-from .base import ObjectStore
+from .base import ObjectStore, Stored
 
 TMP_MARK = ".tmp-"
 DIRECT_MIN = 64 * 1024  # objects at least this big go through O_DIRECT
@@ -120,7 +120,7 @@ class VfsStore(ObjectStore):
         _check_key(key)
         return self.root / key
 
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: Stored) -> None:
         path = self._path(key)
         parent = str(path.parent)
         tmp = f"{path}{TMP_MARK}{secrets.token_hex(6)}"
