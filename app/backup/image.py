@@ -28,10 +28,10 @@ from . import fiemap, layout, manifest, sparse
 from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
 from .locks import StoreLock
 from .objectstore import ObjectStore
-from .pipeline import BoundedPool
 from .progress import Progress
 from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
 from .restore_target import size_image
+from .pipeline import BoundedPool
 from .urls import check_name
 
 IMAGE_PATH = "image"
