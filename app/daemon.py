@@ -21,6 +21,7 @@ from app.catalog import Catalog
 from app.errors import ConfigurationError, ConvoyError
 from app.private_dirs import make_private
 from app.settings import Settings, start_error_file
+from app.storage.driver import StorageDriver
 from app.storage.registry import build_driver
 
 log = logging.getLogger("convoy")
@@ -77,7 +78,7 @@ def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     return sock
 
 
-def build_drivers(settings: Settings, catalog: Catalog) -> dict:
+def build_drivers(settings: Settings, catalog: Catalog) -> dict[str, StorageDriver]:
     """The enabled drivers, plus any driver existing volumes use, so none of them disappears."""
     names = list(settings.drivers)
     for record in catalog.all():
@@ -87,7 +88,7 @@ def build_drivers(settings: Settings, catalog: Catalog) -> dict:
     return {name: build_driver(name, settings.options_for(name), settings.root) for name in names}
 
 
-def check_volumes_reachable(catalog: Catalog, drivers: dict) -> None:
+def check_volumes_reachable(catalog: Catalog, drivers: dict[str, StorageDriver]) -> None:
     """Stop the start when a changed setting would hide existing volumes."""
     problems = []
     for record in catalog.all():
@@ -103,7 +104,7 @@ def check_volumes_reachable(catalog: Catalog, drivers: dict) -> None:
         )
 
 
-def check_mount_root_apart(settings: Settings, drivers: dict) -> None:
+def check_mount_root_apart(settings: Settings, drivers: dict[str, StorageDriver]) -> None:
     """The mount root shares no directory with the stores: a volume named like an entry there would be mounted over it."""
     mount_root = Path(os.path.realpath(settings.mount_root))
     stores = [("--root", settings.root)] + [

@@ -9,20 +9,28 @@ CLI is told the job is gone and to run the command again.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TypedDict
 
 from app.backup.progress import Progress
 from app.errors import ConvoyError, NotFound
 from app.http_errors import describe
+from app.json_types import JSONObject
 
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 200
+
+
+class JobError(TypedDict):
+    kind: str  # an error kind (app.errors), for error_from on the CLI's side
+    message: str
 
 
 @dataclass
@@ -33,13 +41,13 @@ class Job:
     progress: Progress
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "running"  # running, done, failed
-    result: dict | None = None
-    error: dict | None = None
+    result: JSONObject | None = None
+    error: JobError | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
-    def view(self) -> dict:
+    def view(self) -> JSONObject:
         return {
             "id": self.id,
             "kind": self.kind,
@@ -54,11 +62,11 @@ class Job:
 
 
 class JobRunner:
-    def __init__(self):
+    def __init__(self) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
 
-    def submit(self, kind: str, description: str, work: Callable[[Progress], dict]) -> Job:
+    def submit(self, kind: str, description: str, work: Callable[[Progress], JSONObject]) -> Job:
         cancel = threading.Event()
         job = Job(secrets.token_hex(6), kind, description, Progress(cancel=cancel), cancel=cancel)
         with self._lock:
@@ -67,13 +75,13 @@ class JobRunner:
         threading.Thread(target=self._run, args=(job, work), name=f"job-{kind}-{job.id}", daemon=True).start()
         return job
 
-    def _run(self, job: Job, work) -> None:
+    def _run(self, job: Job, work: Callable[[Progress], JSONObject]) -> None:
         log.info("job %s started: %s", job.id, job.description)
         try:
             job.result = work(job.progress)
             job.state = "done"
             log.info("job %s done: %s", job.id, job.description)
-        except Exception as error:  # the job's error is the user's answer
+        except Exception as error:  # noqa: BLE001 - the job's error is the user's answer (bugs logged below)
             _, kind, message = describe(error)
             job.error = {"kind": kind, "message": message}
             job.state = "failed"
@@ -95,9 +103,9 @@ class JobRunner:
             raise NotFound(f"job {job_id} is not known: the daemon may have restarted since; run the command again")
         return job
 
-    def list(self) -> list[Job]:
+    def list(self) -> builtins.list[Job]:
         with self._lock:
             return list(self._jobs.values())
 
-    def running(self) -> list[Job]:
+    def running(self) -> builtins.list[Job]:
         return [job for job in self.list() if job.state == "running"]

@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.errors import Conflict, Unavailable
@@ -18,16 +19,18 @@ MS_BIND = 4096
 MS_REC = 16384
 MNT_DETACH = 2
 
+PathArg = str | os.PathLike[str]
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def _b(value) -> bytes | None:
+def _b(value: PathArg | None) -> bytes | None:
     return None if value is None else os.fsencode(str(value))
 
 
-def mount(source, target, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
+def mount(source: PathArg, target: PathArg, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
     if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
         err = ctypes.get_errno()
         what = f"mount {source} on {target}"
@@ -36,11 +39,11 @@ def mount(source, target, fstype: str | None = None, flags: int = 0, data: str |
         raise Unavailable(f"{what}: {os.strerror(err)}")
 
 
-def bind_mount(source, target) -> None:
+def bind_mount(source: PathArg, target: PathArg) -> None:
     mount(source, target, None, MS_BIND | MS_REC)
 
 
-def unmount(target) -> None:
+def unmount(target: PathArg) -> None:
     """Unmount `target`; already unmounted is fine, busy is a clear error."""
     if _libc.umount2(_b(target), 0) == 0:
         return
@@ -57,7 +60,7 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def _mount_table():
+def _mount_table() -> Iterator[tuple[str, str]]:
     """(mount point, file system type) of every mount this mount namespace sees."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
         for line in info:

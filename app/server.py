@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections.abc import Iterator
 
 import uvicorn
+from starlette.applications import Starlette
 
 from app.backup_service import BackupService
 from app.control.api import WorkerPools
@@ -23,11 +25,11 @@ class _Server(uvicorn.Server):
     """A uvicorn server that leaves signals to us: two servers share one loop."""
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
-def _server(app) -> _Server:
+def _server(app: Starlette) -> _Server:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10)
     return _Server(config)
 
@@ -45,10 +47,10 @@ def serve(service: VolumeService, plugin_socket: socket.socket, control_socket: 
     extra_routes = snapshot_routes(snapshots, pools) + backup_routes(backups, pools) + job_routes(jobs, pools)
     servers = [_server(build_plugin_app(service, backups)), _server(build_control_app(service, pools, extra_routes))]
 
-    async def main():
+    async def main() -> None:
         loop = asyncio.get_running_loop()
 
-        def stop():
+        def stop() -> None:
             for server in servers:
                 server.should_exit = True
 

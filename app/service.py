@@ -412,7 +412,7 @@ class VolumeService:
                 self.catalog.add_ref(name, ref_id, str(extra) if extra else None)
             except BaseException:
                 # no reference holds what this call mounted: leave none of it mounted
-                if bound:
+                if bound and extra is not None:
                     mounts.unmount(extra)
                 if first:
                     self.driver(record.driver).unmount(record.ref(), target)

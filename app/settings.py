@@ -12,9 +12,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from app.errors import InvalidInput
 from app.units import parse_size
+
+T = TypeVar("T")
 
 DEFAULT_ROOT = "/var/lib/convoy"
 # the first is the default back-end; image needs nothing but loop devices, so it is always there
@@ -131,7 +134,7 @@ def load_settings(
     """Merge flags (arguments that are not None) over env vars over defaults."""
     env = dict(os.environ if env is None else env)
 
-    def pick(flag, name):
+    def pick(flag: T | None, name: str) -> T | str | None:
         if flag is not None:
             return flag
         return env.get(ENV_VARS[name]) or None
@@ -142,7 +145,7 @@ def load_settings(
     root_path = _absolute(pick(root, "root") or DEFAULT_ROOT)
     mount_root_value = pick(mount_root, "mount_root")
 
-    def pick_bool(flag, name):
+    def pick_bool(flag: bool | None, name: str) -> bool:
         if flag:  # typer gives False when the flag is absent
             return True
         raw = env.get(ENV_VARS[name])
@@ -173,7 +176,7 @@ def _parse_default_size(value: str | None) -> int | None:
         raise InvalidInput(f"default size: {error}") from None
 
 
-def _parse_seconds(value) -> float:
+def _parse_seconds(value: float | str | None) -> float:
     if value is None:
         return DEFAULT_DOCKER_RESTORE_TIMEOUT
     try:

@@ -10,8 +10,7 @@ fields are named). Nothing downstream looks at an unchecked `dict[...]`.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -21,9 +20,15 @@ T = TypeVar("T")
 MAX_PROBLEMS = 3  # a message names the first few problems, never the whole document
 
 
-@functools.cache
-def _adapter(schema: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(schema)
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(schema: Any) -> TypeAdapter[Any]:  # Any: a type expression (a class, Annotated, a union)
+    """One adapter per schema, built on first use (building one compiles the validator)."""
+    adapter = _adapters.get(schema)
+    if adapter is None:
+        adapter = _adapters[schema] = TypeAdapter(schema)
+    return adapter
 
 
 def describe(error: ValidationError) -> str:
@@ -53,7 +58,7 @@ def parse_json(
     if size > max_bytes:
         raise error(f"{what} is {size} bytes, more than the {max_bytes} this format allows")
     try:
-        return _adapter(schema).validate_json(data)  # type: ignore[no-any-return]
+        return cast(T, _adapter(schema).validate_json(data))  # validated against `schema`, whose type T is
     except ValidationError as err:
         raise error(f"{what} is not valid: {describe(err)}") from None
 
@@ -61,6 +66,6 @@ def parse_json(
 def validate(schema: type[T] | Any, value: object, *, what: str, error: type[ConvoyError] = InvalidInput) -> T:
     """Validate an already-parsed value (for example a query string turned into a dict)."""
     try:
-        return _adapter(schema).validate_python(value)  # type: ignore[no-any-return]
+        return cast(T, _adapter(schema).validate_python(value))
     except ValidationError as err:
         raise error(f"{what} is not valid: {describe(err)}") from None

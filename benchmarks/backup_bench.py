@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup  # noqa: E402
-from app.storage.vfs_snapshot import snapshot_directory  # noqa: E402
+from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
+from app.storage.vfs_snapshot import snapshot_directory
 
 GOALS = {"full": 1.5, "incremental": 0.3, "restore": 1.0, "store_gib": 1.03}
 MIB = 1 << 20
@@ -267,7 +267,10 @@ def report(results: dict) -> None:
             print(f"{peer} / convoy: {ratios}")
         inc = ours["inc_result"]["stats"]
         if len(ours["full_all"]) > 1:
-            print(f"convoy runs: full {ours['full_all']}  incremental {ours['incremental_all']}  restore {ours['restore_all']} (medians above)")
+            print(
+                f"convoy runs: full {ours['full_all']}  incremental {ours['incremental_all']}  "
+                f"restore {ours['restore_all']} (medians above)"
+            )
         print(f"incremental read {inc['read_bytes'] / MIB:.0f} MiB (FIEMAP skipped "
               f"{inc['fiemap_skipped_bytes'] / MIB:.0f} MiB), uploaded {inc['new_blocks']} new blocks; "
               f"restore + sync {ours['restore'] + ours['restore_sync_extra']:.2f} s; verify ok: {ours['verified']}")

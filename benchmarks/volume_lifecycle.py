@@ -79,7 +79,9 @@ def main():
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--write-mib", type=int, default=8)
     ap.add_argument("--plugin", default="convoy", help="plugin name as given to -d (default convoy)")
-    ap.add_argument("--setup", action="store_true", help="start ci/dockerd.sh's engine and install the plugin; stop it at the end")
+    ap.add_argument(
+        "--setup", action="store_true", help="start ci/dockerd.sh's engine and install the plugin; stop it at the end"
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -100,11 +102,11 @@ def main():
 
     result = {"iterations": args.iterations, "write_mib": args.write_mib, "median_s": {}}
     print(f"volume life through the engine: {args.iterations} iterations per driver, {args.write_mib} MiB written")
-    print(f"{'driver':8} " + " ".join(f"{p:>9}" for p in PHASES + ('total',)) + "   (median seconds)")
+    print(f"{'driver':8} " + " ".join(f"{p:>9}" for p in (*PHASES, 'total')) + "   (median seconds)")
     for key in drivers:
-        med = {p: statistics.median(s[p] for s in samples[key]) for p in PHASES + ("total",)}
+        med = {p: statistics.median(s[p] for s in samples[key]) for p in (*PHASES, "total")}
         result["median_s"][key] = med
-        print(f"{key:8} " + " ".join(f"{med[p]:9.3f}" for p in PHASES + ("total",)))
+        print(f"{key:8} " + " ".join(f"{med[p]:9.3f}" for p in (*PHASES, "total")))
     ratio = result["median_s"]["convoy"]["total"] / result["median_s"]["local"]["total"]
     result["ratio_total"] = ratio
     for p in PHASES:

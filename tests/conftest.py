@@ -61,7 +61,7 @@ def s3_endpoint(tmp_path_factory):
     if not exe.exists():
         pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - moto's output while it runs
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30

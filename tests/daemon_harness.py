@@ -37,9 +37,13 @@ def wait_until(condition, seconds: float = 15.0) -> bool:
     return True
 
 
-def mounted_points() -> set[str]:
+def mountinfo_lines() -> list[str]:
     with open("/proc/self/mountinfo") as info:
-        return {line.split(" ")[4] for line in info}
+        return info.readlines()
+
+
+def mounted_points() -> set[str]:
+    return {line.split(" ")[4] for line in mountinfo_lines()}
 
 
 class Daemon:
@@ -57,20 +61,24 @@ class Daemon:
         self.log_path = base / "daemon.log"
 
     def args(self) -> list[str]:
-        return CONVOY + [
+        return [
+            *CONVOY,
             "daemon",
             "--root", str(self.root),
             "--plugin-socket", str(self.plugin_socket),
             "--socket", str(self.socket),
             "--mount-root", str(self.mount_root),
-        ] + self.extra_args
+            *self.extra_args,
+        ]
 
-    def start(self, wait: bool = True, *extra_args: str) -> "Daemon":
+    def start(self, wait: bool = True, *extra_args: str) -> Daemon:
         env = {k: v for k, v in os.environ.items() if k not in ("DRIVER", "DRIVER_OPTS", "CONVOY_SOCKET")}
         env.update(self.env)
         self.base.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args() + list(extra_args), cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon's stdout for as long as it runs
+        self.process = subprocess.Popen(
+            self.args() + list(extra_args), cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         if wait:
             self.wait_listening()
         return self
@@ -116,7 +124,7 @@ class Daemon:
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            CONVOY + ["--socket", str(self.socket), *args], cwd=REPO, capture_output=True, text=True, timeout=120
+            [*CONVOY, "--socket", str(self.socket), *args], cwd=REPO, capture_output=True, text=True, timeout=120
         )
         if check:
             assert result.returncode == 0, f"convoy {' '.join(args)}: {result.returncode}\n{result.stderr}"

@@ -27,17 +27,19 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.errors import Conflict, NotFound
 from app.fs import fiemap, sparse
+from app.json_types import JSONObject
+from app.names import check_name
 
-from . import blocks, layout, manifest, tree
+from . import blocks, layout, manifest, schemas, tree
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .pipeline import BoundedPool
 from .progress import Progress
-from .urls import check_name
+from .schemas import Block
 
 WORKERS = 3
 
@@ -57,12 +59,12 @@ def new_backup_name() -> str:
 
 def _mtime_rfc3339(path: str) -> str:
     t = os.stat(path).st_mtime
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
 class _FilePlan:
-    entry: dict
+    entry: JSONObject  # a tree entry, its block map filled in as blocks are read
     path: str
     reads: list[tuple[int, int, int]]  # (slot index, offset, length)
 
@@ -81,14 +83,14 @@ class _Uploader:
         self.new_bytes = 0
         self.stored_bytes = 0
 
-    def __call__(self, slots: list, index: int, offset: int, data: bytes) -> None:
+    def __call__(self, slots: list[Block | None], index: int, offset: int, data: bytes | memoryview) -> None:
         digest = blocks.digest(data)
         length = len(data)
         if length == self.block_size and digest == self.zero_digest:
             slots[index] = None  # written zeros: stored as a hole
             self.progress.add(length)
             return
-        slots[index] = [offset, length, digest]
+        slots[index] = (offset, length, digest)
         with self.lock:
             if digest in self.known:
                 self.progress.add(length)
@@ -117,7 +119,7 @@ def create_backup(
     driver: str = "vfs",
     progress: Progress | None = None,
     workers: int | None = None,
-) -> dict:
+) -> JSONObject:
     """Back up `snapshot.path` as a new backup of `volume`; return its summary.
 
     `previous_snapshot`: the snapshot that the volume's last backup in this
@@ -137,9 +139,9 @@ def create_backup(
         if store.exists(layout.backup_key(volume, name)):
             raise Conflict(f"backup {name} of volume {volume} already exists in {store.url}: choose another name")
         previous = manifest.latest_backup(store, volume)
-        if previous_snapshot is None and find_snapshot is not None and previous and previous.get("snapshot"):
-            previous_snapshot = find_snapshot(previous["snapshot"])
-        prev_entries: dict[str, dict] = {}
+        if previous_snapshot is None and find_snapshot is not None and previous and (name_then := previous.get("snapshot")):
+            previous_snapshot = find_snapshot(name_then)
+        prev_entries: dict[str, schemas.Entry] = {}
         known: set[str] = set()
         if previous:
             prev_entries = {e["path"]: e for e in previous["entries"]}
@@ -153,10 +155,10 @@ def create_backup(
         if previous and previous.get("block_size") != bs:
             prev_entries = {}
 
-        entries: list[dict] = []
+        entries: list[JSONObject] = []
         plans: list[_FilePlan] = []
         stats = {"files": 0, "bytes": 0, "data_bytes": 0, "unchanged_files": 0, "fiemap_skipped_bytes": 0}
-        for entry, st in tree.walk(snapshot.path):
+        for entry, _st in tree.walk(snapshot.path):
             progress.check("the backup")
             entries.append(entry)
             if entry["type"] != "file":
@@ -166,7 +168,7 @@ def create_backup(
             old = prev_entries.get(entry["path"])
             if (
                 old is not None
-                and old.get("type") == "file"
+                and old["type"] == "file"
                 and old["size"] == entry["size"]
                 and old["mtime_ns"] == entry["mtime_ns"]
             ):
@@ -175,7 +177,8 @@ def create_backup(
                 stats["data_bytes"] += sum(b[1] for b in old["blocks"])
                 continue
             path = os.path.join(snapshot.path, entry["path"])
-            plan = _plan_file(entry, path, old, previous_snapshot.path if use_fiemap else None, bs, stats)
+            prev_root = previous_snapshot.path if use_fiemap and previous_snapshot else None
+            plan = _plan_file(entry, path, old, prev_root, bs, stats)
             if plan.reads:
                 plans.append(plan)
         return upload_and_commit(
@@ -202,8 +205,14 @@ def create_backup(
 
 
 def upload_and_commit(
-    store: ObjectStore, lock: StoreLock, plans: list, known: set[str], progress: Progress, workers: int, doc: dict
-) -> dict:
+    store: ObjectStore,
+    lock: StoreLock,
+    plans: list[_FilePlan],
+    known: set[str],
+    progress: Progress,
+    workers: int,
+    doc: JSONObject,
+) -> JSONObject:
     """Read and upload the planned blocks, then commit the manifest `doc`; return its summary."""
     progress.total_bytes = sum(length for p in plans for _i, _o, length in p.reads)
     uploader = _Uploader(store, known, progress, doc["block_size"])
@@ -235,22 +244,26 @@ def upload_and_commit(
     }
     manifest.write_backup(store, doc)
     store.sync()
-    manifest.write_volume(store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"])
+    manifest.write_volume(
+        store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"]
+    )
     progress.finish()
     return manifest.summary(doc)
 
 
-def _plan_file(entry: dict, path: str, old: dict | None, prev_root: str | None, bs: int, stats: dict) -> _FilePlan:
+def _plan_file(
+    entry: JSONObject, path: str, old: schemas.Entry | None, prev_root: str | None, bs: int, stats: dict[str, int]
+) -> _FilePlan:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         ranges = sparse.data_ranges(fd, entry["size"])
         cut = sparse.cut(ranges, bs)
         stats["data_bytes"] += sum(length for _o, length in cut)
-        slots: list = [None] * len(cut)
+        slots: list[Block | None] = [None] * len(cut)
         reads = []
         shared: list[tuple[int, int]] = []
         old_map: dict[tuple[int, int], str] = {}
-        if prev_root and old is not None and old.get("type") == "file":
+        if prev_root and old is not None and old["type"] == "file":
             old_map = {(b[0], b[1]): b[2] for b in old["blocks"]}
             try:
                 old_fd = os.open(os.path.join(prev_root, entry["path"]), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -264,7 +277,7 @@ def _plan_file(entry: dict, path: str, old: dict | None, prev_root: str | None, 
         for i, (offset, length) in enumerate(cut):
             digest = old_map.get((offset, length))
             if digest and fiemap.covered(shared, offset, offset + length):
-                slots[i] = [offset, length, digest]
+                slots[i] = (offset, length, digest)
                 stats["fiemap_skipped_bytes"] += length
             else:
                 reads.append((i, offset, length))
@@ -282,7 +295,7 @@ class _Buffers:
     """
 
     def __init__(self, count: int, size: int):
-        self._free = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(count):
             self._free.put(mmap.mmap(-1, size))
 
@@ -293,7 +306,9 @@ class _Buffers:
         self._free.put(buf)
 
 
-def _upload_block(uploader: _Uploader, buffers: _Buffers, buf: mmap.mmap, slots: list, index: int, offset: int, length: int) -> None:
+def _upload_block(
+    uploader: _Uploader, buffers: _Buffers, buf: mmap.mmap, slots: list[Block | None], index: int, offset: int, length: int
+) -> None:
     try:
         uploader(slots, index, offset, memoryview(buf)[:length])
     finally:

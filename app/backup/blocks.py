@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import blake3
 import zstandard
 
-from app.errors import Conflict
+from app.errors import Damaged
 
 from . import layout, limits
 from .objectstore import ObjectStore
@@ -50,7 +50,7 @@ _RAW_BLOCK = 128 * 1024  # zstd's largest block
 _MAGIC = (0xFD2FB528).to_bytes(4, "little")
 
 
-def _raw_frame(data: memoryview) -> list:
+def _raw_frame(data: memoryview) -> list[bytes | memoryview]:
     """A standard zstd frame of raw (stored) blocks: no compression work, no copy.
 
     Frame header: magic, descriptor 0xE0 (single segment, 8-byte content
@@ -58,7 +58,7 @@ def _raw_frame(data: memoryview) -> list:
     128 KiB of the data itself. Any zstd decoder reads it.
     """
     n = len(data)
-    parts: list = [_MAGIC + bytes([0xE0]) + n.to_bytes(8, "little")]
+    parts: list[bytes | memoryview] = [_MAGIC + bytes([0xE0]) + n.to_bytes(8, "little")]
     if n == 0:
         parts.append((1).to_bytes(3, "little"))  # last, raw, empty
         return parts
@@ -70,7 +70,7 @@ def _raw_frame(data: memoryview) -> list:
     return parts
 
 
-def encode(data: bytes | memoryview) -> bytes | list:
+def encode(data: bytes | memoryview) -> bytes | list[bytes | memoryview]:
     """The stored form of a block: bytes, or a list of byte strings to write in order.
 
     Incompressible data (judged from a 64 KiB sample) becomes a raw zstd
@@ -84,11 +84,11 @@ def encode(data: bytes | memoryview) -> bytes | list:
     return _compressor().compress(view)
 
 
-def stored_size(encoded: bytes | list) -> int:
+def stored_size(encoded: bytes | list[bytes | memoryview]) -> int:
     return len(encoded) if isinstance(encoded, (bytes, bytearray)) else sum(len(p) for p in encoded)
 
 
-class BlockDamaged(Conflict):
+class BlockDamaged(Damaged):
     """A stored block does not decode to the content its name promises."""
 
 

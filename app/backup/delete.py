@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Damaged, NotFound
+from app.json_types import JSONObject
 
 from . import layout, manifest
 from .locks import DEFAULT_TTL, StoreLock, remove_expired_locks
@@ -20,7 +21,7 @@ from .objectstore.vfs import VfsStore
 TEMPORARY_AGE = max(3600.0, 4 * DEFAULT_TTL)  # leftovers of killed writers older than this go
 
 
-def delete_backup(store: ObjectStore, volume: str, backup: str) -> dict:
+def delete_backup(store: ObjectStore, volume: str, backup: str) -> JSONObject:
     """Remove one backup, then garbage-collect; return what was removed.
 
     When another manifest is unreadable the backup is still deleted, but no
@@ -42,7 +43,7 @@ def delete_backup(store: ObjectStore, volume: str, backup: str) -> dict:
         return {**result, **_collect(store, referenced)}
 
 
-def collect_garbage(store: ObjectStore) -> dict:
+def collect_garbage(store: ObjectStore) -> JSONObject:
     """Garbage collection alone (blocks left by killed backups, stale temporaries)."""
     with StoreLock(store, "exclusive", "garbage collection"):
         referenced, unreadable = _referenced_blocks(store)
@@ -62,7 +63,7 @@ def _referenced_blocks(store: ObjectStore, skip: tuple[str, str] | None = None) 
             doc = manifest.read_backup(store, vol, name)
         except NotFound:
             continue  # deleted since the listing (not by a delete: we hold the exclusive lock)
-        except Conflict as e:
+        except (Damaged, Conflict) as e:  # damaged, or of a newer format
             unreadable.append(f"backup {name} of volume {vol} ({e})")
             continue
         referenced.update(manifest.block_digests(doc))
@@ -78,7 +79,7 @@ def _kept_blocks_warning(unreadable: list[str]) -> str:
     )
 
 
-def _collect(store: ObjectStore, referenced: set[str]) -> dict:
+def _collect(store: ObjectStore, referenced: set[str]) -> JSONObject:
     unused = []
     for key in store.list(layout.BLOCKS):
         digest = layout.digest_of_block_key(key)

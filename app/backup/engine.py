@@ -9,8 +9,10 @@ an optional cancel event) and are meant to run in a worker thread.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Damaged, NotFound
+from app.json_types import JSONObject
 
 from . import image, legacy_convoy, manifest
 from .backup import SnapshotSource
@@ -40,7 +42,7 @@ def create_backup(
     volume_size: int | None = None,
     driver: str = "vfs",
     progress: Progress | None = None,
-) -> dict:
+) -> JSONObject:
     """Back up a snapshot directory to `dest`; the result has the backup `url`."""
     store_url = parse_store_url(dest)
     with open_store(store_url, s3_endpoint=s3_endpoint, create=True) as store:
@@ -76,7 +78,7 @@ def _kind(store: ObjectStore, parsed: BackupURL) -> str:
     )
 
 
-def restore_backup(url: str, target: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> dict:
+def restore_backup(url: str, target: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> JSONObject:
     """Restore a directory-tree backup into `target` (empty or absent)."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
@@ -94,8 +96,8 @@ def create_image_backup(
     image_path: str,
     *,
     s3_endpoint: str | None = None,
-    **options,
-) -> dict:
+    **options: Any,  # image.create_image_backup's, passed through
+) -> JSONObject:
     """Back up a block device or image file (see `image.create_image_backup` for options)."""
     store_url = parse_store_url(dest)
     with open_store(store_url, s3_endpoint=s3_endpoint, create=True) as store:
@@ -105,7 +107,7 @@ def create_image_backup(
 
 def restore_image(
     url: str, image_path: str, *, s3_endpoint: str | None = None, size: int | None = None, progress: Progress | None = None
-) -> dict:
+) -> JSONObject:
     """Restore an image backup (ours, or Convoy 0.5.2 device-mapper) into a new image file or a block device."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
@@ -126,7 +128,7 @@ def last_backup_snapshot(dest: str, volume: str, *, s3_endpoint: str | None = No
     return snapshot if isinstance(snapshot, str) else None
 
 
-def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
+def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> JSONObject:
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "ours":
@@ -136,27 +138,34 @@ def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
         return {"url": str(parsed), **legacy_convoy.summary(cfg, legacy_convoy.read_volume_cfg(store, parsed.volume))}
 
 
-def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[dict]:
+def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[JSONObject]:
     """Every backup in a store (ours and Convoy's), oldest first within a volume."""
     store_url = parse_store_url(dest)
-    rows = []
+    rows: list[JSONObject] = []
     with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
+
+        def ours(vol: str, name: str) -> JSONObject:
+            return manifest.summary(manifest.read_backup(store, vol, name))
+
+        def convoys(vol: str, name: str) -> JSONObject:
+            return legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))
+
         formats = (  # (names of its backups, summary of one), ours first
-            (manifest.list_backup_names, lambda v, n: manifest.summary(manifest.read_backup(store, v, n))),
-            (legacy_convoy.list_backups, lambda v, n: legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, v, n))),
+            (manifest.list_backup_names, ours),
+            (legacy_convoy.list_backups, convoys),
         )
         for list_names, summarise in formats:
             for vol, name in list_names(store, volume):
                 try:
                     doc = summarise(vol, name)
-                except (Conflict, NotFound) as e:  # an unreadable backup is listed with why, not hidden
+                except (Damaged, Conflict, NotFound) as e:  # an unreadable backup is listed with why, not hidden
                     doc = {"name": name, "volume": vol, "error": str(e)}
                 rows.append({"url": backup_url(store_url, vol, name), **doc})
     rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))
     return rows
 
 
-def delete_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
+def delete_backup(url: str, *, s3_endpoint: str | None = None) -> JSONObject:
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "convoy":
@@ -167,22 +176,19 @@ def delete_backup(url: str, *, s3_endpoint: str | None = None) -> dict:
         return {"url": str(parsed), **_delete_backup(store, parsed.volume, parsed.backup)}
 
 
-def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> dict:
+def verify_backup(url: str, *, s3_endpoint: str | None = None, progress: Progress | None = None) -> JSONObject:
     """Read and check every block of a backup; `ok` is False when any is missing or damaged."""
     parsed, store = _open_backup(url, s3_endpoint)
     with store:
         if _kind(store, parsed) == "convoy":
             result = legacy_convoy.verify_backup(store, parsed.volume, parsed.backup)
             what = f"Convoy 0.5.2 backup {parsed.backup} of {parsed.volume}"
-            if result["ok"]:
-                message = f"{what} is intact"
-            else:
-                message = f"{what} is damaged: " + "; ".join(result["problems"][:3])
+            message = f"{what} is intact" if result["ok"] else f"{what} is damaged: " + "; ".join(result["problems"][:3])
             return {"url": str(parsed), "message": message, **result}
         report = verify_tree(store, parsed.volume, parsed.backup, progress=progress)
     return {"url": str(parsed), "message": report.message(), **report.as_dict()}
 
 
-def collect_garbage(dest: str, *, s3_endpoint: str | None = None) -> dict:
+def collect_garbage(dest: str, *, s3_endpoint: str | None = None) -> JSONObject:
     with open_store(parse_store_url(dest), s3_endpoint=s3_endpoint, create=False) as store:
         return _collect_garbage(store)

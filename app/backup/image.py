@@ -22,8 +22,10 @@ from __future__ import annotations
 import os
 import stat
 
-from app.errors import Conflict, InvalidInput
+from app.errors import Conflict, Damaged, InvalidInput
 from app.fs import sparse
+from app.json_types import JSONObject
+from app.names import check_name
 
 from . import layout, manifest
 from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
@@ -33,13 +35,24 @@ from .pipeline import BoundedPool
 from .progress import Progress
 from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
 from .restore_target import size_image
-from .urls import check_name
+from .schemas import BackupDoc, Block, FileEntry
 
 IMAGE_PATH = "image"
 
 
 def _overlaps(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
     return any(s < end and start < e for s, e in ranges)
+
+
+def _image_entry(doc: BackupDoc, volume: str) -> FileEntry:
+    """The one file entry an image backup holds; anything else was not written by an image backup."""
+    entries = doc["entries"]
+    if len(entries) != 1 or entries[0]["type"] != "file":
+        raise Damaged(
+            f"backup {doc['name']} of {volume} says it is an image backup but does not hold exactly one image; "
+            "it is damaged: restore an earlier backup"
+        )
+    return entries[0]
 
 
 def _device_size(fd: int) -> int:
@@ -61,7 +74,7 @@ def create_image_backup(
     driver: str = "",
     progress: Progress | None = None,
     workers: int | None = None,
-) -> dict:
+) -> JSONObject:
     """Back up the block device or image file `image_path` as a backup of `volume`."""
     check_name("volume", volume)
     name = check_name("backup", backup_name) if backup_name else new_backup_name()
@@ -94,18 +107,17 @@ def create_image_backup(
             and previous.get("source") == "image"
             and previous.get("block_size") == bs
         )
-        if trust_changes:
-            old = previous["entries"][0]
-            old_map = {(b[0], b[1]): b[2] for b in manifest.file_blocks(old)}
+        if trust_changes and previous is not None:
+            old_map = {(b[0], b[1]): b[2] for b in _image_entry(previous, volume)["blocks"]}
         cut = sparse.cut(data_ranges, bs)
-        entry = {"path": IMAGE_PATH, "type": "file", "mode": 0o600, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size}
-        slots: list = [None] * len(cut)
-        reads = []
+        entry: JSONObject = {"path": IMAGE_PATH, "type": "file", "mode": 0o600, "uid": 0, "gid": 0, "mtime_ns": 0, "size": size}
+        slots: list[Block | None] = [None] * len(cut)
+        reads: list[tuple[int, int, int]] = []
         skipped = 0
         for i, (offset, length) in enumerate(cut):
             digest = old_map.get((offset, length))
-            if trust_changes and digest and not _overlaps(changed_ranges, offset, offset + length):
-                slots[i] = [offset, length, digest]
+            if trust_changes and digest and not _overlaps(changed_ranges or [], offset, offset + length):
+                slots[i] = (offset, length, digest)
                 skipped += length
             else:
                 reads.append((i, offset, length))
@@ -142,7 +154,7 @@ def create_image_backup(
 
 def restore_image_backup(
     store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None, workers: int | None = None
-) -> dict:
+) -> JSONObject:
     """Write an image backup into `target`: a new image file (created sparse) or a block device.
 
     On a device, ranges no block covers are not written: a fresh thin volume
@@ -154,8 +166,8 @@ def restore_image_backup(
         doc = manifest.read_backup(store, volume, backup)
         if doc.get("source") != "image":
             raise Conflict(f"backup {backup} of {volume} is a directory backup; restore it into a directory volume")
-        entry = doc["entries"][0]
-        blist = manifest.file_blocks(entry)
+        entry = _image_entry(doc, volume)
+        blist = entry["blocks"]
         progress.total_bytes = sum(b[1] for b in blist)
         is_device = os.path.exists(target) and stat.S_ISBLK(os.stat(target).st_mode)
         if not is_device and os.path.exists(target):

@@ -18,11 +18,14 @@ import os
 import posixpath
 import tarfile
 import zlib
+from collections.abc import Iterator
+from typing import IO, BinaryIO, NoReturn
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Damaged, NotFound
+from app.json_types import JSONObject
 from app.validation import parse_json
 
-from . import limits, tree
+from . import limits, manifest, tree
 from .legacy_schema import BackupCfg, VolumeCfg
 from .objectstore import ObjectStore
 from .progress import Progress
@@ -33,6 +36,7 @@ from .restore_target import (
     size_image,
     write_image_at,
 )
+from .schemas import DirEntry, Entry
 
 BASE = "convoy-objectstore/volumes/"
 
@@ -54,21 +58,21 @@ def has_backup(store: ObjectStore, volume: str, backup: str) -> bool:
 
 
 def read_backup_cfg(store: ObjectStore, volume: str, backup: str) -> BackupCfg:
-    """A backup's .cfg, size-checked and validated; Conflict naming the object when it is not one."""
+    """A backup's .cfg, size-checked and validated; Damaged naming the object when it is not one."""
     key = backup_cfg_key(volume, backup)
     what = f"Convoy backup config {key} in {store.url}"
     try:
         data = store.get_at_most(key, limits.MAX_LEGACY_BACKUP_CFG, "Convoy backup config")
     except NotFound:
         raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}") from None
-    cfg = parse_json(BackupCfg, data, what=what, max_bytes=limits.MAX_LEGACY_BACKUP_CFG, error=Conflict)
-    path = (cfg.get("SingleFile") or {}).get("FilePath")
+    cfg: BackupCfg = parse_json(BackupCfg, bytes(data), what=what, max_bytes=limits.MAX_LEGACY_BACKUP_CFG, error=Damaged)
+    path = archive_path(cfg)
     archives = volume_dir(volume) + "BackupFiles/"
     if path and (not path.startswith(archives) or "/" in path[len(archives):] or not path.endswith(".bak")):
-        raise Conflict(f"{what} is not valid: SingleFile.FilePath {path!r} is not an archive of this volume ({archives}*.bak)")
+        raise Damaged(f"{what} is not valid: SingleFile.FilePath {path!r} is not an archive of this volume ({archives}*.bak)")
     for i, block in enumerate(cfg.get("Blocks") or ()):
         if block["Offset"] % limits.LEGACY_BLOCK_SIZE:
-            raise Conflict(f"{what} is not valid: Blocks.{i}.Offset {block['Offset']} is not a multiple of Convoy's 2 MiB block")
+            raise Damaged(f"{what} is not valid: Blocks.{i}.Offset {block['Offset']} is not a multiple of Convoy's 2 MiB block")
     return cfg
 
 
@@ -84,8 +88,15 @@ def list_backups(store: ObjectStore, volume: str | None = None) -> list[tuple[st
     return sorted(found)
 
 
-def summary(cfg: dict, volume_cfg: dict | None = None) -> dict:
-    single = (cfg.get("SingleFile") or {}).get("FilePath")
+def archive_path(cfg: BackupCfg) -> str | None:
+    """The archive of a VFS backup; None for a device-mapper (block) backup."""
+    single = cfg.get("SingleFile")
+    return single.get("FilePath") if single else None
+
+
+def summary(cfg: BackupCfg, volume_cfg: VolumeCfg | None = None) -> JSONObject:
+    single = archive_path(cfg)
+    volume_cfg = volume_cfg or {}
     return {
         "format": "convoy-0.5.2",
         "name": cfg.get("Name"),
@@ -94,9 +105,9 @@ def summary(cfg: dict, volume_cfg: dict | None = None) -> dict:
         "snapshot_created_at": cfg.get("SnapshotCreatedAt"),
         "created_at": cfg.get("CreatedTime"),
         "source": "archive" if single else "blocks",
-        "driver": (volume_cfg or {}).get("Driver") or ("vfs" if single else "devicemapper"),
+        "driver": volume_cfg.get("Driver") or ("vfs" if single else "devicemapper"),
         # Convoy writes Size 0 for a VFS volume, which has no size
-        "volume_size": (volume_cfg or {}).get("Size") or None,
+        "volume_size": volume_cfg.get("Size") or None,
     }
 
 
@@ -104,9 +115,9 @@ def read_volume_cfg(store: ObjectStore, volume: str) -> VolumeCfg | None:
     """A volume's volume.cfg; None when it is missing or unreadable (it only adds details)."""
     key = volume_dir(volume) + "volume.cfg"
     try:
-        data = store.get_at_most(key, limits.MAX_SMALL_DOC, "Convoy volume config")
-        return parse_json(VolumeCfg, data, what=f"Convoy volume config {key}", max_bytes=limits.MAX_SMALL_DOC, error=Conflict)
-    except (NotFound, Conflict):
+        data = bytes(store.get_at_most(key, limits.MAX_SMALL_DOC, "Convoy volume config"))
+        return parse_json(VolumeCfg, data, what=f"Convoy volume config {key}", max_bytes=limits.MAX_SMALL_DOC, error=Damaged)
+    except (NotFound, Damaged):
         return None
 
 
@@ -123,16 +134,18 @@ class _BoundedTarInfo(tarfile.TarInfo):
     (Convoy archived with a plain `tar cf`, which never writes them), before
     it does, so memory stays bounded whatever the archive declares."""
 
-    def _proc_member(self, tarfile_):
+    # tarfile's private hooks (no stubs describe them): the only place to stop a record before it is read
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _RECORD_TYPES and self.size > MAX_HEADER_RECORD:
             raise tarfile.HeaderError(
                 f"a header record of {self.size} bytes, more than the {MAX_HEADER_RECORD} a long name or pax header needs"
             )
         if self.type == tarfile.GNUTYPE_SPARSE:
             raise tarfile.HeaderError(f"{self.name!r} is a sparse member, which Convoy never wrote")
-        return super()._proc_member(tarfile_)
+        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        return member
 
-    def _proc_gnusparse_10(self, next, pax_headers, tarfile_):  # tarfile's own signature
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: object, tarfile_: tarfile.TarFile) -> NoReturn:
         raise tarfile.HeaderError(f"{next.name!r} is a sparse member, which Convoy never wrote")
 
 
@@ -143,18 +156,18 @@ def _member_path(name: str) -> str:
     return name.removeprefix("./")
 
 
-def _open_archive(raw) -> tarfile.TarFile:
+def _open_archive(raw: BinaryIO) -> tarfile.TarFile:
     """Read a Convoy archive as a stream (it is never held whole), headers bounded."""
     return tarfile.open(fileobj=raw, mode="r|gz", tarinfo=_BoundedTarInfo)
 
 
-def _members(archive: tarfile.TarFile):
+def _members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     """Each member in turn, forgotten once handled: TarFile keeps every TarInfo
     it reads in `members`, even as a stream, which for an archive of millions
     of members is unbounded memory. (Nothing here looks members up by name.)"""
     while (member := archive.next()) is not None:
         yield member
-        archive.members.clear()
+        archive.members.clear()  # type: ignore[attr-defined]  # TarFile's own list, not in the stubs
 
 
 def _mtime_ns(mtime: float) -> int | float:
@@ -171,17 +184,17 @@ _MAX_DEVICE_PART = (1 << 31) - 1
 def _device_number(member: tarfile.TarInfo, what: str) -> int:
     for part, value in (("major", member.devmajor), ("minor", member.devminor)):
         if not 0 <= value <= _MAX_DEVICE_PART:
-            raise Conflict(
+            raise Damaged(
                 f"{what} holds {member.name!r}, a device with {part} number {value}, outside 0..{_MAX_DEVICE_PART}; "
                 "the archive is damaged: refusing to restore it"
             )
     return os.makedev(member.devmajor, member.devminor)
 
 
-def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
+def _member_entry(member: tarfile.TarInfo, what: str) -> Entry:
     """The member as a tree entry, checked against the same schema as ours."""
     if member.sparse is not None:  # a GNU 0.x sparse map from a pax header
-        raise Conflict(f"{what} holds {member.name!r}, a sparse member, which Convoy never wrote; refusing to restore it")
+        raise Damaged(f"{what} holds {member.name!r}, a sparse member, which Convoy never wrote; refusing to restore it")
     if member.isdir():
         kind = "dir"
     elif member.isreg():
@@ -194,11 +207,11 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
         # a container's data, kept as data as in our format (docs/security.md)
         kind = "chardev" if member.ischr() else "blockdev" if member.isblk() else "fifo"
     else:
-        raise Conflict(
+        raise Damaged(
             f"{what} holds {member.name!r}, a member of tar type {member.type!r} that Convoy never wrote; "
             "refusing to restore it (nothing outside the target was touched)"
         )
-    raw = {
+    raw: JSONObject = {
         "path": _member_path(member.name),
         "type": kind,
         "mode": member.mode & 0o7777,
@@ -217,31 +230,36 @@ def _member_entry(member: tarfile.TarInfo, what: str) -> dict:
 
 
 def _restore_member(
-    out: RestoreTarget, archive: tarfile.TarFile, member: tarfile.TarInfo, dirs: list[dict], progress: Progress
+    out: RestoreTarget, archive: tarfile.TarFile, member: tarfile.TarInfo, dirs: list[DirEntry], progress: Progress
 ) -> None:
     entry = _member_entry(member, out.what)
-    path, kind = entry["path"], entry["type"]
-    if kind == "dir":
+    path = entry["path"]
+    if entry["type"] == "dir":
         out.mkdir(path)
         dirs.append(entry)  # its metadata once everything inside it exists
         return
-    if kind == "symlink":
+    if entry["type"] == "symlink":
         out.symlink(path, entry["target"])
-    elif kind == "hardlink":
+    elif entry["type"] == "hardlink":
         out.hardlink(path, entry["target"])
         return  # shares the metadata of the file it links to
-    elif kind in ("chardev", "blockdev", "fifo"):
-        out.special(path, kind, entry.get("rdev", 0))
+    elif entry["type"] == "fifo":
+        out.special(path, "fifo")
+    elif entry["type"] == "chardev" or entry["type"] == "blockdev":
+        out.special(path, entry["type"], entry["rdev"])
     else:
         fd = out.create_file(path, entry["size"])  # full size first: runs of zeros stay holes
         try:
             _copy_data(archive.extractfile(member), fd, out, path, progress)
         finally:
             os.close(fd)
-    out.set_metadata(path, kind, entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
+    out.set_metadata(path, entry["type"], entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"])
 
 
-def _copy_data(data, fd: int, out: RestoreTarget, path: str, progress: Progress) -> None:
+def _copy_data(data: IO[bytes] | None, fd: int, out: RestoreTarget, path: str, progress: Progress) -> None:
+    """A regular member's data into `fd`, skipping runs of zeros (they stay holes)."""
+    if data is None:  # tarfile has none for a member that is not a regular file; ours is one
+        raise Damaged(f"{out.what} holds {path!r}, a file whose data tarfile cannot read")
     pos = 0
     while chunk := data.read(_CHUNK):
         progress.check("the restore")
@@ -255,7 +273,9 @@ def _copy_data(data, fd: int, out: RestoreTarget, path: str, progress: Progress)
             pos += len(chunk)
 
 
-def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None) -> dict:
+def restore_archive(
+    store: ObjectStore, volume: str, backup: str, target: str, *, progress: Progress | None = None
+) -> JSONObject:
     """Restore a Convoy VFS backup (`BackupFiles/*.bak`, a tar.gz) into `target`.
 
     Each member goes through the same checks as our own entries
@@ -264,14 +284,14 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
     """
     progress = progress or Progress()
     cfg = read_backup_cfg(store, volume, backup)
-    path = (cfg.get("SingleFile") or {}).get("FilePath")
+    path = archive_path(cfg)
     if not path:
         raise Conflict(f"backup {backup} is a Convoy block backup; restore it to a block volume")
     try:
         progress.total_bytes = store.size(path)
     except NotFound:
         raise NotFound(f"backup {backup}: its archive {path} is missing from {store.url}") from None
-    dirs: list[dict] = []
+    dirs: list[DirEntry] = []
     with RestoreTarget(target, f"Convoy backup {backup} of volume {volume}") as out:
         with store.open(path) as raw:
             try:
@@ -280,7 +300,7 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
                         progress.check("the restore")
                         _restore_member(out, archive, member, dirs, progress)
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-                raise Conflict(f"backup {backup}: its archive {path} is damaged ({e})") from None
+                raise Damaged(f"backup {backup}: its archive {path} is damaged ({e})") from None
         out.finish_dirs(dirs)
     make_durable(target)
     progress.done_bytes = progress.total_bytes
@@ -288,10 +308,10 @@ def restore_archive(store: ObjectStore, volume: str, backup: str, target: str, *
     return summary(cfg, read_volume_cfg(store, volume))
 
 
-def verify_backup(store: ObjectStore, volume: str, backup: str) -> dict:
+def verify_backup(store: ObjectStore, volume: str, backup: str) -> JSONObject:
     """Read a Convoy backup through (archive or blocks) and check it, writing nothing."""
     cfg = read_backup_cfg(store, volume, backup)
-    if (cfg.get("SingleFile") or {}).get("FilePath"):
+    if archive_path(cfg):
         return verify_archive(store, volume, backup, cfg)
     return verify_blocks(store, volume, backup, cfg)
 
@@ -308,10 +328,10 @@ def _read_block(store: ObjectStore, volume: str, backup: str, checksum: str) -> 
         data = limits.gunzip_capped(stored, limits.LEGACY_BLOCK_SIZE, f"Convoy block {key}")
     except NotFound:
         raise NotFound(f"{what} is missing from {store.url}") from None
-    except Conflict as e:
-        raise Conflict(f"{what} is corrupted: {e}") from None
+    except Damaged as e:
+        raise Damaged(f"{what} is corrupted: {e}") from None
     if hashlib.sha512(data).hexdigest()[:64] != checksum and hashlib.sha256(data).hexdigest() != checksum:
-        raise Conflict(f"{what} is corrupted: its content does not match its name")
+        raise Damaged(f"{what} is corrupted: its content does not match its name")
     return data
 
 
@@ -319,42 +339,43 @@ def _check_blocks_fit(cfg: BackupCfg, size: int | None, key: str) -> None:
     """Every listed block lies inside the volume, when its size is known."""
     for block in cfg.get("Blocks") or ():
         if size and block["Offset"] + limits.LEGACY_BLOCK_SIZE > size:
-            raise Conflict(
+            raise Damaged(
                 f"Convoy backup config {key} is not valid: a block at offset {block['Offset']} lies "
                 f"outside the volume's {size} bytes"
             )
 
 
-def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
+def verify_blocks(store: ObjectStore, volume: str, backup: str, cfg: BackupCfg | None = None) -> JSONObject:
     cfg = cfg or read_backup_cfg(store, volume, backup)
     problems = []
     checksums = sorted({b["BlockChecksum"] for b in cfg.get("Blocks") or []})
     for checksum in checksums:
         try:
             _read_block(store, volume, backup, checksum)
-        except (NotFound, Conflict) as e:
+        except (NotFound, Damaged) as e:
             problems.append(str(e))
     return {"backup": backup, "volume": volume, "ok": not problems, "blocks": len(checksums), "problems": problems}
 
 
-def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | None = None) -> dict:
+def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: BackupCfg | None = None) -> JSONObject:
     """Read the archive through, checking each member as a restore would (nothing is written)."""
     cfg = cfg or read_backup_cfg(store, volume, backup)
-    path = (cfg.get("SingleFile") or {}).get("FilePath")
+    path = archive_path(cfg)
+    if not path:
+        raise Conflict(f"backup {backup} is a Convoy block backup, which has no archive to read")
     rules = TreeRules(f"Convoy backup {backup} of volume {volume}")
     problems = []
     try:
         with store.open(path) as raw, _open_archive(raw) as archive:
             for member in _members(archive):
                 entry = _member_entry(member, rules.what)
-                rules.check(entry["path"], entry["type"], entry.get("target"))
-                if member.isfile():
-                    f = archive.extractfile(member)
-                    while f.read(_CHUNK):
-                        pass
+                rules.check(entry["path"], entry["type"], manifest.link_target(entry))
+                data = archive.extractfile(member) if member.isfile() else None
+                while data is not None and data.read(_CHUNK):
+                    pass
     except NotFound:
         problems.append(f"archive {path} is missing")
-    except Conflict as e:
+    except Damaged as e:
         problems.append(str(e))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         problems.append(f"archive {path} is damaged: {e}")
@@ -363,14 +384,16 @@ def verify_archive(store: ObjectStore, volume: str, backup: str, cfg: dict | Non
 
 # -- device-mapper blocks ----------------------------------------------------------
 
-def restore_blocks_to_image(store: ObjectStore, volume: str, backup: str, image_path: str, size: int | None = None) -> dict:
+def restore_blocks_to_image(
+    store: ObjectStore, volume: str, backup: str, image_path: str, size: int | None = None
+) -> JSONObject:
     """Write a Convoy block backup into `image_path` (an image file or block device).
 
     Unlisted ranges are left unwritten (zeros in a new sparse file or thin volume).
     Each block is checked against its name (SHA-512, first 64 hex digits).
     """
     cfg = read_backup_cfg(store, volume, backup)
-    vol = read_volume_cfg(store, volume) or {}
+    vol: VolumeCfg = read_volume_cfg(store, volume) or {}
     sized_by = "the size asked for" if size else f"its {volume_dir(volume)}volume.cfg"
     size = size or vol.get("Size")
     cfg_key = backup_cfg_key(volume, backup)

@@ -7,10 +7,10 @@ config from a slightly different 0.5.x still reads. Unknown fields are kept.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NotRequired
 
 from pydantic import ConfigDict, FailFast, Strict, StringConstraints, with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from .schemas import Offset, Str
 

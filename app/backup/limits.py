@@ -14,7 +14,7 @@ import zlib
 
 import zstandard
 
-from app.errors import Conflict
+from app.errors import Damaged
 
 # Block sizes a store config or a manifest may declare. New stores use 1 MiB;
 # the range leaves room for other choices and keeps one block's buffers small.
@@ -45,7 +45,7 @@ MAX_LEGACY_BACKUP_CFG = 256 << 20
 _CHUNK = 1 << 20
 
 
-class ObjectTooLarge(Conflict):
+class ObjectTooLarge(Damaged):
     """A stored object is bigger than its format allows (before or after decompression)."""
 
 
@@ -66,18 +66,18 @@ def zstd_frame_size(data: bytes | memoryview, what: str) -> int:
     alone (ZSTD_findFrameCompressedSize; RFC 8878, section 3.1.1)."""
     view = memoryview(data)
     if len(view) < 6 or bytes(view[:4]) != b"\x28\xb5\x2f\xfd":
-        raise Conflict(f"{what} cannot be decompressed (it is not a zstd frame)")
+        raise Damaged(f"{what} cannot be decompressed (it is not a zstd frame)")
     descriptor = view[4]
     single_segment = descriptor >> 5 & 1
     content_size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
     pos = 5 + (not single_segment) + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
     while True:
         if pos + 3 > len(view):
-            raise Conflict(f"{what} cannot be decompressed (it is truncated)")
+            raise Damaged(f"{what} cannot be decompressed (it is truncated)")
         header = int.from_bytes(view[pos : pos + 3], "little")
         kind, size = header >> 1 & 3, header >> 3
         if kind == 3:
-            raise Conflict(f"{what} cannot be decompressed (a block of reserved type)")
+            raise Damaged(f"{what} cannot be decompressed (a block of reserved type)")
         pos += 3 + (1 if kind == 1 else size)  # an RLE block stores one byte
         if header & 1:  # the last block
             return pos + 4 * (descriptor >> 2 & 1)  # and the optional checksum
@@ -91,9 +91,11 @@ def zstd_decompress_capped(data: bytes | memoryview, cap: int, what: str) -> byt
         while chunk := reader.read(min(_CHUNK, cap + 1 - len(out))):
             out += chunk
             if len(out) > cap:
-                raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
+                raise ObjectTooLarge(
+                    f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged"
+                )
     except zstandard.ZstdError as e:
-        raise Conflict(f"{what} cannot be decompressed ({e})") from None
+        raise Damaged(f"{what} cannot be decompressed ({e})") from None
     return out
 
 
@@ -103,11 +105,11 @@ def gunzip_capped(data: bytes | memoryview, cap: int, what: str) -> bytes:
     try:
         out = inflater.decompress(data, cap + 1)
     except zlib.error as e:
-        raise Conflict(f"{what} cannot be decompressed ({e})") from None
+        raise Damaged(f"{what} cannot be decompressed ({e})") from None
     if len(out) > cap:
         raise ObjectTooLarge(f"{what} decompresses to more than {cap} bytes, more than its format allows; the store is damaged")
     if not inflater.eof:
-        raise Conflict(f"{what} cannot be decompressed (it is truncated)")
+        raise Damaged(f"{what} cannot be decompressed (it is truncated)")
     return out
 
 

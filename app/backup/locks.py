@@ -12,6 +12,7 @@ exclusive lock never coexists with any other live lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from app.errors import Conflict, NotFound, Unavailable
+from app.errors import Conflict, Damaged, NotFound, Unavailable
 from app.validation import parse_json
 
 from . import layout, limits
@@ -59,13 +60,24 @@ def read_locks(store: ObjectStore) -> list[LockInfo]:
     for key in store.list(layout.LOCKS):
         try:
             data = store.get_at_most(key, limits.MAX_SMALL_DOC, "lock")
-            raw = parse_json(LockDoc, data, what=f"lock {key} in {store.url}", max_bytes=limits.MAX_SMALL_DOC, error=Conflict)
+            what = f"lock {key} in {store.url}"
+            raw: LockDoc = parse_json(LockDoc, bytes(data), what=what, max_bytes=limits.MAX_SMALL_DOC, error=Damaged)
         except NotFound:
             continue
-        except Conflict as e:
+        except Damaged as e:
             log.warning("%s; ignoring it", e)
             continue
-        locks.append(LockInfo(**{k: raw[k] for k in LockInfo.__dataclass_fields__ if k != "key"}, key=key))
+        locks.append(
+            LockInfo(
+                id=raw["id"],
+                kind=raw["kind"],
+                operation=raw["operation"],
+                host=raw["host"],
+                pid=raw["pid"],
+                expires_at=raw["expires_at"],
+                key=key,
+            )
+        )
     return locks
 
 
@@ -76,8 +88,8 @@ class StoreLock:
         """`optional`: for readers (restore, verify) of a store they cannot write
         (a read-only mount, read-only S3 credentials): go on without a lock.
         Nobody who cannot write can collect garbage there either."""
-        assert kind in ("shared", "exclusive")
-        assert not optional or kind == "shared"
+        if kind not in ("shared", "exclusive") or (optional and kind != "shared"):
+            raise ValueError(f"a store lock is shared or exclusive, and only a shared one is optional, not {kind!r}")
         self.optional = optional
         self.held = False
         self.store = store
@@ -105,7 +117,7 @@ class StoreLock:
         self.store.put(self.key, json.dumps(self.info.__dict__).encode())
         self._last_renewal = now
 
-    def acquire(self) -> "StoreLock":
+    def acquire(self) -> StoreLock:
         try:
             self._write()
         except Unavailable:
@@ -155,15 +167,13 @@ class StoreLock:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        try:
+        with contextlib.suppress(Exception):  # it will expire
             self.store.delete(self.key)
-        except Exception:  # noqa: BLE001 - it will expire
-            pass
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

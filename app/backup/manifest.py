@@ -13,13 +13,15 @@ import contextlib
 import gc
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import zstandard
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, Damaged, InvalidInput, NotFound
+from app.json_types import JSONObject
 from app.names import check_name
 from app.validation import validate
 
@@ -38,7 +40,7 @@ XATTR_B64_MAX = 4 * (65536 + 2) // 3  # base64 of Linux's largest value (XATTR_S
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -49,7 +51,7 @@ class StoreConfig:
     compression: str = "zstd"
     created_at: str = field(default_factory=now_rfc3339)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> JSONObject:
         return {"format": STORE_FORMAT, **self.__dict__}
 
 
@@ -60,11 +62,11 @@ def _check_version(kind: str, version: object, where: str) -> None:
         " or delete the backup" if kind == "backup manifest" else ""
     )
     if version is None:
-        raise Conflict(f"{where} is a {kind} without a format version; {damaged}")
+        raise Damaged(f"{where} is a {kind} without a format version; {damaged}")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Conflict(f"{where}: format version {version!r} is not an integer; {damaged}")
+        raise Damaged(f"{where}: format version {version!r} is not an integer; {damaged}")
     if version < 1:
-        raise Conflict(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
+        raise Damaged(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
     if version > FORMAT_VERSION:
         raise Conflict(
             f"{where} is a {kind} of format version {version}; this Convoy reads format versions "
@@ -86,16 +88,16 @@ def parse_document(data: bytes | bytearray, schema: type[T], *, kind: str, forma
             raw: Any = json.loads(data)
         except (ValueError, RecursionError) as e:
             reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-            raise Conflict(f"{where} is not a readable {kind} (not JSON: {reason}); the store is damaged") from None
-        header = validate(schemas.Header, raw, what=where, error=Conflict)
+            raise Damaged(f"{where} is not a readable {kind} (not JSON: {reason}); the store is damaged") from None
+        header: schemas.Header = validate(schemas.Header, raw, what=where, error=Damaged)
         if header["format"] != format:
-            raise Conflict(f"{where} is not a Convoy {kind} (its format is {header['format']!r})")
+            raise Damaged(f"{where} is not a Convoy {kind} (its format is {header['format']!r})")
         _check_version(kind, header.get("version"), where)
-        return validate(schema, raw, what=where, error=Conflict)
+        return validate(schema, raw, what=where, error=Damaged)
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def _gc_paused() -> Iterator[None]:
     """Parsing a manifest makes millions of lists and dicts and no cycles, but
     each allocation burst wakes the cycle collector over all of them: with it
     paused a 1M-block manifest reads in 1.5 s instead of 4.5 s."""
@@ -113,8 +115,16 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
         data = store.get_at_most(layout.CONFIG, limits.MAX_SMALL_DOC, "store config")
     except NotFound:
         return None
-    doc = parse_document(data, schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=f"{store.url}: {layout.CONFIG}")
-    return StoreConfig(**{k: doc[k] for k in StoreConfig.__dataclass_fields__ if k in doc})
+    doc = parse_document(
+        bytes(data), schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=f"{store.url}: {layout.CONFIG}"
+    )
+    return StoreConfig(
+        version=doc["version"],
+        block_size=doc["block_size"],
+        block_hash=doc["block_hash"],
+        compression=doc["compression"],
+        created_at=doc.get("created_at") or now_rfc3339(),
+    )
 
 
 def ensure_config(store: ObjectStore, block_size: int = DEFAULT_BLOCK_SIZE) -> StoreConfig:
@@ -139,10 +149,11 @@ def read_volume(store: ObjectStore, volume: str) -> schemas.VolumeDoc | None:
     key = layout.volume_key(volume)
     try:
         data = store.get_at_most(key, limits.MAX_SMALL_DOC, "volume manifest")
-        return parse_document(data, schemas.VolumeDoc, kind="volume manifest", format=VOLUME_FORMAT, where=f"{store.url}: {key}")
+        where = f"{store.url}: {key}"
+        return parse_document(bytes(data), schemas.VolumeDoc, kind="volume manifest", format=VOLUME_FORMAT, where=where)
     except NotFound:
         return None
-    except Conflict as e:
+    except (Damaged, Conflict) as e:  # damaged, or of a newer format
         log.warning("%s; the next backup of volume %s rewrites it", e, volume)
         return None
 
@@ -163,23 +174,23 @@ def write_volume(store: ObjectStore, volume: str, *, size: int | None, driver: s
 
 # -- per-backup manifest -----------------------------------------------------
 
-def encode_manifest(doc: dict) -> bytes:
+def encode_manifest(doc: JSONObject) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(json.dumps(doc, separators=(",", ":")).encode())
 
 
-def decode_manifest(data: bytes | memoryview, where: str) -> dict:
+def decode_manifest(data: bytes | memoryview, where: str) -> schemas.BackupDoc:
     """A stored backup manifest, checked: size, JSON, schema, and the block map."""
     what = f"backup manifest {where}"
     frame = limits.zstd_frame_size(data, what)
     if frame != len(data):
-        raise Conflict(
+        raise Damaged(
             f"{what} holds {len(data) - frame} bytes after its zstd frame, which no Convoy writes; "
             "the store is damaged: restore this object from a copy or delete the backup"
         )
     text = limits.zstd_decompress_capped(data, limits.manifest_cap(frame), what)
     doc = parse_document(text, schemas.BackupDoc, kind="backup manifest", format=BACKUP_FORMAT, where=where)
     _check_entries(doc, where)
-    return doc  # type: ignore[return-value]
+    return doc
 
 
 def _check_entries(doc: schemas.BackupDoc, where: str) -> None:
@@ -189,37 +200,39 @@ def _check_entries(doc: schemas.BackupDoc, where: str) -> None:
     block_size = doc["block_size"]
     for i, entry in enumerate(doc["entries"]):
         if "\0" in entry["path"] or "\0" in (link_target(entry) or ""):
-            raise Conflict(f"{where} is not valid: entries.{i}: a path holds a NUL character")
-        if entry.get("xattrs"):
-            _check_xattrs(entry["xattrs"], f"{where} is not valid: entries.{i} ({entry['path']!r})")
-        for offset, length, _digest in file_blocks(entry):
+            raise Damaged(f"{where} is not valid: entries.{i}: a path holds a NUL character")
+        if xattrs := entry.get("xattrs"):
+            _check_xattrs(xattrs, f"{where} is not valid: entries.{i} ({entry['path']!r})")
+        if entry["type"] != "file":
+            continue
+        for offset, length, _digest in entry["blocks"]:
             if length > block_size or offset + length > entry["size"]:
-                raise Conflict(
+                raise Damaged(
                     f"{where} is not valid: entries.{i} ({entry['path']!r}): a block of {length} bytes at "
                     f"offset {offset} lies outside the file's {entry['size']} bytes or exceeds the "
                     f"backup's block size {block_size}"
                 )
     if doc.get("source") == "image" and [e["type"] for e in doc["entries"]] != ["file"]:
-        raise Conflict(f"{where} is not valid: an image backup has exactly one entry, a file")
+        raise Damaged(f"{where} is not valid: an image backup has exactly one entry, a file")
 
 
 def _check_xattrs(values: dict[str, str], where: str) -> None:
     for name, value in values.items():
         if not name or "\0" in name or len(name) > 255:
-            raise Conflict(f"{where}: extended attribute name {name[:40]!r} is not a valid name")
+            raise Damaged(f"{where}: extended attribute name {name[:40]!r} is not a valid name")
         try:
             if len(value) > XATTR_B64_MAX:
                 raise ValueError("too long")
             base64.b64decode(value, validate=True)
         except ValueError:
-            raise Conflict(f"{where}: the value of extended attribute {name!r} is not valid base64 of at most 64 KiB") from None
+            raise Damaged(f"{where}: the value of extended attribute {name!r} is not valid base64 of at most 64 KiB") from None
 
 
-def write_backup(store: ObjectStore, doc: dict) -> None:
+def write_backup(store: ObjectStore, doc: JSONObject) -> None:
     store.put(layout.backup_key(doc["volume"], doc["name"]), encode_manifest(doc))
 
 
-def read_backup(store: ObjectStore, volume: str, backup: str) -> dict:
+def read_backup(store: ObjectStore, volume: str, backup: str) -> schemas.BackupDoc:
     key = layout.backup_key(volume, backup)
     try:
         data = store.get_at_most(key, limits.MAX_MANIFEST, "backup manifest")
@@ -230,7 +243,7 @@ def read_backup(store: ObjectStore, volume: str, backup: str) -> dict:
         ) from None
     doc = decode_manifest(data, key)
     if (doc["volume"], doc["name"]) != (volume, backup):
-        raise Conflict(
+        raise Damaged(
             f"{key} holds backup {doc['name']!r} of volume {doc['volume']!r}, not the one its name "
             "says; it was moved or copied by hand: move it back, or delete it"
         )
@@ -248,24 +261,25 @@ def list_backup_names(store: ObjectStore, volume: str | None = None) -> list[tup
     return sorted(found)
 
 
-def latest_backup(store: ObjectStore, volume: str) -> dict | None:
+def latest_backup(store: ObjectStore, volume: str) -> schemas.BackupDoc | None:
     """The newest readable backup manifest of a volume (the base of an incremental).
 
     The per-volume manifest names the last one written, which costs one read
     (any readable backup is a correct base; the newest is merely the best);
     when that hint is missing or stale, every manifest is read to find it.
     """
-    hint = (read_volume(store, volume) or {}).get("last_backup")
+    volume_doc = read_volume(store, volume)
+    hint = volume_doc.get("last_backup") if volume_doc else None
     if hint and _is_backup_name(hint):
         try:
             return read_backup(store, volume, hint)
-        except (NotFound, Conflict):
-            pass  # deleted or damaged: look at them all
+        except (NotFound, Damaged, Conflict):
+            pass  # deleted, damaged or of a newer format: look at them all
     best = None
     for vol, name in list_backup_names(store, volume):
         try:
             doc = read_backup(store, vol, name)
-        except (NotFound, Conflict):
+        except (NotFound, Damaged, Conflict):
             continue
         if best is None or (doc["created_at"], doc["name"]) > (best["created_at"], best["name"]):
             best = doc
@@ -280,7 +294,7 @@ def _is_backup_name(name: str) -> bool:
     return True
 
 
-def summary(doc: dict) -> dict:
+def summary(doc: Mapping[str, object]) -> JSONObject:
     """What `backup list` / `backup inspect` show: no block map, and of the
     other fields only plain values or flat objects of them (as `stats`): a
     field another writer nested deep could break the response's encoding."""
@@ -299,17 +313,17 @@ def _is_flat(value: object) -> bool:
 _NOT_SHOWN = frozenset({"entries", "url", "error"})
 
 
-def file_blocks(entry: dict) -> list:
+def file_blocks(entry: schemas.Entry) -> list[schemas.Block]:
     """The block map of a file entry; other entry types have none."""
     return entry["blocks"] if entry["type"] == "file" else []
 
 
-def link_target(entry: dict) -> str | None:
+def link_target(entry: schemas.Entry) -> str | None:
     """What a symlink or hard link points to; None for other entry types."""
-    return entry["target"] if entry["type"] in ("symlink", "hardlink") else None
+    return entry["target"] if entry["type"] == "symlink" or entry["type"] == "hardlink" else None
 
 
-def block_digests(doc: dict):
+def block_digests(doc: schemas.BackupDoc) -> Iterator[str]:
     """Every block digest a manifest uses (with repeats)."""
     for entry in doc["entries"]:
         for block in file_blocks(entry):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVarTuple, Unpack
+
+Ts = TypeVarTuple("Ts")
 
 
 class BoundedPool:
@@ -20,7 +23,7 @@ class BoundedPool:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
 
-    def _done(self, fut: Future) -> None:
+    def _done(self, fut: Future[None]) -> None:
         self._slots.release()
         exc = fut.exception()
         if exc is not None:
@@ -32,13 +35,13 @@ class BoundedPool:
         if self._error is not None:
             raise self._error
 
-    def submit(self, fn: Callable, *args) -> None:
+    def submit(self, fn: Callable[[Unpack[Ts]], object], *args: *Ts) -> None:
         self.raise_error()
         self._slots.acquire()
         fut = self._pool.submit(self._run, fn, args)
         fut.add_done_callback(self._done)
 
-    def _run(self, fn: Callable, args: tuple) -> None:
+    def _run(self, fn: Callable[[Unpack[Ts]], object], args: tuple[*Ts]) -> None:
         if self._error is None:
             fn(*args)
 
@@ -53,10 +56,10 @@ class BoundedPool:
                 self._error = RuntimeError("aborted")
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BoundedPool":
+    def __enter__(self) -> BoundedPool:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
         else:

@@ -6,19 +6,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
-from app.errors import Conflict
+from app.errors import Cancelled
+
+__all__ = ["Cancelled", "Progress", "ProgressView"]  # Cancelled is re-exported: long operations raise it from here
 
 
-class Cancelled(Conflict):
-    """The operation was cancelled; nothing was committed."""
+class ProgressView(TypedDict):
+    """A job's progress as the control API shows it."""
+
+    total_bytes: int
+    done_bytes: int
+    rate: float  # bytes per second since the start
+    eta: float | None  # seconds left, when a rate and a total are known
 
 
 @dataclass
 class Progress:
     """Counts bytes; `callback(progress)` is called at most every `interval` seconds."""
 
-    callback: Callable[["Progress"], None] | None = None
+    callback: Callable[[Progress], None] | None = None
     cancel: threading.Event | None = None
     interval: float = 0.25
     total_bytes: int = 0
@@ -55,5 +63,5 @@ class Progress:
             return None
         return max(0.0, (self.total_bytes - self.done_bytes) / rate)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> ProgressView:
         return {"total_bytes": self.total_bytes, "done_bytes": self.done_bytes, "rate": self.rate, "eta": self.eta}

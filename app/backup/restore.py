@@ -19,13 +19,16 @@ is flushed (syncfs) before the restore returns.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
+from collections.abc import Iterable
 
 from app.errors import Conflict, NotFound, Unavailable
+from app.json_types import JSONObject
 
-from . import blocks, layout, manifest
+from . import blocks, layout, manifest, schemas
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
@@ -59,7 +62,9 @@ class _BlockWriter:
             _write_at(fd, direct_fd, view, offset)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Unavailable(f"the restore target is full (writing {rel} at offset {offset}): free space or give the volume more room") from None
+                raise Unavailable(
+                    f"the restore target is full (writing {rel} at offset {offset}): free space or give the volume more room"
+                ) from None
             raise Conflict(f"cannot write {rel} at offset {offset} of the restore: {e.strerror}") from None
         self.progress.add(length)
 
@@ -91,7 +96,7 @@ class Lookahead:
     nothing grows with the volume.
     """
 
-    def __init__(self, store: ObjectStore, digests, ahead: int = 64, threads: int = 2):
+    def __init__(self, store: ObjectStore, digests: Iterable[str], ahead: int = 64, threads: int = 2):
         self._store = store
         self._digests = iter(digests)
         self._lock = threading.Lock()
@@ -112,10 +117,8 @@ class Lookahead:
                 digest = None if self._stopped else next(self._digests, None)
             if digest is None:
                 return
-            try:
+            with contextlib.suppress(Exception):  # a hint only: the read of the block reports any problem
                 self._store.warm(layout.block_key(digest))
-            except Exception:  # a hint only: the read of the block reports any problem
-                pass
 
     def advance(self) -> None:
         """One more block was handed to the workers: warm one more."""
@@ -133,7 +136,7 @@ class Lookahead:
 class _FileHandles:
     """Open file descriptors, closed when the last block of a file is written."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.remaining: dict[tuple[int, int], int] = {}
         self.direct = True
@@ -170,10 +173,8 @@ class _FileHandles:
     def _close(fds: tuple[int, int]) -> None:
         for fd in fds:
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
     def close_all(self) -> None:
         for fds in list(self.remaining):
@@ -189,7 +190,7 @@ def restore_tree(
     *,
     progress: Progress | None = None,
     workers: int | None = None,
-) -> dict:
+) -> JSONObject:
     """Restore our-format backup `backup` of `volume` into `target`; return its summary."""
     progress = progress or Progress()
     workers = workers or max(WORKERS, store.parallelism)
@@ -209,7 +210,7 @@ def restore_tree(
             progress.check("the restore")
             # metadata after data; directories last (hard links share their file's)
             for entry in entries:
-                if entry["type"] not in ("dir", "hardlink"):
+                if entry["type"] != "dir" and entry["type"] != "hardlink":
                     _set_metadata(out, entry)
             out.finish_dirs([entry for entry in entries if entry["type"] == "dir"])
         make_durable(target)
@@ -217,7 +218,9 @@ def restore_tree(
         return manifest.summary(doc)
 
 
-def _create_entries(out: RestoreTarget, entries: list[dict], store: ObjectStore, progress: Progress, workers: int) -> None:
+def _create_entries(
+    out: RestoreTarget, entries: list[schemas.Entry], store: ObjectStore, progress: Progress, workers: int
+) -> None:
     """Create every entry, handing file blocks to `workers` threads as it goes."""
     writer = _BlockWriter(store, progress)
     handles = _FileHandles()
@@ -226,36 +229,40 @@ def _create_entries(out: RestoreTarget, entries: list[dict], store: ObjectStore,
         with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:
             for entry in entries:
                 progress.check("the restore")
-                path, kind = entry["path"], entry["type"]
-                if kind == "dir":
+                path = entry["path"]
+                if entry["type"] == "dir":
                     out.mkdir(path)
-                elif kind == "file":
+                elif entry["type"] == "file":
                     blist = entry["blocks"]
                     fds = handles.open(out, path, entry["size"], len(blist))
-                    for offset, length, digest in blist if fds else ():
+                    if fds is None:  # no data: nothing to write
+                        continue
+                    for offset, length, digest in blist:
                         progress.check("the restore")
                         pool.submit(_write_then_release, writer, handles, fds, path, offset, length, digest)
                         lookahead.advance()
-                elif kind == "symlink":
+                elif entry["type"] == "symlink":
                     out.symlink(path, entry["target"])
-                elif kind == "hardlink":
+                elif entry["type"] == "hardlink":
                     out.hardlink(path, entry["target"])
-                elif kind == "fifo":
-                    out.special(path, kind)
+                elif entry["type"] == "fifo":
+                    out.special(path, "fifo")
                 else:
-                    out.special(path, kind, entry["rdev"])
+                    out.special(path, entry["type"], entry["rdev"])
     finally:
         lookahead.close()
         handles.close_all()
 
 
-def _set_metadata(out: RestoreTarget, entry: dict) -> None:
+def _set_metadata(out: RestoreTarget, entry: schemas.Entry) -> None:
     out.set_metadata(
         entry["path"], entry["type"], entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs")
     )
 
 
-def _write_then_release(writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str) -> None:
+def _write_then_release(
+    writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str
+) -> None:
     try:
         writer(fd, rel, offset, length, digest)
     finally:

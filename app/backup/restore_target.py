@@ -20,16 +20,19 @@ redirect a write. OS errors become errors that name the entry.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Self
 
-from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable
+from app.errors import Conflict, ConvoyError, Damaged, InvalidInput, Unavailable
 from app.fs import xattrs
 from app.fs.sync import sync_filesystem
+
+from . import schemas
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
@@ -113,11 +116,12 @@ class TreeRules:
         self._files: set[str] = set()
         self._seen: set[str] = set()
 
-    def refuse(self, path: str, why: str) -> Conflict:
-        return Conflict(f"{self.what} holds {path!r}, {why}; refusing to restore it (nothing outside the target was touched)")
+    def refuse(self, path: str, why: str) -> Damaged:
+        """A backup whose entries could reach outside the target: no Convoy writes one."""
+        return Damaged(f"{self.what} holds {path!r}, {why}; refusing to restore it (nothing outside the target was touched)")
 
     def check(self, path: str, kind: str, link: str | None = None) -> None:
-        """Raise Conflict naming `path` when the entry could reach outside the target."""
+        """Raise Damaged naming `path` when the entry could reach outside the target."""
         if path != ".":
             why = _unsafe(path)
             if why:
@@ -156,7 +160,7 @@ class RestoreTarget:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -169,7 +173,9 @@ class RestoreTarget:
 
     def error(self, path: str, e: OSError) -> ConvoyError:
         if e.errno in _FULL:
-            return Unavailable(f"the restore target {self.path} is full (while restoring {path!r}): free space or give the volume more room")
+            return Unavailable(
+                f"the restore target {self.path} is full (while restoring {path!r}): free space or give the volume more room"
+            )
         return Conflict(f"cannot restore {path!r} of {self.what} into {self.path}: {e.strerror}")
 
     @contextmanager
@@ -292,23 +298,25 @@ class RestoreTarget:
 
     # -- metadata -------------------------------------------------------------------------
 
-    def finish_dirs(self, dirs: list[dict]) -> None:
+    def finish_dirs(self, dirs: Sequence[schemas.DirEntry]) -> None:
         """Directories' metadata, after everything inside them exists, deepest first:
         restoring a child never changes a parent's mtime again."""
         for entry in sorted(dirs, key=lambda e: e["path"].count("/") + (e["path"] != "."), reverse=True):
-            self.set_metadata(entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs"))
+            self.set_metadata(
+                entry["path"], "dir", entry["mode"], entry["uid"], entry["gid"], entry["mtime_ns"], entry.get("xattrs")
+            )
 
-    def set_metadata(self, path: str, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, xattr_values=None) -> None:
+    def set_metadata(
+        self, path: str, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, xattr_values: dict[str, str] | None = None
+    ) -> None:
         """Owner, extended attributes, mode and mtime of an entry created before (not a hard link)."""
         with self.failures(path):
             if path == ".":
                 parent, name = self._root, "."
             else:
                 parent, name = self._parent(path)
-            try:
+            with contextlib.suppress(PermissionError):  # not root: keep our own ownership
                 os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-            except PermissionError:
-                pass  # not root: keep our own ownership
             # after chown, which drops capabilities; the directory's descriptor
             # in /proc stands for the path, so no symlink is followed on the way
             xattrs.write(f"/proc/self/fd/{parent}/{name}", xattr_values)

@@ -12,10 +12,10 @@ block inside its file, no longer than the backup's block size) are in
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import ConfigDict, FailFast, Field, Strict, StringConstraints, with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from .limits import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 
@@ -27,15 +27,16 @@ Name = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # a JSON number, int or float (timestamps)
 
 
-def IntRange(lo: int, hi: int):  # noqa: N802 - reads as a type
-    return Annotated[int, Strict(), Field(ge=lo, le=hi)]
-
-
-BlockSize = IntRange(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE)
-Offset = IntRange(0, INT64_MAX)
+# Integers in a range (pydantic checks the range, mypy sees an int)
+BlockSize = Annotated[int, Strict(), Field(ge=MIN_BLOCK_SIZE, le=MAX_BLOCK_SIZE)]
+BlockLength = Annotated[int, Strict(), Field(ge=1, le=MAX_BLOCK_SIZE)]
+Offset = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]  # also a size, a device number, a pid
+Mode = Annotated[int, Strict(), Field(ge=0, le=0o7777)]
+OwnerId = Annotated[int, Strict(), Field(ge=0, le=UINT32_MAX - 1)]  # 2**32-1 means "leave unchanged" to chown
+MtimeNs = Annotated[int, Strict(), Field(ge=-INT64_MAX, le=INT64_MAX)]
 Digest = Annotated[str, Strict(), StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # [offset, length, BLAKE3 of the uncompressed bytes]; lists read from JSON become tuples
-Block = tuple[Offset, IntRange(1, MAX_BLOCK_SIZE), Digest]
+Block = tuple[Offset, BlockLength, Digest]
 
 _KEEP_EXTRA = ConfigDict(extra="allow")
 _DROP_EXTRA = ConfigDict(extra="ignore")
@@ -70,10 +71,10 @@ class VolumeDoc(TypedDict):
 
 class _Meta(TypedDict):
     path: Str
-    mode: IntRange(0, 0o7777)
-    uid: IntRange(0, UINT32_MAX - 1)  # 2**32-1 means "leave unchanged" to chown
-    gid: IntRange(0, UINT32_MAX - 1)
-    mtime_ns: IntRange(-INT64_MAX, INT64_MAX)
+    mode: Mode
+    uid: OwnerId
+    gid: OwnerId
+    mtime_ns: MtimeNs
     xattrs: NotRequired[dict[Str, Str] | None]
 
 
@@ -103,10 +104,10 @@ class FifoEntry(_Meta):
 @with_config(_DROP_EXTRA)
 class DeviceEntry(_Meta):
     type: Literal["chardev", "blockdev"]
-    rdev: IntRange(0, INT64_MAX)
+    rdev: Offset
 
 
-Entry = Annotated[Union[DirEntry, FileEntry, LinkEntry, FifoEntry, DeviceEntry], Field(discriminator="type")]
+Entry = Annotated[DirEntry | FileEntry | LinkEntry | FifoEntry | DeviceEntry, Field(discriminator="type")]
 
 
 @with_config(_KEEP_EXTRA)
@@ -132,5 +133,5 @@ class LockDoc(TypedDict):
     kind: Literal["shared", "exclusive"]
     operation: Str
     host: Str
-    pid: IntRange(0, INT64_MAX)
+    pid: Offset
     expires_at: Number

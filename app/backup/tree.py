@@ -13,8 +13,9 @@ import os
 import stat
 from collections.abc import Iterator
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Damaged, InvalidInput, NotFound
 from app.fs import xattrs
+from app.json_types import JSONObject
 from app.validation import validate
 
 from .schemas import INT64_MAX, Entry
@@ -22,14 +23,15 @@ from .schemas import INT64_MAX, Entry
 MAX_FILE_SIZE = INT64_MAX  # off_t: the largest size a Linux file can have
 
 
-def check_entry(raw: object, what: str) -> dict:
-    """One entry, validated; Conflict naming the entry's path when it is not valid."""
+def check_entry(raw: object, what: str) -> Entry:
+    """One entry, validated; Damaged naming the entry's path when it is not valid."""
     path = raw.get("path") if isinstance(raw, dict) else None
     name = repr(path) if isinstance(path, str) else "without a path"
-    return validate(Entry, raw, what=f"{what}: entry {name}", error=Conflict)  # type: ignore[return-value]
+    entry: Entry = validate(Entry, raw, what=f"{what}: entry {name}", error=Damaged)
+    return entry
 
 
-def _entry(rel: str, st: os.stat_result) -> dict:
+def _entry(rel: str, st: os.stat_result) -> JSONObject:
     return {
         "path": rel,
         "mode": stat.S_IMODE(st.st_mode),
@@ -39,13 +41,13 @@ def _entry(rel: str, st: os.stat_result) -> dict:
     }
 
 
-def _add_xattrs(entry: dict, path: str) -> None:
+def _add_xattrs(entry: JSONObject, path: str) -> None:
     values = xattrs.read(path)
     if values:
         entry["xattrs"] = values
 
 
-def walk(root: str) -> Iterator[tuple[dict, os.stat_result]]:
+def walk(root: str) -> Iterator[tuple[JSONObject, os.stat_result]]:
     """Every object under `root` (root first, parents before children, sorted)."""
     try:
         st = os.lstat(root)

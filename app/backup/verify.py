@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict
 
-from app.errors import Conflict, NotFound
+from app.errors import Damaged, NotFound
+from app.json_types import JSONObject
 
-from . import blocks, manifest
+from . import blocks, manifest, schemas
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
@@ -19,21 +21,27 @@ WORKERS = 4
 MAX_LISTED = 100
 
 
+class BadBlock(TypedDict):
+    block: str  # its digest
+    files: list[str]  # the first MAX_LISTED files that use it
+    reason: NotRequired[str]  # why it is corrupted; a missing block has none
+
+
 @dataclass
 class VerifyReport:
     backup: str
     volume: str
     blocks: int = 0
     bytes: int = 0
-    missing: list[dict] = field(default_factory=list)  # {"block", "files"}
-    corrupted: list[dict] = field(default_factory=list)  # {"block", "files", "reason"}
+    missing: list[BadBlock] = field(default_factory=list)
+    corrupted: list[BadBlock] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # why a restore would refuse the manifest
 
     @property
     def ok(self) -> bool:
         return not self.missing and not self.corrupted and not self.problems
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSONObject:
         return {
             "backup": self.backup,
             "volume": self.volume,
@@ -58,7 +66,9 @@ class VerifyReport:
         return f"backup {self.backup} of {self.volume} is damaged: " + "; ".join(parts)
 
 
-def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int | None = None) -> VerifyReport:
+def verify_tree(
+    store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int | None = None
+) -> VerifyReport:
     progress = progress or Progress()
     workers = workers or max(WORKERS, store.parallelism)
     report = VerifyReport(backup=backup, volume=volume)
@@ -92,7 +102,7 @@ def verify_tree(store: ObjectStore, volume: str, backup: str, *, progress: Progr
     return report
 
 
-def _block_users(entries: list) -> dict[tuple[str, int], dict[str, None]]:
+def _block_users(entries: list[schemas.Entry]) -> dict[tuple[str, int], dict[str, None]]:
     """The files that use each (digest, length): a digest listed with two
     lengths is two checks, as a restore decodes it at each. Each file is
     named once and at most MAX_LISTED are kept (an ordered set as a dict)."""
@@ -105,11 +115,11 @@ def _block_users(entries: list) -> dict[tuple[str, int], dict[str, None]]:
     return users
 
 
-def _check_names(entries: list, what: str, report: VerifyReport) -> None:
+def _check_names(entries: list[schemas.Entry], what: str, report: VerifyReport) -> None:
     """Apply the restore's own rules, so verify never calls intact what a restore refuses."""
     rules = TreeRules(what)
     try:
         for entry in entries:
             rules.check(entry["path"], entry["type"], manifest.link_target(entry))
-    except Conflict as e:
+    except Damaged as e:
         report.problems.append(str(e))

@@ -9,17 +9,18 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from app.errors import Unavailable, error_from
+from app.json_types import JSONObject
 from app.settings import start_error_file
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP over a Unix socket (the control and plugin sockets)."""
 
-    def __init__(self, path, timeout: float):
+    def __init__(self, path: str | Path, timeout: float):
         super().__init__("localhost", timeout=timeout)
         self._path = str(path)
 
-    def connect(self):
+    def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self._path)
@@ -30,7 +31,9 @@ class ControlClient:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
+    def request(
+        self, method: str, path: str, body: JSONObject | None = None, query: dict[str, str] | None = None
+    ) -> JSONObject:
         url = "/v1" + path + (f"?{urlencode(query)}" if query else "")
         connection = UnixHTTPConnection(self.socket_path, self.timeout)
         try:
@@ -60,12 +63,14 @@ class ControlClient:
         try:
             decoded = json.loads(data)
         except ValueError:
-            raise Unavailable(f"the daemon at {self.socket_path} answered with something that is not JSON") from None
+            decoded = None
+        if not isinstance(decoded, dict):  # every answer of the daemon is a JSON object
+            raise Unavailable(f"the daemon at {self.socket_path} answered with something that is not a JSON object")
         if response.status >= 400:
-            error = decoded.get("error") if isinstance(decoded, dict) else None
-            error = error if isinstance(error, dict) else {}
-            message = error.get("message") or f"the daemon answered HTTP {response.status}"
-            raise error_from(str(error.get("kind", "error")), str(message))
+            problem = decoded.get("error")
+            problem = problem if isinstance(problem, dict) else {}
+            message = problem.get("message") or f"the daemon answered HTTP {response.status}"
+            raise error_from(str(problem.get("kind", "error")), str(message))
         return decoded
 
     def _closed_message(self) -> str:

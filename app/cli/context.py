@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import typer
 
@@ -11,7 +13,10 @@ from app.cli.output import fail
 from app.errors import ConvoyError
 from app.settings import DEFAULT_CONTROL_SOCKET
 
-state = {"socket": None}  # set by the top-level --socket option
+P = ParamSpec("P")
+R = TypeVar("R")
+
+state: dict[str, str | None] = {"socket": None}  # set by the top-level --socket option
 
 JsonFlag = typer.Option(False, "--json", help="print JSON for scripts")
 
@@ -20,17 +25,17 @@ def client() -> ControlClient:
     return ControlClient(state["socket"] or DEFAULT_CONTROL_SOCKET)
 
 
-def user_errors(fn):
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn user-facing errors into one line on stderr and an exit code."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except ConvoyError as error:
             fail(error)
         except KeyboardInterrupt:
             typer.echo("convoy: interrupted", err=True)
-            raise SystemExit(130)
+            raise SystemExit(130) from None
 
     return wrapper

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from app.cli.client import volume_path
@@ -22,10 +20,10 @@ app = typer.Typer(
 
 @app.callback()
 def root(
-    socket: Optional[str] = typer.Option(
+    socket: str | None = typer.Option(
         None, "--socket", envvar="CONVOY_SOCKET", help=f"control socket of the daemon [default: {DEFAULT_CONTROL_SOCKET}]"
     ),
-):
+) -> None:
     state["socket"] = socket
 
 
@@ -33,16 +31,17 @@ def root(
 @user_errors
 def create(
     name: str,
-    driver: Optional[str] = typer.Option(None, "--driver", help="back-end (default: the daemon's first driver)"),
-    size: Optional[str] = typer.Option(None, "--size", help="size, e.g. 10G"),
-    opt: List[str] = typer.Option([], "-o", "--opt", help="back-end option KEY=VALUE (repeatable)"),
-    backup: Optional[str] = typer.Option(None, "--backup", help="restore the new volume from this backup URL"),
-    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for the backup"),
+    driver: str | None = typer.Option(None, "--driver", help="back-end (default: the daemon's first driver)"),
+    size: str | None = typer.Option(None, "--size", help="size, e.g. 10G"),
+    opt: list[str] = typer.Option([], "-o", "--opt", help="back-end option KEY=VALUE (repeatable)"),
+    backup: str | None = typer.Option(None, "--backup", help="restore the new volume from this backup URL"),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for the backup"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Create a volume (from a backup with --backup)."""
-    body = {"name": name, "driver": driver, "size": size, "options": parse_key_values(opt, "option")}
-    backup = backup or body["options"].pop("backup", None)
+    options = parse_key_values(opt, "option")
+    backup = backup or options.pop("backup", None)
+    body = {"name": name, "driver": driver, "size": size, "options": options}
     if backup:
         from app.cli.progress import run_job
 
@@ -55,9 +54,9 @@ def create(
 @app.command()
 @user_errors
 def delete(
-    names: List[str] = typer.Argument(..., help="volumes to delete"),
+    names: list[str] = typer.Argument(..., help="volumes to delete"),
     reference_only: bool = typer.Option(False, "-r", "--reference-only", help="forget the volume, keep its data"),
-):
+) -> None:
     """Delete volumes and their data (-r: only convoy's reference, keeping the data)."""
     failed = None
     for name in names:
@@ -72,7 +71,7 @@ def delete(
 
 @app.command("list")
 @user_errors
-def list_volumes(as_json: bool = JsonFlag):
+def list_volumes(as_json: bool = JsonFlag) -> None:
     """List volumes."""
     volumes = client().request("GET", "/volumes")["volumes"]
     if as_json:
@@ -86,7 +85,7 @@ def list_volumes(as_json: bool = JsonFlag):
 
 @app.command()
 @user_errors
-def inspect(name: str, as_json: bool = JsonFlag):
+def inspect(name: str, as_json: bool = JsonFlag) -> None:
     """Show one volume."""
     volume = client().request("GET", volume_path(name))
     print_json(volume) if as_json else print_fields(volume)
@@ -96,9 +95,9 @@ def inspect(name: str, as_json: bool = JsonFlag):
 @user_errors
 def mount(
     name: str,
-    mountpoint: Optional[str] = typer.Option(None, "--mountpoint", "-m", help="also mount it here"),
+    mountpoint: str | None = typer.Option(None, "--mountpoint", "-m", help="also mount it here"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Mount a volume on this host (it stays mounted until `convoy umount`)."""
     result = client().request("POST", volume_path(name, "/mount"), {"mountpoint": mountpoint})
     print_json(result) if as_json else typer.echo(result["mountpoint"])
@@ -106,7 +105,7 @@ def mount(
 
 @app.command()
 @user_errors
-def umount(name: str):
+def umount(name: str) -> None:
     """Undo `convoy mount`."""
     client().request("POST", volume_path(name, "/umount"), {})
 
@@ -117,7 +116,7 @@ def resize(
     name: str,
     size: str = typer.Argument(..., help="the new size, e.g. 20G: volumes only grow"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Grow a volume and its file system (online while it is mounted); block back-ends such as image."""
     volume = client().request("POST", volume_path(name, "/resize"), {"size": size})
     print_json(volume) if as_json else typer.echo(f"{volume['name']} {volume['size_human']}")
@@ -127,7 +126,7 @@ def resize(
 
 @app.command()
 @user_errors
-def info(as_json: bool = JsonFlag):
+def info(as_json: bool = JsonFlag) -> None:
     """Show the daemon's settings and back-ends."""
     result = client().request("GET", "/info")
     print_json(result) if as_json else print_fields(result)
@@ -135,23 +134,27 @@ def info(as_json: bool = JsonFlag):
 
 @app.command()
 def daemon(
-    drivers: List[str] = typer.Option([], "--drivers", help="back-end (repeatable; the first is the default) [env DRIVER]"),
-    driver_opts: List[str] = typer.Option([], "--driver-opts", help="KEY=VALUE (repeatable) [env DRIVER_OPTS]"),
-    root_dir: Optional[str] = typer.Option(None, "--root", help="state directory [env CONVOY_ROOT; /var/lib/convoy]"),
-    plugin_socket: Optional[str] = typer.Option(None, "--plugin-socket", help="Docker plugin socket [env CONVOY_PLUGIN_SOCKET]"),
-    socket: Optional[str] = typer.Option(None, "--socket", help="control socket [env CONVOY_SOCKET]"),
-    mount_root: Optional[str] = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
+    drivers: list[str] = typer.Option([], "--drivers", help="back-end (repeatable; the first is the default) [env DRIVER]"),
+    driver_opts: list[str] = typer.Option([], "--driver-opts", help="KEY=VALUE (repeatable) [env DRIVER_OPTS]"),
+    root_dir: str | None = typer.Option(None, "--root", help="state directory [env CONVOY_ROOT; /var/lib/convoy]"),
+    plugin_socket: str | None = typer.Option(None, "--plugin-socket", help="Docker plugin socket [env CONVOY_PLUGIN_SOCKET]"),
+    socket: str | None = typer.Option(None, "--socket", help="control socket [env CONVOY_SOCKET]"),
+    mount_root: str | None = typer.Option(None, "--mount-root", help="where volumes are mounted [env CONVOY_MOUNT_ROOT]"),
     create_on_docker_mount: bool = typer.Option(False, "--create-on-docker-mount", help="create unknown volumes on mount"),
     ignore_docker_delete: bool = typer.Option(False, "--ignore-docker-delete", help="ignore Docker's volume removes"),
-    default_size: Optional[str] = typer.Option(None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"),
-    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
-    docker_restore_timeout: Optional[float] = typer.Option(
-        None, "--docker-restore-timeout", help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]"
+    default_size: str | None = typer.Option(
+        None, "--default-size", help="size of volumes created without one [env DEFAULT_SIZE]"
     ),
-    shared_refresh: Optional[float] = typer.Option(
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="default S3 endpoint URL [env S3_ENDPOINT]"),
+    docker_restore_timeout: float | None = typer.Option(
+        None,
+        "--docker-restore-timeout",
+        help="seconds a docker volume create -o backup= may take [env DOCKER_RESTORE_TIMEOUT; 100]",
+    ),
+    shared_refresh: float | None = typer.Option(
         None, "--shared-refresh", help="seconds between reads of volumes other hosts recorded [env SHARED_REFRESH; 30]"
     ),
-):
+) -> None:
     """Run the daemon: the Docker volume plugin and the control API."""
     from app import daemon as daemon_module
     from app.settings import load_settings
@@ -176,7 +179,7 @@ def daemon(
     raise SystemExit(daemon_module.main(settings))
 
 
-def main():
+def main() -> None:
     from app.cli.snapshots import backup_app, job_app, snapshot_app
 
     app.add_typer(snapshot_app, name="snapshot")

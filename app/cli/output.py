@@ -7,32 +7,45 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
-EXIT_CODES = {"error": 1, "invalid": 2, "not_found": 3, "conflict": 4, "unavailable": 5, "configuration": 6}
+from app.errors import ConvoyError
+from app.json_types import JSONObject
+
+EXIT_CODES = {
+    "error": 1,
+    "invalid": 2,
+    "not_found": 3,
+    "conflict": 4,
+    "unavailable": 5,
+    "configuration": 6,
+    "damaged": 7,
+    "cancelled": 8,
+}
 
 
-def exit_code_for(error) -> int:
-    return EXIT_CODES.get(getattr(error, "kind", "error"), 1)
+def exit_code_for(error: ConvoyError) -> int:
+    return EXIT_CODES.get(error.kind, 1)
 
 
-def fail(error) -> None:
+def fail(error: ConvoyError) -> NoReturn:
     """One line on stderr, then a non-zero exit."""
     print(f"convoy: {error}", file=sys.stderr)
     raise SystemExit(exit_code_for(error))
 
 
-def print_json(data) -> None:
+def print_json(data: object) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-def print_table(headers: list[str], rows: list[list]) -> None:
+def print_table(headers: list[str], rows: list[list[object]]) -> None:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    for row in [headers] + cells:
+    for row in [headers, *cells]:
         print("  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
 
 
-def print_fields(data: dict, prefix: str = "") -> None:
+def print_fields(data: JSONObject, prefix: str = "") -> None:
     """A nested dict as `key: value` lines, for inspect and info."""
     width = max((len(prefix + k) for k in data), default=0)
     for key, value in data.items():

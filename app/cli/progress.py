@@ -8,6 +8,7 @@ import time
 
 from app.cli.client import ControlClient
 from app.errors import error_from
+from app.json_types import JSONObject
 
 POLL_SECONDS = 0.2
 
@@ -20,7 +21,7 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def render(progress: dict, width: int = 30) -> str:
+def render(progress: JSONObject, width: int = 30) -> str:
     done, total = progress.get("done_bytes", 0), progress.get("total_bytes", 0)
     fraction = min(1.0, done / total) if total else 0.0
     bar = "#" * int(fraction * width)
@@ -30,7 +31,7 @@ def render(progress: dict, width: int = 30) -> str:
     return f"[{bar:<{width}}] {fraction * 100:5.1f}% {sizes} {_human(progress.get('rate', 0))}/s {eta_text}"
 
 
-def run_job(client: ControlClient, path: str, body: dict, show_bar: bool | None = None) -> dict:
+def run_job(client: ControlClient, path: str, body: JSONObject, show_bar: bool | None = None) -> JSONObject:
     """Start a job and wait for it; its result, or its error raised.
 
     Ctrl-C stops only the waiting: the job goes on in the daemon, and the
@@ -58,11 +59,12 @@ def run_job(client: ControlClient, path: str, body: dict, show_bar: bool | None 
             f"`convoy job inspect {job['id']}` follows it, `convoy job cancel {job['id']}` stops it",
             file=sys.stderr,
         )
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if show_bar:
         print("\r" + render({**job["progress"], "eta": 0}), file=sys.stderr, flush=True)
     if job["state"] == "failed":
         raise error_from(job["error"]["kind"], job["error"]["message"])
-    return job["result"]
+    result: JSONObject = job["result"]  # a done job's result is an object
+    return result

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
 from urllib.parse import quote
 
 import typer
 
-from app.cli.context import JsonFlag, user_errors as _guard
+from app.cli.context import JsonFlag
 from app.cli.context import client as _client
-from app.cli.output import print_fields, print_json, print_table
+from app.cli.context import user_errors as _guard
+from app.cli.output import EXIT_CODES, print_fields, print_json, print_table
 from app.cli.progress import run_job
 
 snapshot_app = typer.Typer(help="Snapshots of volumes, kept on this host.", no_args_is_help=True)
@@ -21,7 +21,7 @@ EndpointOption = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for M
 
 @snapshot_app.command("create")
 @_guard
-def snapshot_create(volume: str, name: Optional[str] = typer.Option(None, "--name"), as_json: bool = JsonFlag):
+def snapshot_create(volume: str, name: str | None = typer.Option(None, "--name"), as_json: bool = JsonFlag) -> None:
     """Take a snapshot of a volume; prints its name."""
     snapshot = _client().request("POST", "/snapshots", {"volume": volume, "name": name})
     print_json(snapshot) if as_json else typer.echo(snapshot["name"])
@@ -29,14 +29,14 @@ def snapshot_create(volume: str, name: Optional[str] = typer.Option(None, "--nam
 
 @snapshot_app.command("delete")
 @_guard
-def snapshot_delete(name: str):
+def snapshot_delete(name: str) -> None:
     """Delete a snapshot."""
     _client().request("DELETE", f"/snapshots/{quote(name, safe='')}")
 
 
 @snapshot_app.command("inspect")
 @_guard
-def snapshot_inspect(name: str, as_json: bool = JsonFlag):
+def snapshot_inspect(name: str, as_json: bool = JsonFlag) -> None:
     """Show a snapshot (and whether it is a reflink or a copy)."""
     snapshot = _client().request("GET", f"/snapshots/{quote(name, safe='')}")
     print_json(snapshot) if as_json else print_fields(snapshot)
@@ -44,12 +44,14 @@ def snapshot_inspect(name: str, as_json: bool = JsonFlag):
 
 @snapshot_app.command("list")
 @_guard
-def snapshot_list(volume: Optional[str] = typer.Argument(None), as_json: bool = JsonFlag):
+def snapshot_list(volume: str | None = typer.Argument(None), as_json: bool = JsonFlag) -> None:
     """List snapshots, of one volume or of all."""
     snapshots = _client().request("GET", "/snapshots", query={"volume": volume} if volume else None)["snapshots"]
     if as_json:
         return print_json(snapshots)
-    print_table(["NAME", "VOLUME", "CREATED", "METHOD"], [[s["name"], s["volume"], s["created_at"], s["method"]] for s in snapshots])
+    print_table(
+        ["NAME", "VOLUME", "CREATED", "METHOD"], [[s["name"], s["volume"], s["created_at"], s["method"]] for s in snapshots]
+    )
 
 
 @backup_app.command("create")
@@ -57,10 +59,10 @@ def snapshot_list(volume: Optional[str] = typer.Argument(None), as_json: bool = 
 def backup_create(
     snapshot: str,
     dest: str = typer.Option(..., "--dest", help="vfs:///path or s3://bucket@region/prefix"),
-    s3_endpoint: Optional[str] = EndpointOption,
-    name: Optional[str] = typer.Option(None, "--name", help="backup name (default backup-<hex>)"),
+    s3_endpoint: str | None = EndpointOption,
+    name: str | None = typer.Option(None, "--name", help="backup name (default backup-<hex>)"),
     as_json: bool = JsonFlag,
-):
+) -> None:
     """Back up a snapshot; prints the backup URL."""
     body = {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name}
     result = run_job(_client(), "/backups", body)
@@ -71,18 +73,27 @@ def backup_create(
 @_guard
 def backup_list(
     dest: str,
-    volume_name: Optional[str] = typer.Option(None, "--volume-name"),
-    s3_endpoint: Optional[str] = EndpointOption,
+    volume_name: str | None = typer.Option(None, "--volume-name"),
+    s3_endpoint: str | None = EndpointOption,
     as_json: bool = JsonFlag,
-):
+) -> None:
     """List the backups in a store."""
-    query = {"dest": dest, **({"volume": volume_name} if volume_name else {}), **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
+    query = {
+        "dest": dest,
+        **({"volume": volume_name} if volume_name else {}),
+        **({"s3_endpoint": s3_endpoint} if s3_endpoint else {}),
+    }
     backups = _client().request("GET", "/backups", query=query)["backups"]
     if as_json:
         return print_json(backups)
     print_table(
         ["URL", "VOLUME", "SNAPSHOT", "CREATED"],
-        [[b["url"], b.get("volume"), "-", "UNREADABLE"] if b.get("error") else [b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")] for b in backups],
+        [
+            [b["url"], b.get("volume"), "-", "UNREADABLE"]
+            if b.get("error")
+            else [b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")]
+            for b in backups
+        ],
     )
     for b in backups:  # why each unreadable one is, after the table
         if b.get("error"):
@@ -91,7 +102,7 @@ def backup_list(
 
 @backup_app.command("inspect")
 @_guard
-def backup_inspect(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+def backup_inspect(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag) -> None:
     """Show one backup."""
     query = {"url": url, **({"s3_endpoint": s3_endpoint} if s3_endpoint else {})}
     backup = _client().request("GET", "/backups/inspect", query=query)
@@ -100,7 +111,7 @@ def backup_inspect(url: str, s3_endpoint: Optional[str] = EndpointOption, as_jso
 
 @backup_app.command("delete")
 @_guard
-def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+def backup_delete(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag) -> None:
     """Delete a backup and the blocks no other backup uses."""
     result = run_job(_client(), "/backups/delete", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
@@ -111,7 +122,7 @@ def backup_delete(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json
 
 @backup_app.command("verify")
 @_guard
-def backup_verify(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json: bool = JsonFlag):
+def backup_verify(url: str, s3_endpoint: str | None = EndpointOption, as_json: bool = JsonFlag) -> None:
     """Read and check every block of a backup without restoring it."""
     result = run_job(_client(), "/backups/verify", {"url": url, "s3_endpoint": s3_endpoint})
     if as_json:
@@ -119,12 +130,12 @@ def backup_verify(url: str, s3_endpoint: Optional[str] = EndpointOption, as_json
     else:
         typer.echo(result.get("message") or ("ok" if result.get("ok") else "damaged"))
     if not result.get("ok", False):
-        raise SystemExit(4)
+        raise SystemExit(EXIT_CODES["damaged"])
 
 
 @job_app.command("list")
 @_guard
-def job_list(as_json: bool = JsonFlag):
+def job_list(as_json: bool = JsonFlag) -> None:
     """List the daemon's recent jobs."""
     jobs = _client().request("GET", "/jobs")["jobs"]
     if as_json:
@@ -134,7 +145,7 @@ def job_list(as_json: bool = JsonFlag):
 
 @job_app.command("inspect")
 @_guard
-def job_inspect(job_id: str, as_json: bool = JsonFlag):
+def job_inspect(job_id: str, as_json: bool = JsonFlag) -> None:
     """Show a job and its progress."""
     job = _client().request("GET", f"/jobs/{quote(job_id, safe='')}")
     print_json(job) if as_json else print_fields(job)
@@ -142,6 +153,6 @@ def job_inspect(job_id: str, as_json: bool = JsonFlag):
 
 @job_app.command("cancel")
 @_guard
-def job_cancel(job_id: str):
+def job_cancel(job_id: str) -> None:
     """Cancel a running job; what it did is undone or left for the next run to reuse."""
     _client().request("POST", f"/jobs/{quote(job_id, safe='')}/cancel", {})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
+from starlette.requests import Request
 from starlette.routing import Route
 
 from app.backup_service import BackupService
 from app.control import schema
-from app.control.api import API_VERSION, WorkerPools, create_options, json_endpoint
+from app.control.api import API_VERSION, Reply, WorkerPools, create_options, json_endpoint
 from app.jobs import JobRunner
 from app.snapshot_service import SnapshotService
 
@@ -16,16 +17,16 @@ PREFIX = f"/{API_VERSION}"
 
 
 def snapshot_routes(snapshots: SnapshotService, pools: WorkerPools) -> list[Route]:
-    def create(request, body: schema.SnapshotCreate):
+    def create(request: Request, body: schema.SnapshotCreate) -> Reply:
         return 201, snapshots.create(body["volume"], body.get("name") or None)
 
-    def list_snapshots(request, query: schema.SnapshotListQuery):
+    def list_snapshots(request: Request, query: schema.SnapshotListQuery) -> Reply:
         return 200, {"snapshots": snapshots.list(query.get("volume") or None)}
 
-    def inspect(request, _):
+    def inspect(request: Request, _: object) -> Reply:
         return 200, snapshots.get(request.path_params["name"])
 
-    def delete(request, _):
+    def delete(request: Request, _: object) -> Reply:
         snapshots.delete(request.path_params["name"])
         return 200, {"deleted": request.path_params["name"]}
 
@@ -45,23 +46,23 @@ def backup_routes(backups: BackupService, pools: WorkerPools) -> list[Route]:
     answer, so they run on the store pool; the others only check their input.
     """
 
-    def create(request, body: schema.BackupCreate):
+    def create(request: Request, body: schema.BackupCreate) -> Reply:
         job = backups.create(body["snapshot"], body["dest"], body.get("s3_endpoint"), body.get("name") or None)
         return 202, job.view()
 
-    def list_backups(request, query: schema.BackupListQuery):
+    def list_backups(request: Request, query: schema.BackupListQuery) -> Reply:
         return 200, {"backups": backups.list(query["dest"], query.get("volume") or None, query.get("s3_endpoint") or None)}
 
-    def inspect(request, query: schema.BackupInspectQuery):
+    def inspect(request: Request, query: schema.BackupInspectQuery) -> Reply:
         return 200, backups.inspect(query["url"], query.get("s3_endpoint") or None)
 
-    def delete(request, body: schema.BackupAction):
+    def delete(request: Request, body: schema.BackupAction) -> Reply:
         return 202, backups.delete(body["url"], body.get("s3_endpoint")).view()
 
-    def verify(request, body: schema.BackupAction):
+    def verify(request: Request, body: schema.BackupAction) -> Reply:
         return 202, backups.verify(body["url"], body.get("s3_endpoint")).view()
 
-    def restore(request, body: schema.RestoreCreate):
+    def restore(request: Request, body: schema.RestoreCreate) -> Reply:
         job = backups.restore(body["name"], body["url"], create_options(body), body.get("s3_endpoint"))
         return 202, job.view()
 
@@ -78,13 +79,13 @@ def backup_routes(backups: BackupService, pools: WorkerPools) -> list[Route]:
 
 
 def job_routes(jobs: JobRunner, pools: WorkerPools) -> list[Route]:
-    def list_jobs(request, _):
+    def list_jobs(request: Request, _: object) -> Reply:
         return 200, {"jobs": [job.view() for job in jobs.list()]}
 
-    def inspect(request, _):
+    def inspect(request: Request, _: object) -> Reply:
         return 200, jobs.get(request.path_params["job_id"]).view()
 
-    def cancel(request, _):
+    def cancel(request: Request, _: object) -> Reply:
         job = jobs.get(request.path_params["job_id"])
         job.cancel.set()
         return 202, job.view()

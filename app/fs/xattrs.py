@@ -15,7 +15,7 @@ _UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, err
 Target = str | int  # a path (never followed if a link) or an open file descriptor
 
 
-def _nofollow(target: Target) -> dict:
+def _nofollow(target: Target) -> dict[str, bool]:
     # a descriptor is the file itself; only a path could be a link to follow
     return {} if isinstance(target, int) else {"follow_symlinks": False}
 

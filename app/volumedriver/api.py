@@ -3,7 +3,10 @@
 Docker shows `Err` to the user as `<Method>: <Err>`, so the message is the
 service's own user-facing text. Errors go out with their HTTP status (500
 for a user error, as Docker's own plugin helpers send; 413 for a body over
-the cap) and `{"Err": ...}`, which every Docker version shows as is.
+the cap) and `{"Err": ...}`, which every Docker version shows as is; the
+app's exception handlers (`app.http_errors.exception_handlers`) send them.
+An unknown endpoint keeps Starlette's plain 404: Docker reads a 404 as "not
+implemented" for optional calls.
 
 The handlers run on this app's own worker threads: whatever the control
 socket or a slow backup store is doing, Docker's calls never wait for a
@@ -14,32 +17,42 @@ on threads of their own too, and cannot hold up Docker's List, Get or Mount.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import anyio
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.backup_service import BackupService
-from app.http_errors import describe, read_request
+from app.http_errors import exception_handlers, read_request
+from app.json_types import JSONObject
 from app.service import VolumeService
 from app.volumedriver import schema
 
+T = TypeVar("T")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 WORKER_THREADS = 32  # Docker calls Get for every volume at once after a restart
 RESTORE_THREADS = 32  # creates from a backup (-o backup=URL), each waiting on a store
 
 
-def _reply(payload: dict, status: int = 200) -> JSONResponse:
+def _reply(payload: JSONObject, status: int = 200) -> JSONResponse:
     return JSONResponse(payload, status_code=status, media_type=CONTENT_TYPE)
 
 
-def _docker_volume(view: dict) -> dict:
+def _error_reply(status: int, _kind: str, message: str) -> JSONResponse:
+    """Every failure reaches Docker as Err: 413 for a body over the cap, else 500."""
+    return _reply({"Err": message}, 413 if status == 413 else 500)
+
+
+def _docker_volume(view: JSONObject) -> JSONObject:
     return {"Name": view["name"], "Mountpoint": view["mountpoint"]}
 
 
-def _docker_status(view: dict) -> dict:
+def _docker_status(view: JSONObject) -> JSONObject:
     """What `docker volume inspect` shows under Status."""
     return {
         "driver": view["driver"],
@@ -61,26 +74,30 @@ def build_app(service: VolumeService, backups: BackupService) -> Starlette:
     workers = anyio.CapacityLimiter(WORKER_THREADS)
     restore_workers = anyio.CapacityLimiter(RESTORE_THREADS)
 
-    def handler(method: str, request_schema, work, blocking: bool = True, pool=lambda body: workers):
-        """A route for `work(body)`; blocking work runs on `pool(body)`'s threads, the rest on the loop."""
+    def handler(
+        method: str,
+        request_schema: type[T],
+        work: Callable[[T], JSONObject],
+        blocking: bool = True,
+        pool: Callable[[T], anyio.CapacityLimiter] | None = None,
+    ) -> Route:
+        """A route for `work(body)`; blocking work runs on `pool(body)`'s threads
+        (Docker's workers by default), the rest on the loop."""
         what = f"Docker's {method} request"
 
-        async def endpoint(request):
-            try:
-                body = await read_request(request, request_schema, what)
-                if not blocking:
-                    return _reply(work(body))
-                return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=pool(body)))
-            except Exception as error:  # every failure reaches Docker as Err
-                status, _, message = describe(error)
-                return _reply({"Err": message}, 413 if status == 413 else 500)
+        async def endpoint(request: Request) -> Response:
+            body = await read_request(request, request_schema, what)
+            if not blocking:
+                return _reply(work(body))
+            limiter = pool(body) if pool else workers
+            return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=limiter))
 
         return Route(f"/{'Plugin' if method == 'Activate' else 'VolumeDriver'}.{method}", endpoint, methods=["POST"])
 
-    def activate(_body: schema.NoFields):
+    def activate(_body: schema.NoFields) -> JSONObject:
         return {"Implements": ["VolumeDriver"]}
 
-    def create(body: schema.CreateRequest):
+    def create(body: schema.CreateRequest) -> JSONObject:
         name, options = body.get("Name", ""), body.get("Opts") or {}
         if _restores(body):  # within Docker's create deadline
             backups.restore_for_docker(name, options, service.settings.docker_restore_timeout)
@@ -88,32 +105,32 @@ def build_app(service: VolumeService, backups: BackupService) -> Starlette:
             service.create(name, options, exist_ok=True)
         return {"Err": ""}
 
-    def remove(body: schema.NameRequest):
+    def remove(body: schema.NameRequest) -> JSONObject:
         service.delete_from_docker(body.get("Name", ""))
         return {"Err": ""}
 
-    def mount(body: schema.MountRequest):
+    def mount(body: schema.MountRequest) -> JSONObject:
         path = service.mount(body.get("Name", ""), body.get("ID", ""), create=True)
         return {"Mountpoint": path, "Err": ""}
 
-    def unmount(body: schema.MountRequest):
+    def unmount(body: schema.MountRequest) -> JSONObject:
         service.unmount(body.get("Name", ""), body.get("ID", ""))
         return {"Err": ""}
 
-    def path(body: schema.NameRequest):
+    def path(body: schema.NameRequest) -> JSONObject:
         return {"Mountpoint": service.path(body.get("Name", "")), "Err": ""}
 
-    def get(body: schema.NameRequest):
+    def get(body: schema.NameRequest) -> JSONObject:
         view = service.get(body.get("Name", ""))
         volume = {**_docker_volume(view), "CreatedAt": view["created_at"], "Status": _docker_status(view)}
         return {"Volume": volume, "Err": ""}
 
-    def list_volumes(_body: schema.NoFields):
+    def list_volumes(_body: schema.NoFields) -> JSONObject:
         return {"Volumes": [_docker_volume(view) for view in service.list()], "Err": ""}
 
     scope = service.drivers[service.settings.default_driver].scope  # computed once: asked on every look-up
 
-    def capabilities(_body: schema.NoFields):
+    def capabilities(_body: schema.NoFields) -> JSONObject:
         return {"Capabilities": {"Scope": scope}}
 
     routes = [
@@ -127,4 +144,4 @@ def build_app(service: VolumeService, backups: BackupService) -> Starlette:
         handler("List", schema.NoFields, list_volumes),
         handler("Capabilities", schema.NoFields, capabilities, blocking=False),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers=exception_handlers(_error_reply))

@@ -24,18 +24,20 @@ def need(path: Path) -> Path:
 
 
 def find_listing(root: Path) -> str:
-    out = subprocess.run(["find", ".", "-printf", "%y %m %s %p %l\\n"], cwd=root, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["find", ".", "-printf", "%y %m %s %p %l\\n"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
     # directory sizes depend on the file system, as in the fixture's note they are 4096 on ext4
     lines = []
     for line in out.splitlines():
         kind, mode, size, rest = line.split(" ", 3)
         lines.append(" ".join([kind, mode, "4096" if kind == "d" else size, rest]))
-    return "\n".join(sorted(lines, key=lambda l: l.encode()))
+    return "\n".join(sorted(lines, key=lambda line: line.encode()))
 
 
 def expected_listing() -> str:
     lines = (need(VFS_FIXTURE) / "expected-tree.txt").read_text().splitlines()
-    return "\n".join(sorted(lines, key=lambda l: l.encode()))
+    return "\n".join(sorted(lines, key=lambda line: line.encode()))
 
 
 def check_restored(target: Path) -> None:

@@ -7,8 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.backup import SnapshotSource, create_backup, list_backups, restore_backup, verify_backup
-from app.backup import layout
+from app.backup import SnapshotSource, create_backup, layout, list_backups, restore_backup, verify_backup
 from tests.backup.treecheck import describe
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,10 +4,9 @@ import os
 
 import pytest
 
-from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
-from app.backup import layout, manifest
+from app.backup import SnapshotSource, create_backup, layout, manifest, restore_backup, verify_backup
 from app.backup.objectstore import open_store
-from app.errors import Conflict, NotFound
+from app.errors import Damaged, NotFound
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def test_corrupted_block_is_reported(backed_up, tmp_path):
     assert report["corrupted"][0]["files"] == ["a/one.bin"]
     assert "damaged" in report["message"] and "a/one.bin" in report["message"]
 
-    with pytest.raises(Conflict) as err:
+    with pytest.raises(Damaged) as err:
         restore_backup(url, str(tmp_path / "r"))
     assert "corrupted" in str(err.value) and "a/one.bin" in str(err.value)
 
@@ -102,7 +101,7 @@ def test_a_crafted_manifest_cannot_write_outside_the_target(tmp_path):
             "snapshot": "s", "created_at": "x", "block_size": 1 << 20, "entries": entries,
         }
         manifest.write_backup(store, doc)
-        with pytest.raises(Conflict) as err:
+        with pytest.raises(Damaged) as err:
             restore_backup(f"vfs://{tmp_path}/store?backup=evil-{i}&volume=vol1", str(tmp_path / f"r{i}"))
         assert "refusing" in str(err.value)
     assert (outside / "secret").read_text() == "host file\n"

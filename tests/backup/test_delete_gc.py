@@ -4,8 +4,16 @@ import os
 
 import pytest
 
-from app.backup import SnapshotSource, collect_garbage, create_backup, delete_backup, list_backups, restore_backup, verify_backup
-from app.backup import layout
+from app.backup import (
+    SnapshotSource,
+    collect_garbage,
+    create_backup,
+    delete_backup,
+    layout,
+    list_backups,
+    restore_backup,
+    verify_backup,
+)
 from app.backup.locks import StoreLock
 from app.backup.objectstore import open_store
 from app.errors import Conflict, NotFound

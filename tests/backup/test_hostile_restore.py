@@ -22,7 +22,7 @@ import pytest
 
 from app.backup import blocks, layout, manifest, restore_backup, verify_backup
 from app.backup.objectstore import open_store
-from app.errors import Conflict, ConvoyError
+from app.errors import ConvoyError, Damaged
 
 CANARY_MODE = 0o751
 CANARY_MTIME = 1_000_000_000
@@ -71,7 +71,7 @@ def assert_restore_refused(url: str, target: Path, base: Path, store_dir: Path, 
     """The restore fails naming `member`, and nothing outside `target` changed."""
     target.mkdir()
     before = host_state(base, (target, store_dir))
-    with pytest.raises(ConvoyError) as err:
+    with pytest.raises(Damaged) as err:  # a backup no Convoy writes, whoever wrote it
         restore_backup(url, str(target))
     assert names_entry(str(err.value), member, index), f"the error does not name the member {member!r}: {err.value}"
     assert host_state(base, (target, store_dir)) == before
@@ -326,7 +326,7 @@ def test_hostile_manifest_fails_and_leaves_the_host_alone(tmp_path, case):
     # verify never calls intact what a restore refuses
     try:
         report = verify_backup(url)
-    except Conflict as e:
+    except Damaged as e:
         assert names_entry(str(e), named, index), e
     else:
         assert not report["ok"] and names_entry(report["message"], named, index), report

@@ -474,7 +474,9 @@ def test_verify_lists_each_file_of_a_block_once(ours):
     (store_dir / layout.block_key(digest)).unlink()
     out = run("verify", url)
     [missing] = out["result"]["missing"]
-    assert sorted(missing["files"]) == sorted({e["path"] for e in doc["entries"] if any(b[2] == digest for b in e.get("blocks", ()))} | {"zeros"}), missing
+    assert sorted(missing["files"]) == sorted(
+        {e["path"] for e in doc["entries"] if any(b[2] == digest for b in e.get("blocks", ()))} | {"zeros"}
+    ), missing
 
 
 def test_an_image_backup_larger_than_any_file_is_refused_naming_it(ours, tmp_path):

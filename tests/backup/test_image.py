@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from app.backup import create_backup, create_image_backup, restore_backup, restore_image, verify_backup, SnapshotSource
-from app.fs.fiemap import changed_ranges as changed_ranges_by_fiemap
+from app.backup import SnapshotSource, create_backup, create_image_backup, restore_backup, restore_image, verify_backup
 from app.errors import Conflict
+from app.fs.fiemap import changed_ranges as changed_ranges_by_fiemap
 from app.storage.vfs_snapshot import snapshot_directory
 
 MIB = 1 << 20

@@ -19,7 +19,24 @@ from app.backup.urls import parse_backup_url
 from app.errors import InvalidInput
 from app.names import check_name
 
-NAMES = ["a..b", "xy..", "ab", "v.1", "a_b-c.d", "x" * 200, "a.", "0..0..0", "..", ".a", "-a", "a/b", "a", "x" * 201, "a b", "a\x00b"]  # no "\n": urlsplit drops it from a URL
+NAMES = [
+    "a..b",
+    "xy..",
+    "ab",
+    "v.1",
+    "a_b-c.d",
+    "x" * 200,
+    "a.",
+    "0..0..0",
+    "..",
+    ".a",
+    "-a",
+    "a/b",
+    "a",
+    "x" * 201,
+    "a b",
+    "a\x00b",
+]  # no "\n": urlsplit drops it from a URL
 
 
 @pytest.mark.parametrize("name", NAMES, ids=[repr(n)[:24] for n in NAMES])

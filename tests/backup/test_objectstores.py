@@ -115,7 +115,7 @@ def test_an_object_grown_after_its_size_was_looked_up_is_still_refused(store, mo
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
 def test_a_vfs_object_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
     """Whoever writes a store can plant a FIFO (a read would hang for ever) or a link to a host file."""
-    from app.errors import Conflict
+    from app.errors import Damaged
 
     s = open_store(f"vfs://{tmp_path}/store")
     s.put("blocks/ab/x", b"real")
@@ -130,7 +130,7 @@ def test_a_vfs_object_that_is_not_a_regular_file_is_refused_at_once(tmp_path, ki
         path.mkdir()
     for read in (lambda: s.get("blocks/ab/x"), lambda: s.get_view("blocks/ab/x"),
                  lambda: s.get_at_most("blocks/ab/x", 10, "block"), lambda: s.open("blocks/ab/x").read()):
-        with pytest.raises(Conflict, match="blocks/ab/x.*(not a regular file|symbolic link)"):
+        with pytest.raises(Damaged, match=r"blocks/ab/x.*(not a regular file|symbolic link)"):
             read()
     s.close()
 
@@ -165,7 +165,9 @@ def _transport_errors():
 
 @pytest.mark.parametrize("op", ["verify", "restore"])
 @pytest.mark.parametrize("error", list(_transport_errors()))
-def test_a_convoy_archive_that_fails_to_download_is_unavailable_not_damaged(s3_endpoint, s3_bucket, tmp_path, monkeypatch, error, op):
+def test_a_convoy_archive_that_fails_to_download_is_unavailable_not_damaged(
+    s3_endpoint, s3_bucket, tmp_path, monkeypatch, error, op
+):
     """A network failure while streaming an archive says the store could not be
     read (retry), never that the backup is damaged, and never an internal error."""
     from app.backup import legacy_convoy

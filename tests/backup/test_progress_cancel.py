@@ -40,7 +40,9 @@ def test_cancelled_backup_commits_nothing(tmp_path):
             cancel.set()
 
     with pytest.raises(Cancelled) as err:
-        create_backup(dest, "vol1", SnapshotSource("s", str(vol)), progress=Progress(callback=cancel_half_way, cancel=cancel, interval=0))
+        create_backup(
+            dest, "vol1", SnapshotSource("s", str(vol)), progress=Progress(callback=cancel_half_way, cancel=cancel, interval=0)
+        )
     assert "cancelled" in str(err.value) and "nothing was committed" in str(err.value)
     assert list_backups(dest) == []
 

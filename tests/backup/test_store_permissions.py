@@ -77,7 +77,7 @@ def check_store(store: Path, existed: bool) -> None:
         made += [Path(dirpath, n) for n in dirnames + filenames]
     assert any(p.is_file() for p in made), "the store holds objects"
     outcomes = as_nobody(made)
-    assert outcomes == ["EACCES"] * len(made), dict(zip(map(str, made), outcomes))
+    assert outcomes == ["EACCES"] * len(made), dict(zip(map(str, made), outcomes, strict=False))
     modes = {str(p.relative_to(store.parent)): stat.S_IMODE(p.lstat().st_mode) for p in made}
     assert modes == {k: (0o700 if Path(store.parent, k).is_dir() else 0o600) for k in modes}
     if existed:

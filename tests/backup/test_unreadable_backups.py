@@ -17,6 +17,7 @@ import zstandard
 
 from app.backup import layout, manifest
 from app.backup.legacy_convoy import backup_cfg_key
+from app.cli.output import EXIT_CODES
 
 pytestmark = pytest.mark.needs_root
 
@@ -105,10 +106,12 @@ def test_a_damaged_manifest_is_listed_with_its_reason_and_the_rest_still_works(p
     rows = {row["url"]: row for row in cli_json(daemon, "backup", "list", store)}
     assert reason in rows[three]["error"] and "error" not in rows[one]
 
+    # a newer format is no damage: upgrading Convoy reads it
+    code = EXIT_CODES["conflict" if case == "version-newer" else "damaged"]
     inspect = daemon.cli("backup", "inspect", three)
-    assert inspect.returncode == 4 and reason in inspect.stderr
+    assert inspect.returncode == code and reason in inspect.stderr
     restore = daemon.cli("create", "from-damaged", "--backup", three)
-    assert restore.returncode == 4 and reason in restore.stderr
+    assert restore.returncode == code and reason in restore.stderr
     assert daemon.cli("inspect", "from-damaged").returncode == 3  # nothing was created
 
     # deleting another backup works, but keeps every block (any may be the damaged backup's)
@@ -138,7 +141,7 @@ CFG_DAMAGES = [
 
 @pytest.mark.parametrize("case,text,reason", CFG_DAMAGES, ids=[d[0] for d in CFG_DAMAGES])
 def test_a_damaged_convoy_cfg_is_listed_with_its_reason(populated, case, text, reason):
-    daemon, store_dir, store, (one, two, three) = populated
+    daemon, store_dir, store, (_one, two, _three) = populated
     shutil.copytree(DM_FIXTURE / "convoy-objectstore", store_dir / "convoy-objectstore")
     (store_dir / backup_cfg_key("dmvol", DM_BACKUP)).write_text(text)
 
@@ -163,7 +166,7 @@ VOLUME_DOC_DAMAGES = [
 
 @pytest.mark.parametrize("case,content", VOLUME_DOC_DAMAGES, ids=[d[0] for d in VOLUME_DOC_DAMAGES])
 def test_a_damaged_volume_json_never_stops_the_next_backup(populated, case, content):
-    daemon, store_dir, store, (one, two, three) = populated
+    daemon, store_dir, store, (_one, two, _three) = populated
     path = store_dir / layout.volume_key("vol1")
     if content is None:
         path.unlink()
@@ -191,7 +194,7 @@ LOCK_DAMAGES = [
 
 @pytest.mark.parametrize("case,text", LOCK_DAMAGES, ids=[d[0] for d in LOCK_DAMAGES])
 def test_a_malformed_lock_record_is_ignored(populated, case, text):
-    daemon, store_dir, store, (one, two, three) = populated
+    daemon, store_dir, store, (one, _two, _three) = populated
     path = store_dir / layout.lock_key("junk")
     path.parent.mkdir(parents=True, exist_ok=True)
     if text is None:
@@ -220,7 +223,7 @@ def test_a_damaged_store_config_is_refused_naming_the_field(populated, case, cha
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
     snapshot = daemon.cli("snapshot", "create", "vol1", check=True).stdout.strip()
     result = daemon.cli("backup", "create", snapshot, "--dest", store)
-    assert result.returncode == 4, result.stderr
+    assert result.returncode == EXIT_CODES["damaged"], result.stderr
     assert layout.CONFIG in result.stderr and reason in result.stderr
     assert "Traceback" not in daemon.log_text()
 

@@ -207,7 +207,7 @@ def test_ctrl_c_on_the_cli_leaves_the_job_running_to_a_good_end(daemon, tmp_path
     snapshot = daemon.cli("snapshot", "create", "big", check=True).stdout.strip()
     store = f"vfs://{tmp_path / 'store'}"
     cli = subprocess.Popen(
-        CONVOY + ["--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", store],
+        [*CONVOY, "--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", store],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30

@@ -84,13 +84,17 @@ def test_info_shows_the_settings(daemon):
 def test_socket_from_the_environment(daemon):
     daemon.cli("create", "envsock", check=True)
     result = subprocess.run(
-        CONVOY + ["list"], cwd=REPO, capture_output=True, text=True, env={"CONVOY_SOCKET": str(daemon.socket), "PATH": "/usr/bin:/bin"}
+        [*CONVOY, "list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"CONVOY_SOCKET": str(daemon.socket), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0 and "envsock" in result.stdout
 
 
 def test_unreachable_daemon_says_so_and_how_to_start_it(tmp_path):
-    result = subprocess.run(CONVOY + ["--socket", str(tmp_path / "none.sock"), "list"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([*CONVOY, "--socket", str(tmp_path / "none.sock"), "list"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 5
     assert result.stderr.count("\n") == 1
     assert "cannot reach the convoy daemon" in result.stderr and "convoy daemon" in result.stderr

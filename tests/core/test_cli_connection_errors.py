@@ -96,7 +96,9 @@ def serve_once_each(path, behave) -> threading.Thread:
 def test_a_daemon_that_breaks_off_gives_one_line_and_exit_5(tmp_path, behave, words, args):
     sock = tmp_path / "convoy.sock"
     serve_once_each(sock, behave)
-    result = subprocess.run(CONVOY + ["--socket", str(sock), *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [*CONVOY, "--socket", str(sock), *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == UNAVAILABLE, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert words in result.stderr and str(sock) in result.stderr, result.stderr
@@ -110,7 +112,7 @@ def test_a_daemon_killed_mid_request_gives_one_line_and_exit_5(make_daemon):
         env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": silent_endpoint.url}
         daemon = make_daemon(env=env)
         cli = subprocess.Popen(
-            CONVOY + ["--socket", str(daemon.socket), "backup", "list", "s3://bucket@us-east-1/x"],
+            [*CONVOY, "--socket", str(daemon.socket), "backup", "list", "s3://bucket@us-east-1/x"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         assert silent_endpoint.wait_for_connections(1, timeout=15) >= 1, "the request must be under way"

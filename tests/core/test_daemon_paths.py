@@ -10,7 +10,12 @@ OVERLAPS = {
     "mount root is --root": lambda d: ["--mount-root", str(d.root)],
     "mount root holds --root": lambda d: ["--mount-root", str(d.base)],
     "mount root is vfs.path": lambda d: ["--mount-root", str(d.base / "store"), "--driver-opts", f"vfs.path={d.base / 'store'}"],
-    "mount root inside vfs.path": lambda d: ["--mount-root", str(d.base / "store" / "m"), "--driver-opts", f"vfs.path={d.base / 'store'}"],
+    "mount root inside vfs.path": lambda d: [
+        "--mount-root",
+        str(d.base / "store" / "m"),
+        "--driver-opts",
+        f"vfs.path={d.base / 'store'}",
+    ],
     "vfs.path inside the mount root": lambda d: ["--driver-opts", f"vfs.path={d.mount_root / 'vfs'}"],
 }
 

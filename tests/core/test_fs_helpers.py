@@ -443,10 +443,10 @@ def test_missing_device_and_missing_tool_and_stuck_tool_are_clear_errors(monkeyp
     with pytest.raises(NotFound, match="/dev/loop987654"):
         filesystems.size_of("/dev/loop987654")
     assert filesystems.mountpoint_of("/dev/loop987654") is None
-    with pytest.raises(Unavailable, match="did not finish within 0.2 s"):
+    with pytest.raises(Unavailable, match=r"did not finish within 0\.2 s"):
         command.run(["sleep", "5"], subject="x", todo="y", timeout=0.2)
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(Unavailable, match="blkid is not installed.*util-linux"):
+    with pytest.raises(Unavailable, match=r"blkid is not installed.*util-linux"):
         filesystems.probe("/dev/null")
 
 

@@ -40,11 +40,25 @@ CONCURRENT_EXAMPLES = int(os.environ.get("FUZZ_CONCURRENT_EXAMPLES", "150"))  # 
 # What the daemon knows when the fuzz starts (made by the `world` fixture).
 VOLUMES = ["vol-a", "vol-b"]
 SNAPSHOT = "snap-a"
-NAMES = VOLUMES + [SNAPSHOT, "new-1", "new-2", "ok.name", "", "x", "..", ".", "../etc", "a/b", "-x", "a..b", "v" * 250, "é"]
-BAD_URLS = ["", "s3://", "s3://b@BAD_REGION/x", "ftp://host/x", "vfs://host/x", "vfs://relative", "vfs:///", "\\u0026", "?backup=b&volume=v"]
+NAMES = [*VOLUMES, SNAPSHOT, "new-1", "new-2", "ok.name", "", "x", "..", ".", "../etc", "a/b", "-x", "a..b", "v" * 250, "é"]
+BAD_URLS = [
+    "",
+    "s3://",
+    "s3://b@BAD_REGION/x",
+    "ftp://host/x",
+    "vfs://host/x",
+    "vfs://relative",
+    "vfs:///",
+    "\\u0026",
+    "?backup=b&volume=v",
+]
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 # text that never makes a URL scheme: random strings stay names, never paths on the host
 plain_text = st.text(alphabet=st.characters(blacklist_characters=":/\x00", blacklist_categories=("Cs",)), max_size=12)
 
@@ -122,15 +136,23 @@ def control_requests(world: World):
     sizes = st.sampled_from(["1G", "0", "-5", "abc"])
     endpoints = [
         st.tuples(st.just("GET"), st.sampled_from(["/v1/info", "/v1/volumes", "/v1/jobs", "/v1/snapshots"]), st.just(None)),
-        st.tuples(st.just("POST"), st.just("/v1/volumes"), bodies(name=names(), driver=st.just("vfs") | plain_text, size=sizes, options=options(world))),
+        st.tuples(
+            st.just("POST"),
+            st.just("/v1/volumes"),
+            bodies(name=names(), driver=st.just("vfs") | plain_text, size=sizes, options=options(world)),
+        ),
         st.tuples(st.just("GET"), name.map(lambda n: f"/v1/volumes/{n}"), st.just(None)),
         st.tuples(
             st.just("DELETE"),
-            st.tuples(name, query(reference_only=st.sampled_from(["1", "0", "true", "maybe", ""]))).map(lambda p: f"/v1/volumes/{p[0]}{p[1]}"),
+            st.tuples(name, query(reference_only=st.sampled_from(["1", "0", "true", "maybe", ""]))).map(
+                lambda p: f"/v1/volumes/{p[0]}{p[1]}"
+            ),
             st.just(None),
         ),
         names().flatmap(
-            lambda n: st.tuples(st.just("POST"), st.just(f"/v1/volumes/{quote(n, safe='')}/mount"), bodies(mountpoint=world.mountpoints(n)))
+            lambda n: st.tuples(
+                st.just("POST"), st.just(f"/v1/volumes/{quote(n, safe='')}/mount"), bodies(mountpoint=world.mountpoints(n))
+            )
         ),
         st.tuples(st.just("POST"), name.map(lambda n: f"/v1/volumes/{n}/umount"), bodies()),
         st.tuples(st.just("POST"), st.just("/v1/snapshots"), bodies(volume=names(), name=names())),
@@ -139,10 +161,18 @@ def control_requests(world: World):
         st.tuples(st.just("POST"), st.just("/v1/backups"), bodies(snapshot=names(), dest=world.store_urls(), name=names())),
         st.tuples(st.just("GET"), query(dest=world.store_urls(), volume=names()).map(lambda q: f"/v1/backups{q}"), st.just(None)),
         st.tuples(st.just("GET"), query(url=world.backup_urls()).map(lambda q: f"/v1/backups/inspect{q}"), st.just(None)),
-        st.tuples(st.just("POST"), st.sampled_from(["/v1/backups/delete", "/v1/backups/verify"]), bodies(url=world.backup_urls())),
-        st.tuples(st.just("POST"), st.just("/v1/restores"), bodies(name=names(), url=world.backup_urls(), size=sizes, options=options(world))),
+        st.tuples(
+            st.just("POST"), st.sampled_from(["/v1/backups/delete", "/v1/backups/verify"]), bodies(url=world.backup_urls())
+        ),
+        st.tuples(
+            st.just("POST"),
+            st.just("/v1/restores"),
+            bodies(name=names(), url=world.backup_urls(), size=sizes, options=options(world)),
+        ),
         st.tuples(st.sampled_from(["GET", "POST"]), plain_text.map(lambda j: f"/v1/jobs/{quote(j, safe='')}"), st.just(None)),
-        st.tuples(st.sampled_from(["GET", "POST", "PUT", "DELETE"]), plain_text.map(lambda p: "/" + quote(p, safe="/")), garbage_bodies),
+        st.tuples(
+            st.sampled_from(["GET", "POST", "PUT", "DELETE"]), plain_text.map(lambda p: "/" + quote(p, safe="/")), garbage_bodies
+        ),
     ]
     return st.one_of(*endpoints).map(lambda r: ("control", r[0], r[1], r[2]))
 

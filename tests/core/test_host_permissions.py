@@ -110,7 +110,14 @@ def test_a_host_user_cannot_reach_setuid_binaries_devices_or_sockets(open_base, 
     # a user whose group is root's (gid 0) is still not root: the sockets are the owner's alone
     in_root_group = as_nobody([], [daemon.socket, daemon.plugin_socket], gid=0)
     assert set(in_root_group.values()) == {"denied"}, in_root_group
-    for path in (daemon.root, vfs, vfs / ".convoy", vfs / ".convoy" / "volumes", vfs / ".convoy" / "snapshots", daemon.mount_root):
+    for path in (
+        daemon.root,
+        vfs,
+        vfs / ".convoy",
+        vfs / ".convoy" / "volumes",
+        vfs / ".convoy" / "snapshots",
+        daemon.mount_root,
+    ):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
 
     # the probe itself works: the same files in a directory a user may enter are reachable

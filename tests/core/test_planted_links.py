@@ -140,7 +140,7 @@ def snapshot_with_a_swap(daemon, gate_files, swap):
     gate = OpenGate(*gate_files)
     try:
         cli = subprocess.Popen(
-            CONVOY + ["--socket", str(daemon.socket), "snapshot", "create", "vol1"],
+            [*CONVOY, "--socket", str(daemon.socket), "snapshot", "create", "vol1"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         first = gate.held(30)

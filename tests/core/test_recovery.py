@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Daemon, mounted_points
+from tests.daemon_harness import Daemon, mounted_points, mountinfo_lines
 
 pytestmark = pytest.mark.needs_root
 
@@ -38,7 +38,7 @@ def test_kill9_with_mounted_volumes_then_restart_restores_exactly_the_referenced
     assert released not in mounted_points(), "an unreferenced mount must not leak"
     assert kept in mounted_points()
     assert Path(kept, "data").read_text() == "before the crash"
-    assert sum(1 for p in open("/proc/self/mountinfo") if p.split(" ")[4] == kept) == 1, "no double mount"
+    assert sum(1 for p in mountinfo_lines() if p.split(" ")[4] == kept) == 1, "no double mount"
 
     # the references survived: the next Unmounts are handled as before the crash
     daemon.docker_ok("Unmount", {"Name": "kept", "ID": "c1"})
@@ -88,7 +88,7 @@ def test_a_changed_vfs_path_with_volumes_in_the_old_one_stops_the_start(make_dae
     daemon.stop()
 
     result = subprocess.run(
-        daemon.args()[:-2] + ["--driver-opts", f"vfs.path={new_path}"], capture_output=True, text=True, timeout=30
+        [*daemon.args()[:-2], "--driver-opts", f"vfs.path={new_path}"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode != 0
     assert "vol1 lives in" in result.stderr and "vol2 lives in" in result.stderr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.daemon_harness import mounted_points
+from tests.daemon_harness import mounted_points, mountinfo_lines
 
 pytestmark = pytest.mark.needs_root
 
@@ -16,7 +16,7 @@ def test_two_ids_share_one_mount_until_the_last_goes(daemon):
     first = daemon.docker_ok("Mount", {"Name": "shared", "ID": "container-a"})["Mountpoint"]
     second = daemon.docker_ok("Mount", {"Name": "shared", "ID": "container-b"})["Mountpoint"]
     assert first == second
-    assert sum(1 for p in open("/proc/self/mountinfo") if p.split(" ")[4] == first) == 1
+    assert sum(1 for p in mountinfo_lines() if p.split(" ")[4] == first) == 1
     assert refs(daemon, "shared") == 2
 
     daemon.docker_ok("Unmount", {"Name": "shared", "ID": "container-a"})

@@ -183,7 +183,9 @@ def test_oversized_bodies_are_refused_with_413(daemon, which, path, chunked):
     assert daemon.docker_ok("List")["Volumes"] == []
 
 
-@pytest.mark.parametrize("body", [b"", b"{}", b"{}\n", b"null", b'{"Future": "field"}'], ids=["empty", "object", "newline", "null", "unknown-field"])
+@pytest.mark.parametrize(
+    "body", [b"", b"{}", b"{}\n", b"null", b'{"Future": "field"}'], ids=["empty", "object", "newline", "null", "unknown-field"]
+)
 @pytest.mark.parametrize("endpoint", ["/Plugin.Activate", "/VolumeDriver.List", "/VolumeDriver.Capabilities"])
 def test_what_docker_sends_to_endpoints_without_fields_is_accepted(daemon, endpoint, body):
     """Docker sends no body to Activate and `{}` to List and Capabilities; a newer Docker may add fields."""

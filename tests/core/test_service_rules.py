@@ -12,6 +12,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -42,7 +43,7 @@ class FakeDriver(StorageDriver):
     """Storage that exists only in memory; what it can do is whatever the test declares."""
 
     name = "fake"
-    volume_options = {"colour": "a fake option"}
+    volume_options: ClassVar[dict[str, str]] = {"colour": "a fake option"}
 
     def __init__(self, capabilities: Capabilities, default_size: int | None = None):
         super().__init__({}, Path("/nonexistent"))
@@ -58,7 +59,8 @@ class FakeDriver(StorageDriver):
 
     def create_volume(self, spec: VolumeSpec) -> CreatedVolume:
         self.calls.created.append(spec.name)
-        return CreatedVolume({"fake": spec.name}, size=None if spec.size else self.default_size, adopted=spec.name in self.existing)
+        adopted = spec.name in self.existing
+        return CreatedVolume({"fake": spec.name}, size=None if spec.size else self.default_size, adopted=adopted)
 
     def delete_volume(self, volume: VolumeRef, keep_data: bool) -> None:
         self.calls.deleted.append((volume.name, keep_data))

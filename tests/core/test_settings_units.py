@@ -11,7 +11,15 @@ from app.units import format_size, parse_size
 
 @pytest.mark.parametrize(
     "text, size",
-    [("1G", 1 << 30), ("10g", 10 << 30), ("512M", 512 << 20), ("1GiB", 1 << 30), ("2T", 2 << 40), ("4096", 4096), ("1.5G", 3 << 29)],
+    [
+        ("1G", 1 << 30),
+        ("10g", 10 << 30),
+        ("512M", 512 << 20),
+        ("1GiB", 1 << 30),
+        ("2T", 2 << 40),
+        ("4096", 4096),
+        ("1.5G", 3 << 29),
+    ],
 )
 def test_sizes(text, size):
     assert parse_size(text) == size

@@ -72,7 +72,11 @@ BAD_RECORDS = {
 
 
 def skip_lines(daemon, file_name):
-    return [line for line in daemon.log_text().splitlines() if re.search(rf"skipping volume record \S*/{re.escape(file_name)} written on shared storage: ", line)]
+    return [
+        line
+        for line in daemon.log_text().splitlines()
+        if re.search(rf"skipping volume record \S*/{re.escape(file_name)} written on shared storage: ", line)
+    ]
 
 
 def test_bad_shared_records_are_skipped_once_each_and_never_break_list_or_get(make_daemon):

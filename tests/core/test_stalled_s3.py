@@ -8,6 +8,7 @@ fail inside its deadline and leave nothing behind, and the CLI must say
 which endpoint did not answer.
 """
 
+import contextlib
 import json
 import threading
 import time
@@ -49,10 +50,8 @@ def _hang_backup_lists(daemon, count: int) -> list[threading.Thread]:
     """`count` concurrent `backup list` requests (what the CLI sends), left hanging."""
 
     def call():
-        try:
+        with contextlib.suppress(OSError):  # the daemon stops at the end of the test
             http_call(daemon.socket, "GET", f"/v1/backups?dest={quote(STORE, safe='')}")
-        except OSError:
-            pass  # the daemon stops at the end of the test
 
     threads = [threading.Thread(target=call, daemon=True) for _ in range(count)]
     for thread in threads:

@@ -24,7 +24,7 @@ def engine():
     e = Engine(E2E_ROOT)
     # One session at a time per engine root: a second one waits here.
     E2E_ROOT.mkdir(parents=True, exist_ok=True)
-    lock = open(E2E_ROOT / ".session.lock", "w")
+    lock = open(E2E_ROOT / ".session.lock", "w")  # noqa: SIM115 - held (and locked) for the whole session
     fcntl.flock(lock, fcntl.LOCK_EX)
     e.run("bash", "ci/install-deps.sh", timeout=900)
     # A run interrupted before its teardown may have left an engine running.
@@ -69,6 +69,6 @@ def pytest_runtest_makereport(item, call):
             lines = log.read_text(errors="replace").splitlines()
         except OSError:
             lines = []
-        interesting = [l for l in lines if "level=info" not in l or "plugin=" in l]
+        interesting = [line for line in lines if "level=info" not in line or "plugin=" in line]
         report.sections.append(("dockerd and plugin log (last 60 lines)", "\n".join(interesting[-60:])))
     return report

@@ -14,6 +14,10 @@ from typing import BinaryIO
 
 from ..limits import check_size
 
+#: what `put` takes: bytes, or pieces of them stored concatenated (a block
+#: stored raw is its frame header and views of the data, never copied)
+Stored = bytes | memoryview | list[bytes | memoryview]
+
 
 class ObjectStore(ABC):
     """put, get, exists, list, delete: all a format needs of a destination."""
@@ -24,7 +28,7 @@ class ObjectStore(ABC):
     parallelism: int = 3
 
     @abstractmethod
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: Stored) -> None:
         """Store `data` under `key` atomically, replacing any older object.
 
         `data` may be a list of byte strings, stored concatenated.
@@ -67,21 +71,21 @@ class ObjectStore(ABC):
     #: whether `warm` does anything (a reader starts no look-ahead otherwise)
     warms: bool = False
 
-    def warm(self, key: str) -> None:
+    def warm(self, key: str) -> None:  # noqa: B027 - an optional hook, a no-op unless a store overrides it
         """A hint that `key` will be read soon; never raises. Nothing by default."""
 
     def size(self, key: str) -> int:
         """Size in bytes of the stored object."""
         return len(self.get(key))
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a store overrides it
         """Make every completed put durable (before a manifest that refers to them)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a store overrides it
         """Release connections."""
 
-    def __enter__(self) -> "ObjectStore":
+    def __enter__(self) -> ObjectStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -15,15 +15,23 @@ answer. AWS_MAX_ATTEMPTS, the standard AWS setting, changes the attempts.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO, Self
 
-from app.errors import InvalidInput, NotFound, Unavailable
+from app.errors import InvalidInput
 
 from ..limits import check_size
 from ..urls import StoreURL
-from .base import ObjectStore
+from .base import ObjectStore, Stored
+from .s3_errors import MissingObject, S3Call, translate
+
+if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs)
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef, ObjectIdentifierTypeDef
 
 CONNECTIONS = 16
 CONNECT_TIMEOUT = 5  # seconds to open a connection
@@ -37,19 +45,13 @@ def _attempts() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else ATTEMPTS
 
 
-def _describe(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-
-
 class S3Store(ObjectStore):
     parallelism = 12  # requests in flight hide the round trips
 
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
         import boto3
         import botocore.config
-        import botocore.exceptions as bex
 
-        self._bex = bex
         self.bucket = url.bucket
         self.prefix = url.prefix + "/" if url.prefix else ""
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -72,118 +74,82 @@ class S3Store(ObjectStore):
             s3={"addressing_style": "path"} if endpoint else {},
         )
         try:
-            self.client = session.client("s3", region_name=region, endpoint_url=endpoint, config=config)
-        except bex.NoRegionError:
-            raise InvalidInput(
-                f"no region for {url}: write it in the URL (s3://{url.bucket}@us-east-1/...) "
-                "or set AWS_DEFAULT_REGION"
-            ) from None
+            self.client: S3Client = session.client("s3", region_name=region, endpoint_url=endpoint, config=config)
+        except Exception as e:  # noqa: BLE001 - S3 failures become ours; others are raised as they are
+            raise self._error(e, "open the store") from None
         if check:
             self._check_bucket()
 
     # -- errors ---------------------------------------------------------
-    def _error(self, exc: Exception, what: str) -> Exception:
-        bex = self._bex
-        if isinstance(exc, bex.NoCredentialsError):
-            return Unavailable(
-                f"no S3 credentials found for {self.url}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials or an instance role"
-            )
-        if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError)):
-            where = self.endpoint or "AWS S3"
-            return Unavailable(
-                f"cannot reach the S3 endpoint {where} while trying to {what}: {_describe(exc)}; "
-                "check the endpoint address and the network"
-            )
-        if isinstance(exc, bex.ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket",):
-                return NotFound(f"bucket {self.bucket!r} does not exist at {self.url}: create it first")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return NotFound(f"{what}: not found in {self.url}")
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return Unavailable(
-                    f"S3 refused to {what} in {self.url} ({code}): check the credentials "
-                    "and the bucket's permissions"
-                )
-            return Unavailable(f"S3 failed to {what} in {self.url}: {code or _describe(exc)}")
-        if isinstance(exc, bex.BotoCoreError):
-            return Unavailable(f"S3 failed to {what} in {self.url}: {_describe(exc)}")
-        return exc
+    def _error(self, exc: Exception, what: str, key: str | None = None) -> Exception:
+        """Our error for `exc` (see s3_errors); `key`: the object the call was about, if any."""
+        return translate(exc, S3Call(self.url, self.bucket, self.endpoint, what, key))
 
     def _check_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except self._bex.ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                raise NotFound(
-                    f"bucket {self.bucket!r} does not exist at {self.url}: create it first"
-                ) from None
-            raise self._error(e, "open the bucket") from None
         except Exception as e:  # noqa: BLE001 - mapped to user errors
             raise self._error(e, "open the bucket") from None
 
     # -- interface ------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: Stored) -> None:
         body = b"".join(data) if isinstance(data, list) else bytes(data)
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"write {key}") from None
+            raise self._error(e, f"write {key}", key) from None
 
     def get(self, key: str) -> bytes:
         with self.open(key) as body:
-            try:
-                return body.read()
-            except Exception as e:  # noqa: BLE001
-                raise self._error(e, f"read {key}") from None
+            return body.read()
 
     def get_at_most(self, key: str, max_size: int, what: str, *, view: bool = False) -> bytes:
         """One GET: its ContentLength is checked before the body is read, and
-        the read stops past `max_size` whatever the header said."""
+        the read stops past `max_size` whatever the header said.
+
+        Read until the body ends: botocore checks the length it was promised
+        only on the read that finds the end, and a connection dropped
+        mid-body otherwise passes for a short object (then "damaged")."""
         where = f"{what} {key} in {self.url}"
         response = self._get_object(key)
-        with response["Body"] as body:
+        chunks: list[bytes] = []
+        total = 0
+        with self._body(key, response) as body:
             check_size(int(response.get("ContentLength") or 0), max_size, where)
-            try:
-                data = body.read(max_size + 1)
-            except Exception as e:  # noqa: BLE001
-                raise self._error(e, f"read {key}") from None
-        check_size(len(data), max_size, where)
-        return data
+            while total <= max_size and (chunk := body.read(max_size + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+        check_size(total, max_size, where)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def open(self, key: str) -> BinaryIO:
-        return _Body(self._get_object(key)["Body"], lambda e: self._error(e, f"read {key}"))  # type: ignore[return-value]
+        return self._body(key, self._get_object(key))  # type: ignore[return-value]  # _Body reads like a binary file
 
-    def _get_object(self, key: str) -> dict:
+    def _body(self, key: str, response: GetObjectOutputTypeDef) -> _Body:
+        """The response's body, its read failures ours (never botocore's `with`: see _Body)."""
+        return _Body(response["Body"], lambda e: self._error(e, f"read {key}", key))
+
+    def _get_object(self, key: str) -> GetObjectOutputTypeDef:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except self._bex.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"{key} is missing from {self.url}") from None
-            raise self._error(e, f"read {key}") from None
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"read {key}") from None
+            raise self._error(e, f"read {key}", key) from None
 
-    def _head(self, key: str) -> dict | None:
+    def _head(self, key: str) -> HeadObjectOutputTypeDef:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        except self._bex.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise self._error(e, f"check {key}") from None
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"check {key}") from None
+            raise self._error(e, f"check {key}", key) from None
 
     def exists(self, key: str) -> bool:
-        return self._head(key) is not None
+        try:
+            self._head(key)
+        except MissingObject:
+            return False
+        return True
 
     def size(self, key: str) -> int:
-        head = self._head(key)
-        if head is None:
-            raise NotFound(f"{key} is missing from {self.url}")
-        return int(head["ContentLength"])
+        return int(self._head(key)["ContentLength"])
 
     def list(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -199,36 +165,40 @@ class S3Store(ObjectStore):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"delete {key}") from None
+            raise self._error(e, f"delete {key}", key) from None
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         """Delete in batches of 1000 (one request each)."""
         for i in range(0, len(keys), 1000):
-            batch = [{"Key": self.prefix + k} for k in keys[i : i + 1000]]
+            batch: builtins.list[ObjectIdentifierTypeDef] = [{"Key": self.prefix + k} for k in keys[i : i + 1000]]
             try:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except Exception as e:  # noqa: BLE001
                 raise self._error(e, "delete unused blocks") from None
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # nothing to answer: the connections go with the process
             self.client.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 class _Body:
     """A GET's body whose read failures are the store's errors: a timeout or a
     dropped connection mid-read is Unavailable (retry), not an OSError a
-    reader would take for a damaged object, nor a botocore error it does not know."""
+    reader would take for a damaged object, nor a botocore error it does not know.
 
-    def __init__(self, body, error: Callable[[Exception], Exception]):
+    botocore's own body must never be used as `with body as raw`: its
+    __enter__ hands out the raw urllib3 stream, whose reads skip botocore's
+    length check (a dropped connection reads as a short object) and raise
+    urllib3's errors, which no table knows."""
+
+    def __init__(self, body: StreamingBody, error: Callable[[Exception], Exception]):
         self._body = body
         self._error = error
 
     def read(self, size: int | None = -1) -> bytes:
         try:
-            return self._body.read(None if size is None or size < 0 else size)
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+            return data
         except Exception as e:  # noqa: BLE001 - mapped to user errors
             raise self._error(e) from None
 
@@ -238,5 +208,5 @@ class _Body:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -20,6 +20,7 @@ root directory that existed before is the user's and keeps its mode.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -32,10 +33,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import Conflict, NotFound, Unavailable
+from app.errors import Damaged, NotFound, Unavailable
 
 from ..limits import check_size
-from .base import ObjectStore
+from .base import ObjectStore, Stored
 
 TMP_MARK = ".tmp-"
 DIRECT_MIN = 64 * 1024  # objects at least this big go through O_DIRECT
@@ -119,7 +120,7 @@ class VfsStore(ObjectStore):
         _check_key(key)
         return self.root / key
 
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: Stored) -> None:
         path = self._path(key)
         parent = str(path.parent)
         tmp = f"{path}{TMP_MARK}{secrets.token_hex(6)}"
@@ -138,10 +139,8 @@ class VfsStore(ObjectStore):
                     os.close(fd)
             os.rename(tmp, path)
         except OSError as e:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             if e.errno == errno.ENOSPC:
                 raise Unavailable(f"backup destination {self.url} is full: free space and retry") from e
             raise Unavailable(f"cannot write {key} to {self.url}: {e.strerror}") from e
@@ -203,11 +202,13 @@ class VfsStore(ObjectStore):
             raise NotFound(f"{key} is missing from {self.url}") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise Conflict(f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with") from None
+                raise Damaged(
+                    f"{key} in {self.url} is a symbolic link, which convoy never writes; the store was tampered with"
+                ) from None
             raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise Conflict(f"{key} in {self.url} is not a regular file; the store was tampered with")
+            raise Damaged(f"{key} in {self.url} is not a regular file; the store was tampered with")
         return fd
 
     def _read(self, key: str, *, direct: bool, cap: tuple[int, str] | None = None) -> bytes | memoryview:
@@ -247,10 +248,8 @@ class VfsStore(ObjectStore):
         """Look the object's path up now: its directory blocks and inode are
         then in memory when it is read, instead of being small reads queued
         behind the data reads of the moment."""
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the read that follows reports it
             os.stat(self._path(key))
-        except (OSError, ValueError):
-            pass  # the read that follows reports it
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -291,18 +290,14 @@ class VfsStore(ObjectStore):
             for name in filenames:
                 if TMP_MARK in name:
                     full = os.path.join(dirpath, name)
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         yield os.path.relpath(full, self.root), os.stat(full).st_mtime
-                    except FileNotFoundError:
-                        pass
 
     def remove_temporary(self, rel: str) -> None:
         if TMP_MARK not in rel:
             raise ValueError(rel)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / rel)
-        except FileNotFoundError:
-            pass
 
     def delete(self, key: str) -> None:
         try:
