@@ -169,6 +169,12 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def touched_bytes(offsets: list[int], block_size: int) -> int:
+    """The store's blocks the 1 MiB writes overlap, in the file: the least a block-level
+    incremental can read (an unaligned write straddles two blocks)."""
+    return block_size * len({b for o in offsets for b in range(o // block_size, (o + MIB - 1) // block_size + 1)})
+
+
 def fillable_bytes(mountpoint: str) -> int:
     """What one file can take in the volume's file system, leaving FS_ROOM, whole MiB."""
     st = os.statvfs(mountpoint)
@@ -219,7 +225,10 @@ def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path
     out["snapshot_incr"], snap2, out["backup_incr"], url2 = timed_pair(snapshot("s2"), backup)
     out["incremental"] = out["snapshot_incr"] + out["backup_incr"]
     out["full_stats"] = convoy.json("backup", "inspect", url1)["stats"]
-    out["incr_stats"] = convoy.json("backup", "inspect", url2)["stats"]
+    incr = convoy.json("backup", "inspect", url2)
+    out["incr_stats"] = incr["stats"]
+    out["block_size"] = incr["block_size"]
+    out["touched_bytes"] = touched_bytes(offsets, incr["block_size"])
 
     restored = f"{name}r"
 
@@ -290,9 +299,9 @@ def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
         data.unlink()
         results["daemon_errors"] = [line for line in daemon.log_text().splitlines() if "ERROR" in line or "Traceback" in line]
         return results
-    except BenchError:
-        if daemon is not None:
-            print(f"daemon log: {daemon.log_path} (kept until the clean-up below)", file=sys.stderr)
+    except BaseException:
+        if daemon is not None:  # the work directory goes below: show what the daemon said first
+            print("daemon log (last lines):\n" + "\n".join(daemon.log_text().splitlines()[-20:]), file=sys.stderr)
         raise
     finally:
         if daemon is not None:
@@ -348,6 +357,9 @@ def report(runs: list[dict], size_mib: int) -> dict:
             summary[backend][kind] = {"read_mib": read, "new_mib": new, "data_mib": data}
             label = "full" if kind == "full_stats" else "incremental"
             print(f"{label} backup read {_mibs(read)} MiB, stored {_mibs(new)} MiB new, of {_mibs(data)} MiB of data")
+        touched = _mibs([r["touched_bytes"] / MIB for r in rows])
+        print(f"the {CHANGES} writes changed {CHANGES} MiB, overlapping {touched} MiB of the store's "
+              f"{rows[0]['block_size'] / MIB:g} MiB blocks (the floor for a block-level read)")
         print("restored file sha256 equals the source's: " + ("yes" if all(r["sha256_ok"] for r in rows) else "NO"))
     return summary
 
