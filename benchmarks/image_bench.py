@@ -127,7 +127,7 @@ class Convoy:
 
     def __call__(self, *args: str) -> str:
         r = subprocess.run(
-            CONVOY + ["--socket", str(self.daemon.socket), *args],
+            [*CONVOY, "--socket", str(self.daemon.socket), *args],
             cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT,
         )
         if r.returncode != 0:
