@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
 from app.storage.vfs_snapshot import snapshot_directory
+from benchmarks.benchlib import LoopFS, drop_caches, write_random_file
 
 GOALS = {"full": 1.5, "incremental": 0.3, "restore": 1.0, "store_gib": 1.03}
 MIB = 1 << 20
@@ -42,12 +43,6 @@ MIB = 1 << 20
 
 def sh(*cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
-
-
-def drop_caches() -> None:
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
 def timed(fn) -> float:
@@ -63,40 +58,6 @@ def dir_bytes(path: Path) -> int:
         for name in files:
             total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
     return total
-
-
-class LoopFS:
-    def __init__(self, work: Path, kind: str, size_gib: int):
-        self.kind = kind
-        self.image = work / f"{kind}.img"
-        self.mnt = work / f"{kind}-mnt"
-        self.mnt.mkdir()
-        # allocated up front, as a disk is: a sparse image would make every first
-        # write also allocate space in the host file system under the loop device
-        with open(self.image, "wb") as f:
-            os.posix_fallocate(f.fileno(), 0, size_gib << 30)
-        # direct I/O on the loop device: the file system reads and writes the
-        # disk as on a real host, not through a second page cache of the image file
-        self.dev = sh("losetup", "-f", "--show", "--direct-io=on", str(self.image)).stdout.strip()
-        if kind == "xfs":
-            sh("mkfs.xfs", "-q", "-m", "reflink=1", self.dev)
-        else:
-            sh("mkfs.ext4", "-q", "-F", self.dev)
-        sh("mount", self.dev, str(self.mnt))
-
-    def close(self) -> None:
-        subprocess.run(["umount", str(self.mnt)], check=False)
-        subprocess.run(["losetup", "-d", self.dev], check=False)
-        self.image.unlink(missing_ok=True)
-
-
-def write_random_file(path: Path, size: int) -> None:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 64 * MIB)
-            f.write(os.urandom(n))
-            left -= n
 
 
 def random_writes(path: Path, size: int, count: int = 10, rng: random.Random | None = None) -> None:
@@ -209,7 +170,7 @@ def main() -> int:
             runs = []
             row = {}
             for i in range(args.repeat):
-                fs = LoopFS(work, kind, max(4, 3 * size // (1 << 30) + 2))
+                fs = LoopFS(work, kind, max(4, 3 * size // (1 << 30) + 2) << 30)
                 try:
                     store = work / f"store-{kind}-{i}"
                     runs.append(run_ours(fs, store, size))

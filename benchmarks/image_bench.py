@@ -48,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.benchlib import LoopFS, drop_caches, write_random_file  # noqa: E402
 from tests.daemon_harness import CONVOY, Daemon, mounted_points  # noqa: E402
 
 MIB = 1 << 20
@@ -76,12 +77,6 @@ def sh(*cmd: str) -> str:
     return r.stdout
 
 
-def drop_caches() -> None:
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
 def timed(fn) -> tuple[float, object]:
     """(seconds, result) of fn() started with a cold cache."""
     drop_caches()
@@ -93,30 +88,6 @@ def timed(fn) -> tuple[float, object]:
 def loop_devices() -> set[str]:
     """Every attached loop device, to check that none leaks."""
     return {line.split(":")[0] for line in sh("losetup", "-a").splitlines() if line}
-
-
-class LoopXFS:
-    """XFS (reflink=1) on a preallocated image under `work`, attached with direct I/O."""
-
-    def __init__(self, work: Path, size: int):
-        self.image = work / "xfs.img"
-        self.mnt = work / "xfs"
-        self.dev: str | None = None
-        self.mnt.mkdir()
-        # allocated up front, as a disk is: a sparse image would make every first
-        # write also allocate space in the host file system under the loop device
-        with open(self.image, "wb") as f:
-            os.posix_fallocate(f.fileno(), 0, size)
-        # direct I/O: XFS reads and writes the disk, not a second page cache of the image file
-        self.dev = sh("losetup", "-f", "--show", "--direct-io=on", str(self.image)).strip()
-        sh("mkfs.xfs", "-q", "-m", "reflink=1", self.dev)
-        sh("mount", self.dev, str(self.mnt))
-
-    def close(self) -> None:
-        subprocess.run(["umount", str(self.mnt)], check=False, capture_output=True)
-        if self.dev:
-            subprocess.run(["losetup", "-d", self.dev], check=False, capture_output=True)
-        self.image.unlink(missing_ok=True)
 
 
 class Convoy:
@@ -138,17 +109,6 @@ class Convoy:
 
     def json(self, *args: str) -> dict:
         return json.loads(self(*args, "--json"))
-
-
-def write_random_file(path: Path, size: int) -> None:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 64 * MIB)
-            f.write(os.urandom(n))
-            left -= n
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def random_writes(path: Path, offsets: list[int]) -> None:
@@ -284,7 +244,7 @@ def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
     xfs = daemon = None
     try:
         # each back-end's volume and its restored copy: four volumes' worth, and slack
-        xfs = LoopXFS(work, 4 * size + (1 << 30))
+        xfs = LoopFS(work, "xfs", 4 * size + (1 << 30))
         daemon = Daemon(
             work / "daemon",
             "--drivers", "image", "--drivers", "vfs",
@@ -323,7 +283,7 @@ def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
         clean_up(work, xfs)
 
 
-def clean_up(work: Path, xfs: LoopXFS | None) -> None:
+def clean_up(work: Path, xfs: LoopFS | None) -> None:
     """Whatever a failed run left: mounts under `work`, loop devices on its images, the XFS, the files."""
     from app.fs import loop
 
