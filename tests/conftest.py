@@ -2,16 +2,12 @@
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.daemon_harness import Daemon
+from tests.moto_server import moto_server
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,41 +44,14 @@ def daemon(make_daemon):
     return make_daemon()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """A real S3 HTTP endpoint (moto_server), reached through the custom-endpoint option."""
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.exists():
-        pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - moto's output while it runs
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except Exception:  # noqa: BLE001
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on {endpoint}")
-            time.sleep(0.1)
     old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    yield endpoint
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

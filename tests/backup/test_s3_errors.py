@@ -9,16 +9,10 @@ hanging-up endpoint for time-outs and dropped connections.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import botocore.exceptions as bex
 import pytest
@@ -28,6 +22,7 @@ from app.backup.objectstore import s3 as s3_module
 from app.backup.objectstore.s3_errors import CLIENT_CODES, TRANSPORT, MissingObject, S3Call, translate
 from app.errors import Conflict, ConvoyError, InvalidInput, NotFound, Unavailable
 from tests.core.silent_endpoint import SilentEndpoint
+from tests.moto_server import moto_server
 
 CALL = S3Call(
     url="s3://bkt@us-east-1/p (endpoint http://s3.test)",
@@ -130,35 +125,12 @@ def test_moto_missing_bucket_key_and_a_bucket_removed_under_the_store(s3_endpoin
     store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def moto_with_auth(tmp_path_factory) -> Iterator[str]:
     """A moto server that checks credentials, as AWS does (the shared one accepts any)."""
-    exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto-auth") / "moto.log", "wb")  # noqa: SIM115 - moto's output while it runs
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on {endpoint}")
-            time.sleep(0.1)
-    yield endpoint
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with moto_server(tmp_path_factory.mktemp("moto-auth"), env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint:
+        yield endpoint
 
 
 def test_moto_unknown_access_key_is_refused_naming_the_code(moto_with_auth, monkeypatch):
