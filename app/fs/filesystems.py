@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator
 
 from app import mounts
-from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.errors import Conflict, Damaged, InvalidInput, NotFound, Unavailable
 from app.fs import command
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ def grow(device: str, mountpoint: str, fs: str) -> None:
         said = command.first_line(result.stderr) or command.first_line(result.stdout)
         if "Permission denied" in said:  # the kernel's EPERM for online growing: CAP_SYS_RESOURCE
             todo = (
-                "growing a mounted ext4 needs the CAP_SYS_RESOURCE capability: give it to the daemon (the plugin's config.json)"
+                "growing a mounted ext4 needs the CAP_SYS_RESOURCE capability, which this daemon lacks: "
+                "it grows when unmounted (at the volume's next mount)"
             )
         raise Unavailable(f"resize2fs on {device} failed: {said}; {todo}")
 
@@ -193,8 +194,8 @@ def check(device: str, fs: str, *, timeout: float = 1800.0) -> None:
 
 
 def _damaged(device: str, fs: str, finding: str) -> None:
-    """The one place that says a file system is damaged (a kind of its own later)."""
-    raise Conflict(
+    """The one place that says a file system is damaged."""
+    raise Damaged(
         f"the {fs} file system on {device} is damaged ({finding}): it was not mounted; "
         "restore it from another backup, or repair a copy with " + ("e2fsck -f" if fs == "ext4" else "xfs_repair")
     )

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app import mounts
-from app.errors import Conflict, Unavailable
+from app.errors import Damaged, Unavailable
 from app.fs import filesystems, loop
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def check_restored(device: str, what: str) -> str:
     """The file system of an image restored from a store, checked before any mount parses it."""
     fs = filesystems.probe(device)
     if fs is None:
-        raise Conflict(
+        raise Damaged(
             f"the image restored to {what} holds no file system (the backup is damaged or is not of a volume); "
             "restore an earlier backup"
         )

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.errors import Conflict, Damaged, InvalidInput, NotFound, Unavailable
 from app.fs import command, filesystems, loop
 
 pytestmark = pytest.mark.needs_root
@@ -402,7 +402,7 @@ def test_check_passes_a_fresh_file_system_and_refuses_a_damaged_one(disks, fs, r
         os.fsync(fd)
     finally:
         os.close(fd)
-    with pytest.raises(Conflict) as e:
+    with pytest.raises(Damaged) as e:
         filesystems.check(device, fs)
     message = str(e.value)
     assert "damaged" in message and device in message
