@@ -37,18 +37,20 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s ec2lab %(message)s")
     delays = {name: getattr(args, f"{name}_delay") for name in DEFAULT_DELAYS}
-    lab = Lab(args.state, args.port, Settings(region=args.region, dev_root=args.dev_root, delays=delays)).start()
+    instances = []
     for spec in args.imds:
         instance_id, _, rest = spec.partition("=")
         port, _, platform = rest.partition(":")
-        if not port.isdigit():
+        if not port.isdigit() or platform not in ("", "nitro", "xen"):
             print(f"--imds {spec}: expected INSTANCE_ID=PORT[:xen], e.g. i-0a000000000000001=9101", file=sys.stderr)
             return 2
-        try:
-            lab.add_instance(instance_id, int(port), platform or "nitro", args.az)
-        except (ValueError, OSError) as e:
-            print(f"--imds {spec}: {e}", file=sys.stderr)
-            return 2
+        instances.append((instance_id, int(port), platform or "nitro", args.az))
+    lab = Lab(args.state, args.port, Settings(region=args.region, dev_root=args.dev_root, delays=delays))
+    try:
+        lab.start(instances)
+    except (ValueError, OSError) as e:
+        print(f"ec2lab: cannot start: {e}", file=sys.stderr)
+        return 2
     print(
         f"ec2lab: EC2 API http://127.0.0.1:{lab.port}/ (admin /_lab/), state {args.state}, links under {args.dev_root}",
         flush=True,

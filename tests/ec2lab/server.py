@@ -100,15 +100,20 @@ class Lab:
         self._stop = threading.Event()
         self.port = 0
 
-    def start(self) -> Lab:
+    def start(self, instances: list[tuple[str, int, str, str | None]] = ()) -> Lab:
+        """Serve. `instances` (id, IMDS port, platform, AZ) are added or updated; those the state already knows
+        and `instances` does not name get their IMDS on the port they had."""
         self.transitions.recover()
         api = _LabServer(self._port, _ApiHandler, self)
         self.port = api.server_address[1]
         self._serve(api)
+        for instance_id, port, platform, az in instances:
+            self.add_instance(instance_id, port, platform, az)
         with self.store.lock:
             known = [(i.id, i.imds_port, i.platform, i.az) for i in self.store.state.instances.values()]
         for instance_id, port, platform, az in known:
-            self.add_instance(instance_id, port, platform, az)
+            if instance_id not in self._imds:
+                self.add_instance(instance_id, port, platform, az)
         threading.Thread(target=self._tick, name="ec2lab-ticker", daemon=True).start()
         return self
 
@@ -127,6 +132,13 @@ class Lab:
             if inst is None:
                 inst = self.store.state.instances[instance_id] = Instance(instance_id, az or self.settings.region + "a", platform)
             inst.platform, inst.az = platform, az or inst.az
+            running = self._imds.get(instance_id)
+            if running is not None and imds_port and running.server_address[1] != imds_port:
+                # asked for another port than the one it had (e.g. on the command line after a restart)
+                running.shutdown()
+                running.server_close()
+                self._servers.remove(running)
+                del self._imds[instance_id]
             if instance_id not in self._imds:
                 server = _LabServer(imds_port, make_handler(self, instance_id), self)
                 self._imds[instance_id] = server
