@@ -1,7 +1,8 @@
 # The two commands for a fresh machine (see README.md):
 #   make run    set up, then run the daemon on its default VFS back-end
 #   make test   set up, then lint (ruff, mypy --strict on app/) and run every test
-.PHONY: setup run test
+#   make ebs-lab  the EC2/EBS emulator in the foreground, for trying DRIVER=ebs by hand (root; Ctrl-C stops it)
+.PHONY: setup run test ebs-lab
 
 setup:
 	bash ci/setup.sh
@@ -12,6 +13,18 @@ run: setup
 test: setup
 	bash ci/lint.sh
 	.venv/bin/python -m pytest
+
+# EC2/EBS emulator (tests/ec2lab/README.md): the EC2 API and its /_lab admin API on EBS_LAB_PORT, one IMDS
+# port per instance, volume files in EBS_LAB_STATE, device links under EBS_LAB_DEV_ROOT. Point the daemon at it
+# with ebs.endpoint=http://127.0.0.1:$(EBS_LAB_PORT) and AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:8788/.
+EBS_LAB_STATE ?= /var/lib/convoy-ebs-lab
+EBS_LAB_PORT ?= 8787
+EBS_LAB_INSTANCES ?= i-0a000000000000001=8788 i-0b000000000000002=8789
+EBS_LAB_DEV_ROOT ?= /dev
+
+ebs-lab: setup
+	.venv/bin/python -m tests.ec2lab --state $(EBS_LAB_STATE) --port $(EBS_LAB_PORT) \
+		$(foreach i,$(EBS_LAB_INSTANCES),--imds $(i)) --dev-root $(EBS_LAB_DEV_ROOT)
 
 # Managed plugin: make plugin, make install, make uninstall (see plugin/README.md)
 include plugin/plugin.mk
