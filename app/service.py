@@ -58,6 +58,7 @@ class VolumeService:
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._ready = threading.Event()
+        self._drivers_started = threading.Event()  # before it, a driver may not know where its storage is
         self._driver_errors: dict[str, str] = {}
         self.shared = SharedVolumeCache(self._started_drivers, settings.shared_refresh)
 
@@ -77,10 +78,12 @@ class VolumeService:
                 except Exception as err:  # keep serving the others; report on use
                     log.exception("driver %s failed to start", name)
                     self._driver_errors[name] = f"driver {name} failed to start: {err}"
+            self._drivers_started.set()
             image_tree.clean_scratch(self.settings.root / RESTORE_SCRATCH)
             self.remove_interrupted_restores()
             self.reconcile_mounts()
         finally:
+            self._drivers_started.set()
             self._ready.set()
         self.shared.start()
 
@@ -297,6 +300,8 @@ class VolumeService:
     ) -> VolumeRecord:
         if size is not None:
             _check_size(size)
+        if not self._drivers_started.wait(READY_TIMEOUT):
+            raise Unavailable("convoy's back-ends are still starting; try again in a minute")
         created_at = now_rfc3339()
         driver = self.driver(driver_name)
         created = driver.create_volume(VolumeSpec(name, size, created_at, options))

@@ -88,7 +88,8 @@ def service_on():
         )
         catalogs.append(Catalog(loaded.root / "catalog.db"))
         service = VolumeService(loaded, {"fake": driver}, catalogs[-1])
-        service._ready.set()  # what start() ends with; its mount recovery needs root
+        service._drivers_started.set()  # what start() does; its mount recovery needs root
+        service._ready.set()
         return service
 
     yield make

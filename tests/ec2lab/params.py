@@ -54,7 +54,11 @@ class Params:
 
     def groups(self, prefix: str) -> list[str]:
         """The PREFIX.N prefixes of a list of structures (Filter.1, Filter.2, ...)."""
-        present = {key.split(".")[1] for key in self.form if key.startswith(prefix + ".") and key.count(".") >= 2}
+        # the index right after the prefix, however deep the prefix is (TagSpecification.1.Tag.2.Key -> 2)
+        depth = prefix.count(".") + 1
+        present = {
+            key.split(".")[depth] for key in self.form if key.startswith(prefix + ".") and key.count(".") > depth
+        }
         return [f"{prefix}.{n}" for n in sorted(present, key=lambda s: int(s) if s.isdigit() else 0)]
 
     def filters(self) -> list[tuple[str, list[str]]]:
