@@ -1,19 +1,22 @@
 """The back-ends the driver suite runs against, and what each keeps where.
 
 A new back-end joins the suite by adding a `Backend` here: how to start a
-daemon on it, where its storage of a volume lives (so a test can check that
-a delete removed or kept it) and how to plant storage that exists before
-convoy (so a test can check adoption).
+daemon on it, whether a volume's storage exists (so a test can check that a
+delete removed or kept it), how to plant storage that exists before convoy
+(so a test can check adoption), which devices it holds attached, and what a
+reboot takes away.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import wait_until
 
 
 @dataclass(frozen=True)
@@ -25,47 +28,117 @@ class Backend:
     on_xfs: bool = False
     #: what its snapshots are: "tree" or "block"
     snapshots: str = "tree"
-
-    def daemon_args(self, storage: Path) -> list[str]:
-        args = ["--drivers", self.driver]
-        for key, value in self.options.items():
-            args += ["--driver-opts", f"{key}={value.format(storage=storage)}"]
-        return args
-
-    def storage_of(self, daemon: Daemon, storage: Path, name: str) -> Path:
-        """The file or directory that holds the volume's data."""
-        if self.driver == "vfs":
-            return storage / "vfs" / name
-        return storage / "images" / f"{name}.img"
-
-    def plant(self, daemon: Daemon, storage: Path, name: str, files: dict[str, bytes]) -> None:
-        """Storage of a volume made before convoy knew it (a directory, an image with a file system)."""
-        where = self.storage_of(daemon, storage, name)
-        where.parent.mkdir(parents=True, exist_ok=True)
-        if self.driver == "vfs":
-            where.mkdir()
-            for rel, data in files.items():
-                (where / rel).write_bytes(data)
-            return
-        with open(where, "wb") as image:
-            image.truncate(64 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(where)], check=True)
-        mnt = storage / f"plant-{name}"
-        mnt.mkdir()
-        subprocess.run(["mount", "-o", "loop", str(where), str(mnt)], check=True)
-        try:
-            for rel, data in files.items():
-                (mnt / rel).write_bytes(data)
-        finally:
-            subprocess.run(["umount", str(mnt)], check=True)
-            mnt.rmdir()
+    #: its volumes live in the EC2 emulator (tests/ec2lab)
+    cloud: bool = False
 
 
 BACKENDS = [
     Backend("vfs", "vfs", {"vfs.path": "{storage}/vfs"}),
     Backend("image-xfs", "image", {"image.path": "{storage}/images"}, on_xfs=True, snapshots="block"),
     Backend("image-copy", "image", {"image.path": "{storage}/images"}, snapshots="block"),
+    Backend("ebs", "ebs", snapshots="block", cloud=True),
 ]
+
+
+class Host:
+    """A daemon on one back-end, and what a test asks of that back-end's storage."""
+
+    def __init__(self, backend: Backend, daemon: Any, storage: Path, lab: Any = None):
+        self.backend = backend
+        self.daemon = daemon
+        self.storage = storage
+        self.lab = lab  # the EC2 emulator of a cloud back-end
+
+    def daemon_args(self) -> list[str]:
+        args = ["--drivers", self.backend.driver]
+        options = {key: value.format(storage=self.storage) for key, value in self.backend.options.items()}
+        if self.lab is not None:
+            options |= {"ebs.endpoint": self.lab.endpoint, "ebs.dev_root": str(self.lab.dev_root)}
+        for key, value in options.items():
+            args += ["--driver-opts", f"{key}={value}"]
+        return args
+
+    def daemon_env(self, instance_id: str) -> dict[str, str]:
+        if self.lab is None:
+            return {}
+        return {
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.lab.imds_endpoint(instance_id),
+            "AWS_ACCESS_KEY_ID": "ec2lab",
+            "AWS_SECRET_ACCESS_KEY": "ec2lab",
+        }
+
+    def storage_exists(self, name: str) -> bool:
+        """Whether the volume's data is still there (a directory, an image file, an EBS volume)."""
+        if self.lab is not None:
+            return bool(self._ebs_volumes(name))
+        if self.backend.driver == "vfs":
+            return (self.storage / "vfs" / name).exists()
+        return (self.storage / "images" / f"{name}.img").exists()
+
+    def plant(self, name: str, files: dict[str, bytes]) -> None:
+        """Storage of a volume made before convoy knew it, holding `files`."""
+        if self.backend.driver == "vfs":
+            where = self.storage / "vfs" / name
+            where.mkdir(parents=True)
+            for rel, data in files.items():
+                (where / rel).write_bytes(data)
+            return
+        if self.lab is not None:
+            self._plant_ebs(name, files)
+            return
+        image = self.storage / "images" / f"{name}.img"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        with open(image, "wb") as f:
+            f.truncate(64 << 20)
+        _fill(image, files)
+
+    def attached_devices(self) -> dict[str, str]:
+        """Loop devices holding this back-end's volumes (its images, or the emulator's volume files)."""
+        return loop_devices_of(self.lab.state_dir if self.lab is not None else self.storage)
+
+    def reboot(self, mountpoint: str) -> None:
+        """What a reboot takes away: every mount; local loop devices too (an EBS attachment survives one)."""
+        subprocess.run(["umount", mountpoint], check=True)
+        if self.lab is None:
+            for device in self.attached_devices():
+                subprocess.run(["losetup", "-d", device], check=True)
+
+    def _ebs_volumes(self, name: str) -> list[dict[str, Any]]:
+        filters = [{"Name": "tag:convoy:volume", "Values": [name]}]
+        volumes = self.lab.client().describe_volumes(Filters=filters)["Volumes"]
+        return [v for v in volumes if v["State"] not in ("deleting", "deleted")]
+
+    def _plant_ebs(self, name: str, files: dict[str, bytes]) -> None:
+        """An EBS volume another tool made (tagged with the name), given a file system on the other instance."""
+        from tests.ec2lab.fixture import INSTANCE_B
+
+        client = self.lab.client()
+        volume_id = client.create_volume(
+            AvailabilityZone=f"{self.lab.region}a",
+            Size=1,
+            VolumeType="gp3",
+            TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "convoy:volume", "Value": name}]}],
+        )["VolumeId"]
+        client.get_waiter("volume_available").wait(VolumeIds=[volume_id], WaiterConfig={"Delay": 1})
+        client.attach_volume(VolumeId=volume_id, InstanceId=INSTANCE_B, Device="/dev/sdf")
+        client.get_waiter("volume_in_use").wait(VolumeIds=[volume_id], WaiterConfig={"Delay": 1})
+        link = self.lab.link_for(volume_id, INSTANCE_B)
+        assert wait_until(link.exists, 30), f"{link} did not appear"
+        _fill(Path(os.path.realpath(link)), files)
+        client.detach_volume(VolumeId=volume_id, InstanceId=INSTANCE_B)
+        client.get_waiter("volume_available").wait(VolumeIds=[volume_id], WaiterConfig={"Delay": 1})
+
+
+def _fill(device: Path, files: dict[str, bytes]) -> None:
+    """Make an ext4 on `device` (an image or a block device) holding `files`."""
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(device)], check=True)
+    with tempfile.TemporaryDirectory() as mnt:
+        subprocess.run(["mount", str(device), mnt], check=True)
+        try:
+            for rel, data in files.items():
+                Path(mnt, rel).write_bytes(data)
+        finally:
+            subprocess.run(["umount", mnt], check=True)
 
 
 def loop_devices_of(directory: Path) -> dict[str, str]:
@@ -80,4 +153,3 @@ def loop_devices_of(directory: Path) -> dict[str, str]:
             if backing.startswith(prefix):
                 found[f"/dev/{name}"] = backing
     return found
-

@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Daemon
-from tests.drivers.backends import BACKENDS, Backend, loop_devices_of
-
-
-@dataclass
-class Host:
-    """A daemon on one back-end, with where its storage lives."""
-
-    backend: Backend
-    daemon: Daemon
-    storage: Path
-
-    def storage_of(self, name: str) -> Path:
-        return self.backend.storage_of(self.daemon, self.storage, name)
-
-    def plant(self, name: str, files: dict[str, bytes]) -> None:
-        self.backend.plant(self.daemon, self.storage, name, files)
-
-    def loop_devices(self) -> dict[str, str]:
-        return loop_devices_of(self.storage)
+from tests.drivers.backends import BACKENDS, Backend, Host
+from tests.ec2lab.fixture import INSTANCE_A, ec2lab, make_ec2lab  # noqa: F401 - fixtures of the cloud back-ends
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])
@@ -44,16 +24,19 @@ def make_host(make_daemon, tmp_path, request):
     def make(backend: Backend, name: str = "host") -> Host:
         storage = (request.getfixturevalue("xfs_dir") / name) if backend.on_xfs else tmp_path / f"{name}-storage"
         storage.mkdir(parents=True, exist_ok=True)
-        daemon = make_daemon(*backend.daemon_args(storage), name=name)
-        hosts.append(Host(backend, daemon, storage))
-        return hosts[-1]
+        lab = request.getfixturevalue("ec2lab") if backend.cloud else None
+        host = Host(backend, None, storage, lab)
+        host.daemon = make_daemon(*host.daemon_args(), name=name, env=host.daemon_env(INSTANCE_A))
+        hosts.append(host)
+        return host
 
     yield make
     for host in hosts:  # a stopped daemon leaves mounts and attachments in place, by design
         host.daemon.stop()
         host.daemon.cleanup_mounts()
-        for device in host.loop_devices():
-            subprocess.run(["losetup", "-d", device], check=False)
+        if host.lab is None:  # the emulator detaches its own
+            for device in host.attached_devices():
+                subprocess.run(["losetup", "-d", device], check=False)
 
 
 @pytest.fixture
