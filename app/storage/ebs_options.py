@@ -23,13 +23,14 @@ class TypeLimits:
     iops: tuple[int, int] | None  # allowed range of `iops`; None: the type takes none
     iops_required: bool = False
     throughput: tuple[int, int] | None = None  # MiB/s; only gp3 takes one
+    iops_per_gib: int | None = None  # the most IOPS AWS provisions per GiB of the volume
 
 
 LIMITS = {
-    "gp3": TypeLimits(1, 16384, (3000, 80000), throughput=(125, 2000)),
+    "gp3": TypeLimits(1, 16384, (3000, 80000), throughput=(125, 2000), iops_per_gib=500),
     "gp2": TypeLimits(1, 16384, None),
-    "io1": TypeLimits(4, 16384, (100, 64000), iops_required=True),
-    "io2": TypeLimits(4, 65536, (100, 256000), iops_required=True),
+    "io1": TypeLimits(4, 16384, (100, 64000), iops_required=True, iops_per_gib=50),
+    "io2": TypeLimits(4, 65536, (100, 256000), iops_required=True, iops_per_gib=1000),
     "st1": TypeLimits(125, 16384, None),
     "sc1": TypeLimits(125, 16384, None),
 }
@@ -99,6 +100,12 @@ def volume_request(
             raise InvalidInput(f"a {volume_type} volume needs iops: add -o iops=N ({low}-{high})")
         if iops is not None and not low <= iops <= high:
             raise InvalidInput(f"iops={iops} is outside {low}-{high} for a {volume_type} volume")
+        ratio = limits.iops_per_gib
+        if iops is not None and ratio and iops > ratio * size_gib and iops > low:
+            raise InvalidInput(
+                f"iops={iops} is more than a {size_gib}G {volume_type} volume can have ({ratio} per GiB): "
+                f"give at most {max(low, ratio * size_gib)} or a size of at least {-(-iops // ratio)}G"
+            )
     throughput = _int(options["throughput"], "throughput") if options.get("throughput") else None
     if throughput is not None:
         if limits.throughput is None:

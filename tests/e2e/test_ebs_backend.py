@@ -62,10 +62,10 @@ def attachments(lab, volume_id: str) -> list[str]:
 def test_ebs_volumes_through_docker_survive_a_killed_plugin(engine, vol, ebs_plugin):
     lab = ebs_plugin
     name = vol("ebs")
-    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=2G", "-o", "type=gp3", "-o", "iops=4000", name)
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=10G", "-o", "type=gp3", "-o", "iops=4000", name)
     volume_id = engine.convoy_json("inspect", name)["backend"]["volume_id"]
     described = lab.client().describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
-    assert (described["Size"], described["Iops"], described["Encrypted"]) == (2, 4000, True)
+    assert (described["Size"], described["Iops"], described["Encrypted"]) == (10, 4000, True)
 
     run_in(engine, f"{name}:/data", "echo on-ebs > /data/f")
     assert run_in(engine, f"{name}:/data", "cat /data/f") == "on-ebs\n", "a new container reads it back"

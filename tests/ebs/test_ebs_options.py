@@ -42,6 +42,8 @@ def test_sizes_are_whole_gib_rounded_up():
         ({"throughput": "5000"}, 10, "throughput=5000 MiB/s is outside 125-2000 for gp3"),
         ({"iops": "100"}, 10, "iops=100 is outside 3000-80000 for a gp3 volume"),
         ({"iops": "many"}, 10, "iops='many' is not a whole number"),
+        ({"iops": "4000"}, 2, "iops=4000 is more than a 2G gp3 volume can have (500 per GiB): give at most 3000 or"),
+        ({"type": "io1", "iops": "1000"}, 10, "iops=1000 is more than a 10G io1 volume can have (50 per GiB)"),
         ({"type": "st1"}, 10, "size 10G is outside what a st1 volume can be: give 125G to 16384G"),
         ({}, 20000, "size 20000G is outside what a gp3 volume can be"),
         ({"encrypted": "maybe"}, 10, "encrypted='maybe' is not a boolean"),
