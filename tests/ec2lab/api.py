@@ -48,7 +48,8 @@ class Cloud:
             raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
         with self.store.lock:
             body = handler(params)
-            self.store.save()
+            if not action.startswith("Describe"):  # every change is on disk before its answer leaves
+                self.store.save()
         return body
 
     # --- look-ups with AWS's not-found errors -------------------------------------------------------------------
@@ -87,7 +88,7 @@ class Cloud:
             "attachmentSet": [_attachment_xml(v.id, v.attachment)] if v.attachment else [],
             "tagSet": _tag_list(v.tags) if v.tags else None,
             "volumeType": v.type,
-            "iops": v.iops,
+            "iops": v.iops if v.type != "gp2" else min(16000, max(100, 3 * v.size)),  # gp2's baseline, as AWS shows it
             "throughput": v.throughput,
             "encrypted": v.encrypted,
             "kmsKeyId": v.kms_key_id,
