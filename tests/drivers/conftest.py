@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.drivers.backends import BACKENDS, Backend, Host
-from tests.ec2lab.fixture import INSTANCE_A, ec2lab, make_ec2lab  # noqa: F401 - fixtures of the cloud back-ends
+from tests.ec2lab.fixture import INSTANCE_A
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])

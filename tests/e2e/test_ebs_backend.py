@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.engine import PLUGIN, TEST_IMAGE, wait_for
-from tests.ec2lab.fixture import INSTANCE_A, make_ec2lab  # noqa: F401 - the emulator's fixture
+from tests.ec2lab.fixture import INSTANCE_A
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def ebs_plugin(engine, make_ec2lab):  # noqa: F811
+def ebs_plugin(engine, make_ec2lab):
     """The plugin switched to DRIVER=ebs on an emulator posing this host as INSTANCE_A; switched back after."""
     dev_root = Path("/dev") / f"convoy-ec2lab-{uuid.uuid4().hex[:8]}"
     lab = make_ec2lab(dev_root=dev_root)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ec2lab.fixture import INSTANCE_A, INSTANCE_B, ec2lab, make_ec2lab  # noqa: F401 - fixtures used here
+from tests.ec2lab.fixture import INSTANCE_A, INSTANCE_B
 
 __all__ = ["INSTANCE_A", "INSTANCE_B"]
 
 
 @pytest.fixture
-def ebs_host(make_daemon, ec2lab):  # noqa: F811 - the fixture imported above
+def ebs_host(make_daemon, ec2lab):
     """ebs_host(instance_id, name, *daemon_args): a daemon whose instance metadata says it is that instance."""
 
     def make(instance_id: str = INSTANCE_A, name: str = "host-a", *args: str):
