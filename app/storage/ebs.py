@@ -55,6 +55,7 @@ class EbsDriver(BlockDriver):
         "ebs.force_detach": "true/false: detach volumes held by a stopped instance (default false)",
         "ebs.endpoint": "EC2 API endpoint URL (EC2-compatible clouds, tests)",
         "ebs.dev_root": "where the kernel's devices appear (default /dev)",
+        "ebs.attach_timeout": f"seconds an attach may take before a mount gives up (default {ATTACH_TIMEOUT:.0f})",
         "ebs.tag.KEY": "a tag KEY=VALUE added to every volume and snapshot convoy creates",
     }
     volume_options: ClassVar[dict[str, str]] = {
@@ -80,6 +81,7 @@ class EbsDriver(BlockDriver):
         self.default_type = options.get("ebs.default_type") or "gp3"
         self.encrypted = parse_bool(options.get("ebs.encrypted", "true"), "ebs.encrypted")
         self.force_detach = parse_bool(options.get("ebs.force_detach", "false"), "ebs.force_detach")
+        self.attach_timeout = _seconds(options.get("ebs.attach_timeout"), ATTACH_TIMEOUT, "ebs.attach_timeout")
         self._instance: Instance | None = None
         self._ec2: Ec2 | None = None
 
@@ -380,7 +382,7 @@ class EbsDriver(BlockDriver):
         self.ec2.wait(
             f"attaching {volume_id} to {me}",
             attached,
-            time.monotonic() + ATTACH_TIMEOUT,
+            time.monotonic() + self.attach_timeout,
             "EC2 may be slow or the attachment stuck: see `aws ec2 describe-volumes`, then mount again",
         )
 
@@ -417,3 +419,15 @@ def _volume_id(volume: VolumeRef) -> str:
     if not isinstance(volume_id, str):
         raise NotFound(f"volume {volume.name} has no EBS volume id in convoy's catalog; delete it with `convoy delete -r`")
     return volume_id
+
+
+def _seconds(value: str | None, default: float, option: str) -> float:
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InvalidInput(f"{option}={value!r} is not a number of seconds") from None
+    if not 1 <= seconds <= 110:
+        raise InvalidInput(f"{option}={value} must be 1 to 110 seconds: Docker gives a mount 120")
+    return seconds
