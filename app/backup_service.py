@@ -18,14 +18,14 @@ from typing import TypeVar
 
 from app.backup.progress import Progress
 from app.backup.urls import BackupURL, parse_backup_url, parse_store_url
-from app.errors import Conflict, ConvoyError, InvalidInput, Unavailable, error_from
+from app.errors import Conflict, ConvoyError, InvalidInput, NotFound, Unavailable, error_from
 from app.fs import filesystems, image_tree
 from app.jobs import Job, JobRunner
 from app.json_types import JSONObject
 from app.private_dirs import make_private
 from app.service import RESTORE_REF, RESTORE_SCRATCH, VolumeService
 from app.snapshot_service import SnapshotService
-from app.storage.driver import SnapshotKind
+from app.storage.driver import SnapshotKind, StorageDriver
 from app.units import format_size
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,33 @@ class BackupService:
 
     # backups
 
+    def _native(self, url: str) -> tuple[str, StorageDriver] | None:
+        """The enabled back-end whose own snapshots are backups of this URL's scheme (ebs://), if any."""
+        scheme = url.partition("://")[0] if "://" in url else ""
+        for name, driver in self.volumes.drivers.items():
+            if driver.native_backup_scheme and driver.native_backup_scheme == scheme:
+                return name, self.volumes.driver(name)
+        return None
+
     def create(self, snapshot: str, dest: str, s3_endpoint: str | None = None, name: str | None = None) -> Job:
-        """Back up a snapshot: a tree backup of a directory snapshot, an image backup of a block one."""
-        parse_store_url(dest)
+        """Back up a snapshot: a tree backup of a directory snapshot, an image backup of a block one,
+        or, to a back-end's own scheme (ebs://), the snapshot itself kept as the backup."""
+        native = self._native(dest)
         record = self.snapshots.require(snapshot)
         volume = self.volumes.require(record.volume)
+        if native is not None:
+            driver_name, driver = native
+            if volume.driver != driver_name:
+                raise InvalidInput(
+                    f"{dest} keeps {driver_name} snapshots as backups; snapshot {snapshot} is of a {volume.driver} "
+                    "volume: back it up to vfs:// or s3:// instead"
+                )
+            return self.jobs.submit(
+                "backup",
+                f"backup of snapshot {snapshot} as {dest}",
+                lambda progress: {"url": driver.keep_as_backup(record.ref(volume))},
+            )
+        parse_store_url(dest)
         endpoint = self._endpoint(s3_endpoint)
         kind = self.volumes.driver(volume.driver).capabilities.snapshots
         make = self._image_backup if kind is SnapshotKind.BLOCK else self._tree_backup
@@ -142,16 +164,35 @@ class BackupService:
     def list(self, dest: str, volume: str | None = None, s3_endpoint: str | None = None) -> list[JSONObject]:
         from app.backup import engine
 
+        native = self._native(dest)
+        if native is not None:
+            return native[1].list_native_backups(volume)
         return engine.list_backups(dest, volume=volume, s3_endpoint=self._endpoint(s3_endpoint))
 
     def inspect(self, url: str, s3_endpoint: str | None = None) -> JSONObject:
         from app.backup import engine
 
+        native = self._native(url)
+        if native is not None:
+            native[1].native_backup_options(url)  # the URL is valid and the snapshot there
+            found = [row for row in native[1].list_native_backups(None) if row["url"] == url]
+            if not found:
+                raise NotFound(f"{url} is not a convoy backup: `convoy backup list {url.split('/')[0]}//` lists them")
+            return found[0]
         return engine.inspect_backup(url, s3_endpoint=self._endpoint(s3_endpoint))
 
     def delete(self, url: str, s3_endpoint: str | None = None) -> Job:
         from app.backup import engine
 
+        native = self._native(url)
+        if native is not None:
+            driver = native[1]
+
+            def delete_native(progress: Progress) -> JSONObject:
+                driver.delete_native_backup(url)
+                return {"url": url}
+
+            return self.jobs.submit("delete", f"delete of {url}", delete_native)
         parse_backup_url(url)
         endpoint = self._endpoint(s3_endpoint)
         return self.jobs.submit("delete", f"delete of {url}", lambda progress: engine.delete_backup(url, s3_endpoint=endpoint))
@@ -171,6 +212,13 @@ class BackupService:
         """Create volume `name` from a backup. The volume is usable when the job is done."""
         from app.backup import engine
 
+        if self._native(url) is not None:
+            create = self._native_create_options(url, options)
+            return self.jobs.submit(
+                "restore",
+                f"restore of {url} into volume {name}",
+                lambda progress: {"volume": name, "url": url, **self.volumes.create(name, create, exist_ok=False)},
+            )
         request = self._check_restore(name, url, options, s3_endpoint)
         summary = engine.inspect_backup(url, s3_endpoint=request.endpoint)  # fails now, not in the job, when it is missing
         return self._start_restore(request, summary, for_docker=False)
@@ -268,6 +316,20 @@ class BackupService:
         finally:
             self.volumes.unmount(name, RESTORE_REF)
 
+    def _native_create_options(self, url: str, options: dict[str, str] | None) -> dict[str, str]:
+        """A volume made from a back-end's own backup (ebs://): that back-end creates it from the snapshot."""
+        native = self._native(url)
+        if native is None:
+            raise InvalidInput(f"{url} is not a backup of an enabled back-end's own kind")
+        driver_name, driver = native
+        options = {k: v for k, v in (options or {}).items() if k != "backup"}
+        if options.get("driver", driver_name) != driver_name:
+            raise InvalidInput(
+                f"{url} is a {driver_name} snapshot: it restores into a {driver_name} volume, not {options['driver']}; "
+                "to move a volume to another back-end, back it up to vfs:// or s3:// and restore that"
+            )
+        return {**options, "driver": driver_name, **driver.native_backup_options(url)}
+
     def _abandon(self, name: str) -> None:
         """Remove a volume whose restore failed; an adopted directory keeps its data."""
         try:
@@ -284,6 +346,9 @@ class BackupService:
         has answered, so a look-up past the deadline leaves nothing behind.
         """
         started = time.monotonic()
+        if self._native(options["backup"]) is not None:
+            self.volumes.create(name, self._native_create_options(options["backup"], options))  # idempotent, as Docker needs
+            return
         url = str(parse_backup_url(options["backup"]))
         with self._restores_lock:
             running = self._restores.get(name)

@@ -130,6 +130,8 @@ class StorageDriver(ABC):
     volume_options: ClassVar[dict[str, str]] = {}
     #: daemon `--driver-opts` keys this driver reads, with descriptions
     daemon_options: ClassVar[dict[str, str]] = {}
+    #: the URL scheme of backups that are this back-end's own snapshots (ebs://), if it has them
+    native_backup_scheme: ClassVar[str | None] = None
 
     def __init__(self, options: dict[str, str], state_dir: Path):
         unknown = set(options) - set(self.daemon_options)
@@ -226,6 +228,23 @@ class StorageDriver(ABC):
     def resize(self, volume: VolumeRef, size: int) -> Resized:
         """Grow the volume to `size` bytes, and its file system (online where it is mounted)."""
         raise self._unsupported("resizing volumes")
+
+    # Backups that are the back-end's own snapshots (`native_backup_scheme`): the
+    # snapshot is kept as the backup, and a restore creates a volume from it.
+
+    def keep_as_backup(self, snapshot: SnapshotRef) -> str:
+        """Keep the snapshot as a backup (a later snapshot delete leaves it); return its URL."""
+        raise self._unsupported("backups of its own kind")
+
+    def native_backup_options(self, url: str) -> dict[str, str]:
+        """The create options that make a volume from the native backup `url`."""
+        raise self._unsupported("backups of its own kind")
+
+    def list_native_backups(self, volume: str | None) -> list[Details]:
+        raise self._unsupported("backups of its own kind")
+
+    def delete_native_backup(self, url: str) -> None:
+        raise self._unsupported("backups of its own kind")
 
     def write_image(self, volume: VolumeRef, write: WriteImage) -> Details:
         """Let `write` fill the volume's device with an image (a restore); block back-ends only."""

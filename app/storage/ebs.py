@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 TAG_VOLUME = "convoy:volume"
 TAG_HOST = "convoy:host"
 TAG_TEMPORARY = "convoy:temporary"  # a volume made from a snapshot to read it for a backup
+TAG_BACKUP = "convoy:backup"  # an EBS snapshot kept as a backup (ebs://): a snapshot delete leaves it
+SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
 ATTACH_TIMEOUT = 45.0  # seconds: Docker gives a Mount 2 minutes, and a mount also makes a file system
 DEVICE_TIMEOUT = 30.0
 DETACH_TIMEOUT = 60.0
@@ -71,6 +74,7 @@ class EbsDriver(BlockDriver):
         "force_detach": "true/false: may detach it from a stopped instance that holds it",
     }
     can_resize = True
+    native_backup_scheme = "ebs"
 
     def __init__(self, options: dict[str, str], state_dir: Path):
         self.tags = {key[len("ebs.tag.") :]: value for key, value in options.items() if key.startswith("ebs.tag.")}
@@ -327,6 +331,10 @@ class EbsDriver(BlockDriver):
         snapshot_id = snapshot.details.get("snapshot_id")
         if not snapshot_id:
             return
+        described = self.ec2.call("describe_snapshots", SnapshotIds=[snapshot_id]).get("Snapshots", [])
+        if described and any(tag["Key"] == TAG_BACKUP for tag in described[0].get("Tags", [])):
+            log.info("keeping EBS snapshot %s of snapshot %s: it is a backup", snapshot_id, snapshot.name)
+            return
         with contextlib.suppress(NotFound):  # gone already
             self.ec2.call("delete_snapshot", SnapshotId=snapshot_id)
 
@@ -354,6 +362,56 @@ class EbsDriver(BlockDriver):
                 self.detach(reader)
         finally:
             self.destroy_device(reader)
+
+    # ebs:// backups: the EBS snapshot itself, kept (Convoy's form of URL: ebs://REGION/snap-...)
+
+    def keep_as_backup(self, snapshot: SnapshotRef) -> str:
+        snapshot_id = str(snapshot.details["snapshot_id"])
+        self.ec2.call("create_tags", Resources=[snapshot_id], Tags=[{"Key": TAG_BACKUP, "Value": snapshot.volume.name}])
+        return f"ebs://{self.instance.region}/{snapshot_id}"
+
+    def native_backup_options(self, url: str) -> dict[str, str]:
+        snapshot_id = self._snapshot_of(url)
+        described = self.ec2.call("describe_snapshots", SnapshotIds=[snapshot_id])["Snapshots"][0]
+        if described["State"] != "completed":
+            raise Conflict(f"EBS snapshot {snapshot_id} is {described['State']}: restore it when it has completed")
+        return {"snapshot": snapshot_id}
+
+    def list_native_backups(self, volume: str | None) -> list[Details]:
+        tag = {"Name": f"tag:{TAG_BACKUP}", "Values": [volume]} if volume else {"Name": "tag-key", "Values": [TAG_BACKUP]}
+        snapshots = self.ec2.call("describe_snapshots", OwnerIds=["self"], Filters=[tag])["Snapshots"]
+        rows = []
+        for snapshot in snapshots:
+            tags = {t["Key"]: t["Value"] for t in snapshot.get("Tags", [])}
+            rows.append(
+                {
+                    "url": f"ebs://{self.instance.region}/{snapshot['SnapshotId']}",
+                    "name": snapshot["SnapshotId"],
+                    "volume": tags.get(TAG_BACKUP),
+                    "snapshot": tags.get("convoy:snapshot"),
+                    "created_at": snapshot["StartTime"].isoformat().replace("+00:00", "Z"),
+                    "volume_size": int(snapshot["VolumeSize"]) * GIB,
+                    "source": "ebs-snapshot",
+                    "state": snapshot["State"],
+                }
+            )
+        return sorted(rows, key=lambda row: (row["volume"] or "", row["created_at"]))
+
+    def delete_native_backup(self, url: str) -> None:
+        self.ec2.call("delete_snapshot", SnapshotId=self._snapshot_of(url))
+
+    def _snapshot_of(self, url: str) -> str:
+        """The snapshot id of ebs://REGION/snap-..., in this instance's region."""
+        rest = url[len("ebs://") :] if url.startswith("ebs://") else ""
+        region, _, snapshot_id = rest.partition("/")
+        if not SNAPSHOT_ID.match(snapshot_id):
+            raise InvalidInput(f"{url!r} is not an EBS backup URL: use ebs://REGION/snap-... (as `convoy backup create` prints)")
+        if region != self.instance.region:
+            raise InvalidInput(
+                f"EBS snapshot {snapshot_id} is in {region}, this instance in {self.instance.region}: copy it here first "
+                f"(aws ec2 copy-snapshot --source-region {region} --source-snapshot-id {snapshot_id})"
+            )
+        return snapshot_id
 
     # helpers
 
