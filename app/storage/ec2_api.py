@@ -38,7 +38,10 @@ class Ec2:
             read_timeout=30,
             user_agent_extra="convoy-py",
         )
-        self.client = boto3.session.Session().client("ec2", region_name=region, endpoint_url=endpoint, config=config)
+        session = boto3.session.Session()
+        self.client = session.client("ec2", region_name=region, endpoint_url=endpoint, config=config)
+        # EBS direct APIs (which blocks a snapshot holds, which changed): on AWS their own endpoint
+        self.direct = session.client("ebs", region_name=region, endpoint_url=endpoint, config=config)
 
     @property
     def where(self) -> str:
@@ -62,6 +65,30 @@ class Ec2:
         except BotoCoreError as err:
             raise Unavailable(f"{self.where} did not answer {action}: {err}; check the network and ebs.endpoint") from None
         return answer
+
+    def block_ranges(self, action: str, block_list: str, **params: Any) -> list[tuple[int, int]]:
+        """The byte ranges of the blocks an EBS direct API lists (every page), merged."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        ranges: list[tuple[int, int]] = []
+        while True:
+            try:
+                page: dict[str, Any] = getattr(self.direct, action)(MaxResults=10000, **params)
+            except ClientError as err:
+                code = str(err.response.get("Error", {}).get("Code", "Unknown"))
+                raise Unavailable(f"EBS direct API {action}: {code}") from None
+            except BotoCoreError as err:
+                raise Unavailable(f"EBS direct API {action} did not answer: {err}") from None
+            size = int(page["BlockSize"])
+            for block in page.get(block_list, []):
+                start = int(block["BlockIndex"]) * size
+                if ranges and ranges[-1][1] == start:
+                    ranges[-1] = (ranges[-1][0], start + size)
+                else:
+                    ranges.append((start, start + size))
+            if not page.get("NextToken"):
+                return ranges
+            params["NextToken"] = page["NextToken"]
 
     def volume(self, volume_id: str) -> dict[str, Any]:
         volumes = self.call("describe_volumes", VolumeIds=[volume_id])["Volumes"]

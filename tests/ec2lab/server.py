@@ -9,7 +9,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.ec2lab import admin, xmlout
+from tests.ec2lab import admin, direct, xmlout
 from tests.ec2lab.api import Cloud
 from tests.ec2lab.config import Faults, Settings
 from tests.ec2lab.imds import make_handler
@@ -42,6 +42,9 @@ class _ApiHandler(BaseHTTPRequestHandler):
         return self.rfile.read(min(length, MAX_BODY))
 
     def do_GET(self):
+        if self.path.startswith("/snapshots/"):  # the EBS direct APIs, on the same endpoint
+            status, answer = direct.handle(self.server.lab.store, self.path)
+            return self._send(status, json.dumps(answer).encode(), "application/json")
         self._admin("GET", {})
 
     def do_POST(self):

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import boto3
+import botocore.exceptions
 import pytest
 from botocore.exceptions import ClientError
 from botocore.utils import IMDSFetcher, IMDSRegionProvider
@@ -538,3 +540,42 @@ def test_a_restart_keeps_volumes_snapshots_and_attachments(ec2lab):
     wait_until(lambda: detached(ec2, volume_id), "detached after restart")
     assert not os.path.lexists(link)
     assert sorted(v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]) == sorted([volume_id, spare])
+
+
+def test_ebs_direct_apis_list_the_blocks_a_snapshot_holds_and_those_changed(ec2lab):
+    ec2 = ec2lab.client()
+    direct = boto3.client(
+        "ebs", endpoint_url=ec2lab.endpoint, region_name=ec2lab.region, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    volume_id = new_volume(ec2)
+    attach(ec2, volume_id)
+    block = 512 * 1024
+
+    def write_block(index: int) -> None:
+        fd = os.open(ec2lab.link_for(volume_id), os.O_WRONLY)
+        try:
+            os.pwrite(fd, os.urandom(block), index * block)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def snapshot() -> str:
+        snap = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig={"Delay": 1, "MaxAttempts": WAIT})
+        return snap
+
+    write_block(3)
+    write_block(100)
+    first = snapshot()
+    write_block(100)  # rewritten
+    write_block(7)  # new
+    second = snapshot()
+    held = direct.list_snapshot_blocks(SnapshotId=first)
+    assert [b["BlockIndex"] for b in held["Blocks"]] == [3, 100] and held["BlockSize"] == block
+    changed = direct.list_changed_blocks(FirstSnapshotId=first, SecondSnapshotId=second)
+    assert [b["BlockIndex"] for b in changed["ChangedBlocks"]] == [7, 100]
+    paged = direct.list_changed_blocks(FirstSnapshotId=first, SecondSnapshotId=second, MaxResults=100, StartingBlockIndex=8)
+    assert [b["BlockIndex"] for b in paged["ChangedBlocks"]] == [100]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        direct.list_snapshot_blocks(SnapshotId="snap-0000000000000dead")
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
