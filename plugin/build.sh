@@ -13,8 +13,8 @@
 #                  .venv/bin/python if present, else python3)
 #   DOCKER         docker CLI (default docker; honours DOCKER_HOST)
 #   BUILD_DIR      output directory (default plugin/build)
-#   BOTOCORE_SERVICES  botocore API models kept in the rootfs (default "s3 ec2 sts":
-#                  S3 backups, EBS volumes and snapshots); the other ~400 are dropped
+#   BOTOCORE_SERVICES  botocore API models kept in the rootfs (default "s3 ec2 ebs sts":
+#                  S3 backups, EBS volumes and snapshots, EBS direct APIs); the other ~400 are dropped
 #                  to keep the bundle small. "all" keeps every one.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -81,7 +81,7 @@ if command -v strip >/dev/null; then
 else
   log "strip not found (binutils): extension modules keep their debug symbols"
 fi
-keep=${BOTOCORE_SERVICES:-s3 ec2 sts}
+keep=${BOTOCORE_SERVICES:-s3 ec2 ebs sts}
 if [ "$keep" != all ] && [ -d "$site/botocore/data" ]; then
   for d in "$site"/botocore/data/*/; do
     svc=$(basename "$d")

@@ -38,10 +38,26 @@ class Ec2:
             read_timeout=30,
             user_agent_extra="convoy-py",
         )
-        session = boto3.session.Session()
-        self.client = session.client("ec2", region_name=region, endpoint_url=endpoint, config=config)
-        # EBS direct APIs (which blocks a snapshot holds, which changed): on AWS their own endpoint
-        self.direct = session.client("ebs", region_name=region, endpoint_url=endpoint, config=config)
+        self._session = boto3.session.Session()
+        self._config = config
+        self.client = self._session.client("ec2", region_name=region, endpoint_url=endpoint, config=config)
+        self._direct: Any = None
+
+    @property
+    def direct(self) -> Any:
+        """EBS direct APIs' client (which blocks a snapshot holds, which changed); on AWS their own endpoint.
+
+        Unavailable where botocore has no model for them (a trimmed install): callers then read everything."""
+        if self._direct is None:
+            from botocore.exceptions import UnknownServiceError
+
+            try:
+                self._direct = self._session.client(
+                    "ebs", region_name=self.region, endpoint_url=self.endpoint, config=self._config
+                )
+            except UnknownServiceError:
+                raise Unavailable("this installation's botocore has no model of the EBS direct APIs") from None
+        return self._direct
 
     @property
     def where(self) -> str:

@@ -93,3 +93,34 @@ def test_ebs_volumes_through_docker_survive_a_killed_plugin(engine, vol, ebs_plu
     assert run_in(engine, f"{adopted}:/data", "cat /data/g") == "adopted\n"
     engine.docker("volume", "rm", adopted)
     assert lab.client().describe_volumes(VolumeIds=[made])["Volumes"], "Docker's remove keeps an EBS volume"
+
+
+def test_ebs_snapshots_backups_and_a_holder_elsewhere_through_docker(engine, vol, ebs_plugin):
+    from tests.ec2lab.fixture import INSTANCE_B
+
+    lab = ebs_plugin
+    name = vol("ebssrc")
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=1G", name)
+    run_in(engine, f"{name}:/data", "echo snapshot-me > /data/f")
+
+    snapshot = engine.convoy("snapshot", "create", name).stdout.strip()
+    snapshot_id = engine.convoy_json("snapshot", "inspect", snapshot)["details"]["snapshot_id"]
+    clone = vol("ebsclone")
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", f"snapshot={snapshot_id}", clone)
+    assert run_in(engine, f"{clone}:/data", "cat /data/f") == "snapshot-me\n"
+
+    url = engine.convoy("backup", "create", snapshot, "--dest", "ebs://").stdout.strip()
+    assert url == f"ebs://{lab.region}/{snapshot_id}"
+    restored = vol("ebsrestored")
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", f"backup={url}", restored)
+    assert run_in(engine, f"{restored}:/data", "cat /data/f") == "snapshot-me\n"
+
+    # another instance holds the volume: a running one is refused by name, a stopped one needs force_detach
+    volume_id = engine.convoy_json("inspect", name)["backend"]["volume_id"]
+    lab.client().attach_volume(VolumeId=volume_id, InstanceId=INSTANCE_B, Device="/dev/sdg")
+    lab.client().get_waiter("volume_in_use").wait(VolumeIds=[volume_id], WaiterConfig={"Delay": 1})
+    refused = engine.docker("run", "--rm", "-v", f"{name}:/data", TEST_IMAGE, "true", check=False)
+    assert refused.returncode != 0 and INSTANCE_B in refused.stderr and "running" in refused.stderr, refused.stderr
+    lab.admin.stop_instance(INSTANCE_B)
+    refused = engine.docker("run", "--rm", "-v", f"{name}:/data", TEST_IMAGE, "true", check=False)
+    assert refused.returncode != 0 and "force_detach" in refused.stderr, refused.stderr
