@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from tests.ec2lab.model import Store
@@ -79,37 +80,39 @@ def _page(indexes: list[int], query: dict[str, str]) -> tuple[list[int], str | N
 
 def _blocks(store: Store, snapshot_id: str, query: dict[str, str]) -> dict[str, Any]:
     snapshot, path = _snapshot(store, snapshot_id)
-    page, token = _page(sorted(_data_blocks(path)), query)
-    answer: dict[str, Any] = {
-        "Blocks": [{"BlockIndex": i, "BlockToken": f"{snapshot_id}-{i}"} for i in page],
-        "ExpiryTime": time.time() + 600,
-        "VolumeSize": snapshot.volume_size,
-        "BlockSize": BLOCK,
-    }
-    if token:
-        answer["NextToken"] = token
-    return answer
+    blocks = sorted(_data_blocks(path))
+    return _answer("Blocks", blocks, query, snapshot.volume_size, lambda i: {"BlockToken": f"{snapshot_id}-{i}"})
 
 
 def _changed(store: Store, second_id: str, query: dict[str, str]) -> dict[str, Any]:
     second, second_path = _snapshot(store, second_id)
     first_id = query.get("firstSnapshotId")
     if not first_id:
-        candidates = sorted(_data_blocks(second_path))
-        changed = candidates
+        changed = sorted(_data_blocks(second_path))
     else:
         first, first_path = _snapshot(store, first_id)
         if first.volume_id != second.volume_id:
             raise DirectError(400, "ValidationException", "The snapshots must be of the same volume lineage.")
         candidates = sorted(_data_blocks(first_path) | _data_blocks(second_path))
         changed = [i for i in candidates if _read(first_path, i) != _read(second_path, i)]
-    page, token = _page(changed, query)
+    return _answer(
+        "ChangedBlocks",
+        changed,
+        query,
+        second.volume_size,
+        lambda i: {"FirstBlockToken": f"{first_id}-{i}", "SecondBlockToken": f"{second_id}-{i}"},
+    )
+
+
+def _answer(
+    key: str, indexes: list[int], query: dict[str, str], volume_size: int, tokens: Callable[[int], dict[str, str]]
+) -> dict[str, Any]:
+    """One page of a block list, as both APIs answer it."""
+    page, token = _page(indexes, query)
     answer: dict[str, Any] = {
-        "ChangedBlocks": [
-            {"BlockIndex": i, "FirstBlockToken": f"{first_id}-{i}", "SecondBlockToken": f"{second_id}-{i}"} for i in page
-        ],
+        key: [{"BlockIndex": i, **tokens(i)} for i in page],
         "ExpiryTime": time.time() + 600,
-        "VolumeSize": second.volume_size,
+        "VolumeSize": volume_size,
         "BlockSize": BLOCK,
     }
     if token:
