@@ -74,7 +74,7 @@ class ImageDriver(BlockDriver):
         super().start()
         make_private(self.path)
         make_private(self.snapshots_dir)
-        self._snapshot_method = "reflink" if supports_reflink(str(self.path)) else "copy"
+        _ = self.snapshot_method  # probed once here, off the request path
         self._detach_deleted_images()
         for partial in self.snapshots_dir.glob(f"*/*{PARTIAL}"):
             log.info("removing %s: a snapshot interrupted by a crash", partial)
