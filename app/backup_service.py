@@ -71,6 +71,10 @@ class BackupService:
                 return name, self.volumes.driver(name)
         return None
 
+    def _keep_as_backup(self, snapshot: str) -> JSONObject:
+        with self.snapshots.held(snapshot) as (record, volume, driver):  # completed, and not deleted meanwhile
+            return {"url": driver.keep_as_backup(record.ref(volume))}
+
     def create(self, snapshot: str, dest: str, s3_endpoint: str | None = None, name: str | None = None) -> Job:
         """Back up a snapshot: a tree backup of a directory snapshot, an image backup of a block one,
         or, to a back-end's own scheme (ebs://), the snapshot itself kept as the backup."""
@@ -78,16 +82,14 @@ class BackupService:
         record = self.snapshots.require(snapshot)
         volume = self.volumes.require(record.volume)
         if native is not None:
-            driver_name, driver = native
+            driver_name = native[0]
             if volume.driver != driver_name:
                 raise InvalidInput(
                     f"{dest} keeps {driver_name} snapshots as backups; snapshot {snapshot} is of a {volume.driver} "
                     "volume: back it up to vfs:// or s3:// instead"
                 )
             return self.jobs.submit(
-                "backup",
-                f"backup of snapshot {snapshot} as {dest}",
-                lambda progress: {"url": driver.keep_as_backup(record.ref(volume))},
+                "backup", f"backup of snapshot {snapshot} as {dest}", lambda progress: self._keep_as_backup(snapshot)
             )
         parse_store_url(dest)
         endpoint = self._endpoint(s3_endpoint)

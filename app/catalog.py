@@ -173,6 +173,9 @@ class Catalog:
             )
         )
 
+    def set_snapshot_details(self, name: str, details: dict[str, Any]) -> None:
+        self._tx(lambda db: db.execute("UPDATE snapshots SET details=? WHERE name=?", (json.dumps(details), name)))
+
     def get_snapshot(self, name: str) -> SnapshotRecord | None:
         with self._lock:
             row = self._db.execute("SELECT name, volume, created_at, details FROM snapshots WHERE name=?", (name,)).fetchone()

@@ -61,6 +61,10 @@ class Unavailable(ConvoyError):
     kind = "unavailable"
 
 
+class SnapshotFailed(Unavailable):
+    """The back-end gave up on a snapshot it had started (an EBS snapshot in state error)."""
+
+
 class Damaged(ConvoyError):
     """Something stored is not what Convoy wrote: a block that fails its hash, a
     truncated or undecodable object, a manifest that does not parse or

@@ -206,6 +206,12 @@ class VolumeService:
                 f"start convoy with --drivers {name} (DRIVER={name} for the plugin)"
             ) from None
 
+    def started_driver(self, name: str) -> StorageDriver:
+        """The driver once the back-ends have started (waits for them): one that talks to its storage."""
+        if not self._drivers_started.wait(READY_TIMEOUT):
+            raise Unavailable("convoy's back-ends are still starting; try again in a minute")
+        return self.driver(name)
+
     def _lookup(self, name: str) -> VolumeRecord | None:
         """The catalog's record, or a volume another host recorded on shared storage (adopted)."""
         record = self.catalog.get(name)
@@ -300,10 +306,8 @@ class VolumeService:
     ) -> VolumeRecord:
         if size is not None:
             _check_size(size)
-        if not self._drivers_started.wait(READY_TIMEOUT):
-            raise Unavailable("convoy's back-ends are still starting; try again in a minute")
+        driver = self.started_driver(driver_name)
         created_at = now_rfc3339()
-        driver = self.driver(driver_name)
         created = driver.create_volume(VolumeSpec(name, size, created_at, options))
         record = VolumeRecord(
             name, driver_name, created.size or size, created_at, options, created.details, restoring_from, created.adopted

@@ -7,11 +7,12 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from app.catalog import SnapshotRecord, VolumeRecord
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, SnapshotFailed
 from app.json_types import JSONObject
 from app.names import check_name
 from app.service import VolumeService
@@ -60,9 +61,32 @@ class SnapshotService:
                 raise InvalidInput(f"volume {volume} is on the {record.driver} back-end, which takes no snapshots")
             details = driver.create_snapshot(record.ref(), name)
             snapshot = SnapshotRecord(name, volume, _timestamp(), details)
-            self.catalog.put_snapshot(snapshot)
+            self.catalog.put_snapshot(snapshot)  # before it completes: inspect shows its progress meanwhile
         log.info("snapshot %s of %s taken (%s)", name, volume, details.get("method"))
-        return self.view(snapshot)
+        return self.view(self._completed(snapshot, record, driver))
+
+    def _completed(self, snapshot: SnapshotRecord, volume: VolumeRecord, driver: StorageDriver) -> SnapshotRecord:
+        """The snapshot once its back-end has completed it (a cloud snapshot copies in the background).
+
+        Waits without the volume's lock, so the volume stays usable; a snapshot the back-end gave up on is
+        removed, one still going on past the driver's deadline stays in the catalog for a later wait."""
+        try:
+            details = driver.finish_snapshot(snapshot.ref(volume))
+        except SnapshotFailed:
+            with self.volumes.volume_lock(snapshot.volume):
+                if self.catalog.get_snapshot(snapshot.name) is not None:
+                    driver.delete_snapshot(snapshot.ref(volume))
+                    self.catalog.remove_snapshot(snapshot.name)
+            raise
+        if details == snapshot.details:
+            return snapshot
+        with self.volumes.volume_lock(snapshot.volume):
+            if self.catalog.get_snapshot(snapshot.name) is None:
+                raise NotFound(f"snapshot {snapshot.name} was deleted while it was being completed")
+            snapshot = replace(snapshot, details=details)
+            self.catalog.set_snapshot_details(snapshot.name, details)
+        log.info("snapshot %s of %s completed", snapshot.name, snapshot.volume)
+        return snapshot
 
     def delete(self, name: str) -> None:
         snapshot = self.require(name)
@@ -76,7 +100,13 @@ class SnapshotService:
         log.info("snapshot %s of %s deleted", name, snapshot.volume)
 
     def get(self, name: str) -> JSONObject:
-        return self.view(self.require(name))
+        """The snapshot, with its back-end's progress while it is still being completed."""
+        snapshot = self.require(name)
+        view = self.view(snapshot)
+        volume = self.catalog.get(snapshot.volume)
+        if volume is not None:
+            view.update(self.volumes.started_driver(volume.driver).snapshot_progress(snapshot.ref(volume)))
+        return view
 
     def list(self, volume: str | None = None) -> list[JSONObject]:
         if volume is not None:
@@ -96,7 +126,8 @@ class SnapshotService:
             self._in_use[name] = self._in_use.get(name, 0) + 1
         try:
             record = self.volumes.require(snapshot.volume)
-            yield snapshot, record, self.volumes.driver(record.driver)
+            driver = self.volumes.driver(record.driver)
+            yield self._completed(snapshot, record, driver), record, driver
         finally:
             with self._in_use_lock:
                 self._in_use[name] -= 1

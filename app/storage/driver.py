@@ -214,6 +214,17 @@ class StorageDriver(ABC):
         """Take a point-in-time copy of the volume; return the snapshot's details."""
         raise self._unsupported("snapshots")
 
+    def finish_snapshot(self, snapshot: SnapshotRef) -> Details:
+        """Wait until a snapshot that create_snapshot returned is complete (a cloud copies it in the background)
+        and return its final details. Past the driver's deadline: Unavailable, the snapshot stays as it is; a
+        snapshot the back-end gave up on: SnapshotFailed. A back-end whose snapshots are complete at once keeps
+        this default."""
+        return dict(snapshot.details)
+
+    def snapshot_progress(self, snapshot: SnapshotRef) -> Details:
+        """How far a snapshot still being completed is ({"state": ..., "progress": ...}); {} when complete."""
+        return {}
+
     def delete_snapshot(self, snapshot: SnapshotRef) -> None:
         raise self._unsupported("snapshots")
 

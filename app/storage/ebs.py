@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.errors import Conflict, InvalidInput, NotFound, SnapshotFailed, Unavailable
 from app.fs import filesystems
 from app.storage.block import Attachment, BlockDriver, Where
 from app.storage.driver import BlockSource, CreatedVolume, Details, SharedVolume, SnapshotRef, VolumeRef, VolumeSpec
@@ -59,6 +59,7 @@ class EbsDriver(BlockDriver):
         "ebs.endpoint": "EC2 API endpoint URL (EC2-compatible clouds, tests)",
         "ebs.dev_root": "where the kernel's devices appear (default /dev)",
         "ebs.attach_timeout": f"seconds an attach may take before a mount gives up (default {ATTACH_TIMEOUT:.0f})",
+        "ebs.create_timeout": f"seconds a create waits for EC2 to make the volume (default {CREATE_TIMEOUT:.0f})",
         "ebs.tag.KEY": "a tag KEY=VALUE added to every volume and snapshot convoy creates",
     }
     volume_options: ClassVar[dict[str, str]] = {
@@ -86,6 +87,7 @@ class EbsDriver(BlockDriver):
         self.encrypted = parse_bool(options.get("ebs.encrypted", "true"), "ebs.encrypted")
         self.force_detach = parse_bool(options.get("ebs.force_detach", "false"), "ebs.force_detach")
         self.attach_timeout = _seconds(options.get("ebs.attach_timeout"), ATTACH_TIMEOUT, "ebs.attach_timeout")
+        self.create_timeout = _seconds(options.get("ebs.create_timeout"), CREATE_TIMEOUT, "ebs.create_timeout")
         self._instance: Instance | None = None
         self._ec2: Ec2 | None = None
 
@@ -163,15 +165,29 @@ class EbsDriver(BlockDriver):
         if spec.options.get("snapshot"):
             params["SnapshotId"] = spec.options["snapshot"]
         volume_id = str(self.ec2.call("create_volume", **params)["VolumeId"])
-        self._wait_state(volume_id, "available", CREATE_TIMEOUT, f"creating EBS volume {volume_id} for {spec.name}")
+        self._wait_created(spec.name, volume_id)
         size = int(self.ec2.volume(volume_id)["Size"]) * GIB
         details = {"volume_id": volume_id, "az": request.availability_zone, "type": request.volume_type}
         if spec.options.get("force_detach"):
             details["force_detach"] = str(parse_bool(spec.options["force_detach"], "force_detach")).lower()
         return CreatedVolume(details, size=size)
 
+    def _wait_created(self, name: str, volume_id: str) -> None:
+        """Docker gives a create 2 minutes; past our deadline EC2 goes on, and the next create of the same name
+        takes that volume (found by its tag) rather than making a second one."""
+        self._wait_state(
+            volume_id,
+            "available",
+            self.create_timeout,
+            f"creating EBS volume {volume_id} for {name}",
+            f"EC2 goes on making it: create {name} again in a minute and convoy takes that volume "
+            f"(tagged {TAG_VOLUME}={name}) instead of making a second one",
+        )
+
     def _adopt(self, name: str, volume_id: str) -> CreatedVolume:
         volume = self.ec2.volume(volume_id)
+        if volume["State"] == "creating":  # made by an earlier create that gave up waiting
+            self._wait_created(name, volume_id)
         zone = str(volume["AvailabilityZone"])
         if zone != self.instance.availability_zone:
             raise InvalidInput(
@@ -311,31 +327,52 @@ class EbsDriver(BlockDriver):
                 Description=f"convoy snapshot {snapshot} of volume {volume.name}",
                 TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}],
             )
-        snapshot_id = str(answer["SnapshotId"])
+        # pending: EC2 copies it in the background; finish_snapshot waits, snapshot_progress tells how far
+        return {"snapshot_id": str(answer["SnapshotId"]), "volume_id": volume_id, "method": "ebs-snapshot", "state": "pending"}
+
+    def finish_snapshot(self, snapshot: SnapshotRef) -> Details:
+        if snapshot.details.get("state") != "pending":
+            return dict(snapshot.details)
+        snapshot_id = str(snapshot.details["snapshot_id"])
 
         def completed() -> bool:
-            described = self.ec2.call("describe_snapshots", SnapshotIds=[snapshot_id])["Snapshots"][0]
+            described = self._describe_snapshot(snapshot_id)
             if described["State"] == "error":
-                raise Unavailable(f"EBS snapshot {snapshot_id} of {volume_id} failed: {described.get('StateMessage', '')}")
+                raise SnapshotFailed(
+                    f"EC2 gave up on EBS snapshot {snapshot_id} of {snapshot.volume.name}: "
+                    f"{described.get('StateMessage') or 'no reason given'}; take the snapshot again"
+                )
             return bool(described["State"] == "completed")
 
         self.ec2.wait(
-            f"EBS snapshot {snapshot_id} of {volume_id} completing",
+            f"EBS snapshot {snapshot_id} of {snapshot.volume.name} completing",
             completed,
             time.monotonic() + SNAPSHOT_TIMEOUT,
-            f"it goes on in EC2: see `aws ec2 describe-snapshots --snapshot-ids {snapshot_id}`",
+            f"EC2 goes on copying it: `convoy snapshot inspect {snapshot.name}` shows its progress, and a backup "
+            "of it waits for it to complete",
         )
-        return {"snapshot_id": snapshot_id, "volume_id": volume_id, "method": "ebs-snapshot"}
+        return {**snapshot.details, "state": "completed"}
+
+    def snapshot_progress(self, snapshot: SnapshotRef) -> Details:
+        if snapshot.details.get("state") != "pending":
+            return {}
+        described = self._describe_snapshot(str(snapshot.details["snapshot_id"]))
+        return {"state": described["State"], "progress": described.get("Progress", "")}
+
+    def _describe_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        found = self.ec2.call("describe_snapshots", SnapshotIds=[snapshot_id]).get("Snapshots", [])
+        if not found:
+            raise NotFound(f"EBS snapshot {snapshot_id} does not exist in {self.instance.region}")
+        return dict(found[0])
 
     def delete_snapshot(self, snapshot: SnapshotRef) -> None:
         snapshot_id = snapshot.details.get("snapshot_id")
         if not snapshot_id:
             return
-        described = self.ec2.call("describe_snapshots", SnapshotIds=[snapshot_id]).get("Snapshots", [])
-        if described and any(tag["Key"] == TAG_BACKUP for tag in described[0].get("Tags", [])):
-            log.info("keeping EBS snapshot %s of snapshot %s: it is a backup", snapshot_id, snapshot.name)
-            return
         with contextlib.suppress(NotFound):  # gone already
+            if any(tag["Key"] == TAG_BACKUP for tag in self._describe_snapshot(snapshot_id).get("Tags", [])):
+                log.info("keeping EBS snapshot %s of snapshot %s: it is a backup", snapshot_id, snapshot.name)
+                return
             self.ec2.call("delete_snapshot", SnapshotId=snapshot_id)
 
     def _block_lists(
@@ -401,7 +438,7 @@ class EbsDriver(BlockDriver):
 
     def native_backup_options(self, url: str) -> dict[str, str]:
         snapshot_id = self._snapshot_of(url)
-        described = self.ec2.call("describe_snapshots", SnapshotIds=[snapshot_id])["Snapshots"][0]
+        described = self._describe_snapshot(snapshot_id)
         if described["State"] != "completed":
             raise Conflict(f"EBS snapshot {snapshot_id} is {described['State']}: restore it when it has completed")
         return {"snapshot": snapshot_id}
@@ -448,14 +485,15 @@ class EbsDriver(BlockDriver):
         tags = {**self.tags, TAG_VOLUME: name, TAG_HOST: self.instance.instance_id}
         return [{"Key": key, "Value": value} for key, value in tags.items()]
 
-    def _wait_state(self, volume_id: str, state: str, seconds: float, what: str) -> None:
+    def _wait_state(self, volume_id: str, state: str, seconds: float, what: str, todo: str = "") -> None:
         def reached() -> bool:
             current = self.ec2.volume(volume_id)["State"]
             if current == "error":
                 raise Unavailable(f"{what}: EC2 put the volume in state error")
             return bool(current == state)
 
-        self.ec2.wait(what, reached, time.monotonic() + seconds, f"see `aws ec2 describe-volumes --volume-ids {volume_id}`")
+        todo = todo or f"see `aws ec2 describe-volumes --volume-ids {volume_id}`"
+        self.ec2.wait(what, reached, time.monotonic() + seconds, todo)
 
     def _wait_attached(self, volume_id: str) -> None:
         me = self.instance.instance_id

@@ -41,6 +41,7 @@ def handle(lab: Lab, method: str, path: str, body: dict[str, Any]) -> tuple[int,
                 "throttle_calls": faults.throttle_calls,
                 "stuck_attach_all": faults.stuck_attach_all,
                 "stuck_attach_volumes": sorted(faults.stuck_attach_volumes),
+                "fail_snapshots": faults.fail_snapshots,
             }
         state["delays"] = dict(lab.settings.delays)
         state["dev_root"] = str(lab.settings.dev_root)
@@ -65,6 +66,10 @@ def handle(lab: Lab, method: str, path: str, body: dict[str, Any]) -> tuple[int,
             else:
                 faults.stuck_attach_volumes.discard(volume_id)
         return 200, {"stuck": stuck, "volume_id": volume_id}
+    if parts == ["fail-snapshots"]:
+        with faults.lock:
+            faults.fail_snapshots = bool(body.get("fail", True))
+        return 200, {"fail_snapshots": faults.fail_snapshots}
     if parts == ["delays"]:
         unknown = set(body) - set(lab.settings.delays)
         if unknown:
@@ -75,6 +80,7 @@ def handle(lab: Lab, method: str, path: str, body: dict[str, Any]) -> tuple[int,
         with faults.lock:
             faults.throttle_calls, faults.stuck_attach_all = 0, False
             faults.stuck_attach_volumes.clear()
+            faults.fail_snapshots = False
         return 200, {}
     if parts == ["instances"]:
         try:
@@ -122,6 +128,10 @@ class AdminClient:
 
     def stick_attach(self, volume_id: str | None = None, stuck: bool = True) -> None:
         self._call("POST", "stuck-attach", {"volume_id": volume_id, "stuck": stuck})
+
+    def fail_snapshots(self, fail: bool = True) -> None:
+        """Pending snapshots end in state error (with a StateMessage) instead of completed."""
+        self._call("POST", "fail-snapshots", {"fail": fail})
 
     def set_delays(self, **seconds: float) -> dict[str, float]:
         return self._call("POST", "delays", seconds)["delays"]

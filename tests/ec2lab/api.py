@@ -107,6 +107,7 @@ class Cloud:
             "status": snap.state,
             "startTime": iso(snap.start_time),
             "progress": f"{progress}%",
+            **({"stateMessage": "Snapshot failed (ec2lab fault fail-snapshots)"} if snap.state == "error" else {}),
             "ownerId": ACCOUNT_ID,
             "volumeSize": snap.volume_size,
             "description": snap.description,

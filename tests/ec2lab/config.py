@@ -22,6 +22,7 @@ class Faults:
     throttle_calls: int = 0  # the next N API calls answer RequestLimitExceeded
     stuck_attach_all: bool = False  # attaches never complete
     stuck_attach_volumes: set[str] = field(default_factory=set)
+    fail_snapshots: bool = False  # pending snapshots end in state error instead of completed
     calls: list[str] = field(default_factory=list)  # every API action received, in order (throttled ones too)
 
     def take_throttle(self) -> bool:

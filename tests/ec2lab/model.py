@@ -57,7 +57,7 @@ class Snapshot:
     id: str
     volume_id: str
     volume_size: int
-    state: str  # pending | completed
+    state: str  # pending | completed | error
     start_time: float
     due: float
     description: str

@@ -29,7 +29,7 @@ class Transitions:
                 changed |= self._volume(vol, now)
             for snap in self.store.state.snapshots.values():
                 if snap.state == "pending" and now >= snap.due:
-                    snap.state, changed = "completed", True
+                    snap.state, changed = ("error" if self.faults.fail_snapshots else "completed"), True
             for mod in self.store.state.modifications.values():
                 if mod.state != "completed" and now >= mod.due:
                     self._modification_step(mod, now)
