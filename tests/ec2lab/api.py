@@ -107,7 +107,7 @@ class Cloud:
             "status": snap.state,
             "startTime": iso(snap.start_time),
             "progress": f"{progress}%",
-            **({"stateMessage": "Snapshot failed (ec2lab fault fail-snapshots)"} if snap.state == "error" else {}),
+            **({"statusMessage": "Snapshot failed (ec2lab fault fail-snapshots)"} if snap.state == "error" else {}),
             "ownerId": ACCOUNT_ID,
             "volumeSize": snap.volume_size,
             "description": snap.description,
@@ -138,6 +138,12 @@ class Cloud:
     # --- volumes ----------------------------------------------------------------------------------------------------
     def do_CreateVolume(self, p: Params) -> dict[str, Any]:
         az = p.str("AvailabilityZone")
+        token = p.str("ClientToken")
+        earlier = next((v for v in self.s.volumes.values() if token and v.client_token == token), None)
+        if earlier is not None:  # a retried request: the volume it made, as AWS answers
+            if (az, p.int("Size") or earlier.size) != (earlier.az, earlier.size):
+                raise Ec2Error("IdempotentParameterMismatch", f"The client token {token} was used with other parameters")
+            return self.volume_xml(earlier)
         if not az:
             raise Ec2Error("MissingParameter", "The request must contain the parameter AvailabilityZone")
         if az not in self.zones():
@@ -182,6 +188,7 @@ class Cloud:
             create_time=now,
             due=now + self.settings.delays["create"],
             tags=tags,
+            client_token=token,
         )
         dataplane.create_file(self.store.volume_file(vol.id), size, self.store.snapshot_file(snapshot_id) if source else None)
         self.s.volumes[vol.id] = vol

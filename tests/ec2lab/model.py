@@ -50,6 +50,7 @@ class Volume:
     due: float
     tags: dict[str, str] = field(default_factory=dict)
     attachment: Attachment | None = None
+    client_token: str | None = None  # CreateVolume's idempotency token
 
 
 @dataclass

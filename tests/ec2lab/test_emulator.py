@@ -167,6 +167,25 @@ def test_describe_volumes_filters_and_pages(ec2lab):
     assert error_code(ec2.describe_volumes, Filters=[{"Name": "colour", "Values": ["red"]}]) == "InvalidParameterValue"
 
 
+def test_a_retried_create_with_its_client_token_makes_one_volume(ec2lab):
+    ec2 = ec2lab.client()
+    first = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, ClientToken="token-1")["VolumeId"]
+    again = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, ClientToken="token-1")["VolumeId"]
+    assert again == first and len(ec2.describe_volumes()["Volumes"]) == 1
+    mismatch = error_code(ec2.create_volume, AvailabilityZone="us-east-1a", Size=2, ClientToken="token-1")
+    assert mismatch == "IdempotentParameterMismatch"
+    assert ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, ClientToken="token-2")["VolumeId"] != first
+
+
+def test_snapshot_failures_on_demand_end_in_state_error_with_a_message(ec2lab):
+    ec2 = ec2lab.client()
+    ec2lab.admin.fail_snapshots()
+    snapshot_id = ec2.create_snapshot(VolumeId=new_volume(ec2))["SnapshotId"]
+    wait_until(lambda: ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"] == "error", "error")
+    assert ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["StateMessage"]
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+
+
 def test_delete_volume(ec2lab):
     ec2 = ec2lab.client()
     volume_id = new_volume(ec2)
