@@ -1,10 +1,11 @@
 #!/bin/bash
 # Install the Debian packages the plugin build and the end-to-end tests need:
 # Debian's Docker engine (dockerd, containerd, runc), debootstrap (to make a
-# base image where none can be pulled) and busybox-static (the test image).
+# base image where none can be pulled), busybox-static (the test image) and
+# iproute2 (the bridge of a second engine).
 # Idempotent and quiet: installs only what is missing.
 set -euo pipefail
-PKGS=(docker.io debootstrap busybox-static ca-certificates iptables make)
+PKGS=(docker.io debootstrap busybox-static ca-certificates iptables iproute2 make)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,8 @@
 #   make install  make plugin, then configure and enable it
 #                 (docker plugin enable --timeout 120: the 30 s default also caps
 #                 every later call to the plugin while that enable is in force)
+#   make install-bundle  the same from the bundle an earlier `make plugin` built, without
+#                 building it again (a second engine on the same machine)
 #   make uninstall  disable and remove the plugin (volumes and data stay in PLUGIN_STATE)
 #   make e2e      only the end-to-end tests (own dockerd, plugin built and installed; root)
 #   make bench-plugin  volume lifecycle benchmark, convoy vs local (own dockerd; root)
@@ -25,12 +27,19 @@ PLUGIN_STATE ?= /var/lib/convoy
 PLUGIN_CONTROL ?= /run/convoy
 PLUGIN_SETTINGS ?=
 
-.PHONY: plugin install uninstall e2e bench-plugin
+.PHONY: plugin install install-bundle enable-plugin uninstall e2e bench-plugin
 plugin:
 	BASE='$(BASE)' DOCKER='$(DOCKER)' plugin/build.sh
 	DOCKER='$(DOCKER)' plugin/create.sh '$(PLUGIN_REF)' plugin/build/bundle
 
-install: plugin
+install: plugin enable-plugin
+
+install-bundle:
+	test -f plugin/build/bundle/config.json || { echo "no plugin/build/bundle: run make plugin first" >&2; exit 1; }
+	DOCKER='$(DOCKER)' plugin/create.sh '$(PLUGIN_REF)' plugin/build/bundle
+	$(MAKE) --no-print-directory enable-plugin
+
+enable-plugin:
 	mkdir -p '$(PLUGIN_STATE)' '$(PLUGIN_CONTROL)'
 	$(DOCKER) plugin set '$(PLUGIN_REF)' state.source='$(PLUGIN_STATE)' control.source='$(PLUGIN_CONTROL)' $(PLUGIN_SETTINGS)
 	$(DOCKER) plugin enable --timeout 120 '$(PLUGIN_REF)'

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -47,6 +48,42 @@ def engine():
         e.stop()
         e.unmount_leftovers()
         lock.close()
+
+
+SECOND_BRIDGE = ("convoy-e2e-b0", "10.231.254.1/24")
+
+
+def ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check, capture_output=True)
+
+
+@pytest.fixture
+def second_engine(engine):
+    """A second Docker engine on this machine, a second host: its own data-root, exec-root and socket, its own
+    bridge (`--bridge none` would make dockerd delete docker0, the first engine's), and the plugin installed from
+    the bundle the session's engine built."""
+    bridge, address = SECOND_BRIDGE
+    other = Engine(E2E_ROOT.with_name(E2E_ROOT.name + "-b"), dockerd_args=f"--bridge {bridge} --iptables=false")
+    other.stop()
+    other.unmount_leftovers()
+    ip("link", "del", bridge, check=False)
+    ip("link", "add", bridge, "type", "bridge")
+    ip("addr", "add", address, "dev", bridge)
+    ip("link", "set", bridge, "up")
+    other.start()
+    try:
+        other.reset()
+        other.run("bash", "ci/make-busybox-image.sh", timeout=300)
+        other.install_plugin(build=False)
+        yield other
+    finally:
+        other.docker("swarm", "leave", "--force", check=False)
+        ids = other.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            other.docker("rm", "-f", *ids, check=False)
+        other.stop()
+        other.unmount_leftovers()
+        ip("link", "del", bridge, check=False)
 
 
 @pytest.fixture

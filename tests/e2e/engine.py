@@ -49,13 +49,16 @@ def wait_for(what: str, check, timeout: float = 60, interval: float = 0.5):
 
 
 class Engine:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, dockerd_args: str = ""):
+        """`dockerd_args`: extra dockerd flags (a second engine on the machine: `--bridge none --iptables=false`)."""
         self.root = root
         self.state = root / "state"  # the plugin's `state` mount source
         self.control = root / "control"  # the plugin's `control` mount source
         self.socket = root / "docker.sock"
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.socket}", CONVOY_CI_ROOT=str(root))
         self.env["CONVOY_SOCKET"] = str(self.control / "convoy.sock")
+        if dockerd_args:
+            self.env["CONVOY_CI_DOCKERD_ARGS"] = dockerd_args
         self.convoy_bin = shutil.which("convoy") or str(REPO / ".venv" / "bin" / "convoy")
 
     # -- running commands -------------------------------------------------
@@ -91,13 +94,14 @@ class Engine:
         self.run("bash", "ci/dockerd.sh", "restart", timeout=240)
         wait_for("the plugin to be enabled after the engine restart", self.plugin_enabled, timeout=60)
 
-    def install_plugin(self, *settings: str):
-        """`make install`, as the README tells users, with this engine's host paths."""
+    def install_plugin(self, *settings: str, build: bool = True):
+        """`make install`, as the README tells users, with this engine's host paths; `build=False`: from the
+        bundle an earlier install built (`make install-bundle`)."""
         self.state.mkdir(parents=True, exist_ok=True)
         self.control.mkdir(parents=True, exist_ok=True)
         extra = [f"PLUGIN_SETTINGS={' '.join(settings)}"] if settings else []
         self.run(
-            "make", "--no-print-directory", "install", f"NAME={PLUGIN}", "TAG=latest",
+            "make", "--no-print-directory", "install" if build else "install-bundle", f"NAME={PLUGIN}", "TAG=latest",
             f"PLUGIN_STATE={self.state}", f"PLUGIN_CONTROL={self.control}", *extra,
             timeout=900,
         )

@@ -16,27 +16,37 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.engine import PLUGIN, TEST_IMAGE, wait_for
-from tests.ec2lab.fixture import INSTANCE_A
+from tests.ec2lab.fixture import INSTANCE_A, INSTANCE_B
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def ebs_plugin(engine, make_ec2lab):
-    """The plugin switched to DRIVER=ebs on an emulator posing this host as INSTANCE_A; switched back after."""
-    dev_root = Path("/dev") / f"convoy-ec2lab-{uuid.uuid4().hex[:8]}"
-    lab = make_ec2lab(dev_root=dev_root)
-    settings = {
-        "DRIVER": "ebs",
+def ebs_settings(lab, dev_root: Path, instance_id: str, drivers: str = "ebs") -> dict[str, str]:
+    """The plugin's settings for a host posing as `instance_id` of the emulator."""
+    return {
+        "DRIVER": drivers,
         "DRIVER_OPTS": f"ebs.endpoint={lab.endpoint} ebs.dev_root={dev_root}",
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT": lab.imds_endpoint(INSTANCE_A),
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": lab.imds_endpoint(instance_id),
         "AWS_ACCESS_KEY_ID": "ec2lab",
         "AWS_SECRET_ACCESS_KEY": "ec2lab",
         "AWS_REGION": lab.region,
     }
+
+
+def configure_plugin(engine, settings: dict[str, str]) -> None:
     engine.docker("plugin", "disable", "-f", PLUGIN)
     engine.docker("plugin", "set", PLUGIN, *(f"{k}={v}" for k, v in settings.items()))
     engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+
+
+@pytest.fixture
+def ebs_plugin(engine, make_ec2lab, s3_endpoint):
+    """The plugin switched to DRIVER=ebs,vfs on an emulator posing this host as INSTANCE_A, with S3 backups to the
+    moto endpoint; switched back after. The lab's .dev_root is under the host's /dev, which every plugin sees."""
+    dev_root = Path("/dev") / f"convoy-ec2lab-{uuid.uuid4().hex[:8]}"
+    lab = make_ec2lab(dev_root=dev_root)
+    settings = {**ebs_settings(lab, dev_root, INSTANCE_A, drivers="ebs,vfs"), "S3_ENDPOINT": s3_endpoint}
+    configure_plugin(engine, settings)
     try:
         yield lab
     finally:
@@ -44,7 +54,7 @@ def ebs_plugin(engine, make_ec2lab):
         if ids:
             engine.docker("rm", "-f", *ids, check=False)
         engine.docker("plugin", "disable", "-f", PLUGIN, check=False)
-        engine.docker("plugin", "set", PLUGIN, "DRIVER=vfs,image", "DRIVER_OPTS=", *(f"{k}=" for k in list(settings)[2:]))
+        engine.docker("plugin", "set", PLUGIN, "DRIVER=vfs,image", *(f"{k}=" for k in list(settings)[1:]))
         engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
         lab.cleanup()
         shutil.rmtree(dev_root, ignore_errors=True)
@@ -96,7 +106,6 @@ def test_ebs_volumes_through_docker_survive_a_killed_plugin(engine, vol, ebs_plu
 
 
 def test_ebs_snapshots_backups_and_a_holder_elsewhere_through_docker(engine, vol, ebs_plugin):
-    from tests.ec2lab.fixture import INSTANCE_B
 
     lab = ebs_plugin
     name = vol("ebssrc")
@@ -115,12 +124,101 @@ def test_ebs_snapshots_backups_and_a_holder_elsewhere_through_docker(engine, vol
     engine.docker("volume", "create", "-d", PLUGIN, "-o", f"backup={url}", restored)
     assert run_in(engine, f"{restored}:/data", "cat /data/f") == "snapshot-me\n"
 
-    # another instance holds the volume: a running one is refused by name, a stopped one needs force_detach
-    volume_id = engine.convoy_json("inspect", name)["backend"]["volume_id"]
-    lab.client().attach_volume(VolumeId=volume_id, InstanceId=INSTANCE_B, Device="/dev/sdg")
-    lab.client().get_waiter("volume_in_use").wait(VolumeIds=[volume_id], WaiterConfig={"Delay": 1})
+    # another instance holds two volumes: a running one is refused by name; once it is stopped, the volume
+    # created with force_detach=true is taken from it, the other is refused with what to do
+    forced = vol("ebsforced")
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=1G", "-o", "force_detach=true", forced)
+    run_in(engine, f"{forced}:/data", "echo kept > /data/f")
+    held = {name: "/dev/sdg", forced: "/dev/sdh"}
+    ids = {volume: engine.convoy_json("inspect", volume)["backend"]["volume_id"] for volume in held}
+    for volume, device in held.items():
+        lab.client().attach_volume(VolumeId=ids[volume], InstanceId=INSTANCE_B, Device=device)
+    lab.client().get_waiter("volume_in_use").wait(VolumeIds=list(ids.values()), WaiterConfig={"Delay": 1})
     refused = engine.docker("run", "--rm", "-v", f"{name}:/data", TEST_IMAGE, "true", check=False)
     assert refused.returncode != 0 and INSTANCE_B in refused.stderr and "running" in refused.stderr, refused.stderr
     lab.admin.stop_instance(INSTANCE_B)
     refused = engine.docker("run", "--rm", "-v", f"{name}:/data", TEST_IMAGE, "true", check=False)
     assert refused.returncode != 0 and "force_detach" in refused.stderr, refused.stderr
+    assert run_in(engine, f"{forced}:/data", "cat /data/f") == "kept\n", "force-detached from the stopped instance"
+    assert attachments(lab, ids[forced]) == [] and attachments(lab, ids[name]) == [INSTANCE_B]
+    logged = [line for line in engine.logs().splitlines() if f"force-detaching {forced}" in line]
+    assert logged and INSTANCE_B in logged[-1], "the log names the instance it was taken from"
+
+
+def test_ebs_incremental_image_backups_to_s3_restore_into_ebs_and_vfs(engine, vol, ebs_plugin, s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id="e2e", aws_secret_access_key="e2e")
+    s3.create_bucket(Bucket="convoy-ebs-e2e")
+    store = "s3://convoy-ebs-e2e@us-east-1/ebs"
+    name = vol("ebss3")
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=1G", name)
+    run_in(engine, f"{name}:/data", "dd if=/dev/urandom of=/data/a bs=1M count=8 2>/dev/null")
+    first = engine.convoy("backup", "create", engine.convoy("snapshot", "create", name).stdout.strip(),
+                          "--dest", store).stdout.strip()
+    run_in(engine, f"{name}:/data", "dd if=/dev/urandom of=/data/b bs=1M count=2 2>/dev/null")
+    digests = run_in(engine, f"{name}:/data", "cd /data && md5sum a b")
+    second = engine.convoy("backup", "create", engine.convoy("snapshot", "create", name).stdout.strip(),
+                           "--dest", store).stdout.strip()
+    assert first != second and second.startswith(store)
+
+    stats = engine.convoy_json("backup", "inspect", second)["stats"]
+    # EBS's ListChangedBlocks named what changed since the first backup's snapshot: only that was read
+    assert stats["unchanged_bytes"] >= 8 << 20 and stats["read_bytes"] < 6 << 20, stats
+    for driver in ("ebs", "vfs"):
+        restored = vol(f"from-s3-{driver}")
+        engine.docker("volume", "create", "-d", PLUGIN, "-o", f"backup={second}", "-o", f"driver={driver}", restored)
+        assert run_in(engine, f"{restored}:/data", "cd /data && md5sum a b") == digests, driver
+        assert engine.convoy_json("inspect", restored)["driver"] == driver
+
+
+def test_ebs_swarm_service_volume_follows_its_task_to_another_instance(engine, second_engine, vol, ebs_plugin):
+    """Two engines on this machine pose as two instances of one AZ: the service's task moves, its volume follows."""
+    lab, other = ebs_plugin, second_engine
+    configure_plugin(other, ebs_settings(lab, lab.dev_root, INSTANCE_B))
+    name = vol("follow")
+    engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        token = engine.docker("swarm", "join-token", "-q", "worker").stdout.strip()
+        # a second node on the same address: its own swarm port
+        other.docker("swarm", "join", "--token", token, "--listen-addr", "127.0.0.1:2378",
+                     "--advertise-addr", "127.0.0.1:2378", "127.0.0.1:2377", timeout=120)
+        node_a, node_b = (e.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip() for e in (engine, other))
+        engine.docker(
+            "service", "create", "--detach", "--no-resolve-image", "--name", "e2e-follow",
+            "--constraint", f"node.id=={node_a}",
+            "--mount", f"type=volume,source={name},destination=/data,volume-driver={PLUGIN},volume-opt=size=1G",
+            TEST_IMAGE, "sh", "-c", "echo task-ran >> /data/log; exec sleep 600",
+        )
+        wait_for("the task on the first host to write", lambda: task_reads(engine, "/data/log") == "task-ran\n",
+                 timeout=120)
+        volume_id = engine.convoy_json("inspect", name)["backend"]["volume_id"]
+        assert attachments(lab, volume_id) == [INSTANCE_A]
+
+        engine.docker("service", "update", "--detach", "--constraint-rm", f"node.id=={node_a}",
+                      "--constraint-add", f"node.id=={node_b}", "e2e-follow")
+        wait_for("the task on the second host to read the first one's write",
+                 lambda: task_reads(other, "/data/log") == "task-ran\ntask-ran\n", timeout=180)
+        assert attachments(lab, volume_id) == [INSTANCE_B]
+        assert not engine.host_mounted(name), "the first host let it go"
+        assert other.convoy_json("inspect", name)["backend"]["volume_id"] == volume_id, "the same EBS volume"
+    finally:
+        engine.docker("service", "rm", "e2e-follow", check=False)
+        for e in (engine, other):
+            wait_for("the service's containers to go", lambda e=e: task_container(e) == "", timeout=60)
+        other.docker("swarm", "leave", "--force", check=False)
+        engine.docker("swarm", "leave", "--force", check=False)
+
+
+def task_container(engine) -> str:
+    return engine.docker("ps", "-q", "-f", "label=com.docker.swarm.service.name=e2e-follow").stdout.strip()
+
+
+def task_reads(engine, path: str) -> str:
+    """What the service's running task on this engine reads at `path` ("" while none runs there)."""
+    container = task_container(engine)
+    if not container or "\n" in container:
+        return ""
+    result = engine.docker("exec", container, "cat", path, check=False)
+    return result.stdout if result.returncode == 0 else ""
