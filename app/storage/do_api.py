@@ -43,14 +43,14 @@ class _Transport:
     def get_timeout(self) -> tuple[float, float]:
         return REQUEST_TIMEOUT  # python-digitalocean has none unless an environment variable sets one
 
-    def _BaseAPI__perform_request(self, url: str, type: str = "GET", params: Any = None) -> requests.Response:
+    def _BaseAPI__perform_request(self, url: str, method: str = "GET", params: Any = None) -> requests.Response:
         send = super()._BaseAPI__perform_request  # type: ignore[misc]
-        what = f"{type} /{url.split('/v2/', 1)[-1].lstrip('/')}" if "/v2/" in url else f"{type} {url}"
+        what = f"{method} {url.split('/v2/', 1)[-1].lstrip('/')}" if "/v2/" in url else f"{method} {url}"
         server_errors = network_errors = 0
         rate_limited_until = time.monotonic() + RATE_LIMIT_BUDGET
         while True:
             try:
-                answer: requests.Response = send(url, type, params)
+                answer: requests.Response = send(url, method, params)
             except requests.RequestException as err:
                 network_errors += 1
                 if network_errors > NETWORK_RETRIES:
