@@ -100,9 +100,7 @@ def _decode(encoded: str) -> str | None:
 
 def check_tag(tag: str, option: str = "tags") -> str:
     if not VALID_TAG.fullmatch(tag):
-        raise InvalidInput(
-            f"{option}: {tag!r} is not a DigitalOcean tag: use 1 to {MAX_TAG} letters, digits, ':', '-' or '_'"
-        )
+        raise InvalidInput(f"{option}: {tag!r} is not a DigitalOcean tag: use 1 to {MAX_TAG} letters, digits, ':', '-' or '_'")
     if tag.lower().startswith("convoy:"):
         raise InvalidInput(f"{option}: {tag!r} starts with convoy:, which convoy keeps for its own tags; pick another")
     return tag

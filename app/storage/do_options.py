@@ -120,9 +120,7 @@ def volume_request(options: dict[str, str], size: int | None, default_size_gib: 
     if adopt_id and adopt_name:
         raise InvalidInput("give id or do_name, not both: each names the DigitalOcean volume to adopt")
     if (adopt_id or adopt_name) and snapshot:
-        raise InvalidInput(
-            "snapshot makes a new volume and id/do_name adopt an existing one: give one of them"
-        )
+        raise InvalidInput("snapshot makes a new volume and id/do_name adopt an existing one: give one of them")
     if adopt_id is not None and not UUID.fullmatch(adopt_id):
         raise InvalidInput(f"id={adopt_id!r} is not a DigitalOcean volume id: give its UUID (doctl compute volume list)")
     if adopt_name is not None and not is_valid_name(adopt_name):
