@@ -169,9 +169,12 @@ class DoDriver(BlockDriver):
         return CreatedVolume(self._details(volume, request), size=int(volume["size_gigabytes"]) * GIB)
 
     def _find(self, name: str) -> dict[str, Any] | None:
-        """The DO volume of this region that is convoy volume `name`, if any."""
+        """The DO volume of this region that is convoy volume `name`: tagged with it, or named what the name maps to
+        and no other convoy volume (made by hand in the control panel, as docker-volume-plugin-dostorage had users do)."""
+        do_name = volume_name(name)
         for volume in self.api.volumes(self.droplet.region):
-            if name_from_tags(_tags(volume)) == name:
+            owner = name_from_tags(_tags(volume))
+            if owner == name or (owner is None and volume["name"] == do_name):
                 return volume
         return None
 
