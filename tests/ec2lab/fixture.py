@@ -8,7 +8,6 @@ mounted on them, whatever state the test ended in.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -139,13 +138,7 @@ class Ec2Lab:
     def cleanup(self) -> None:
         """Stop, then remove every link and loop device the lab made; unmount (lazily) what is still mounted on them."""
         self.stop()
-        loops = dataplane.loops_backed_under(self.state_dir) if self.state_dir.exists() else []
-        for link in self._recorded_links():
-            if os.path.islink(link) and (os.readlink(link) in loops or not os.path.exists(link)):
-                os.unlink(link)
-        for loop in loops:
-            _unmount_everything_on(loop)
-            subprocess.run(["losetup", "-d", loop], capture_output=True, timeout=60, check=False)
+        dataplane.remove_leftovers(self.state_dir, self._recorded_links())
         if self.own_dev_root:
             shutil.rmtree(self.dev_root, ignore_errors=True)
 
@@ -154,21 +147,6 @@ class Ec2Lab:
             return list(json.loads((self.state_dir / "state.json").read_text())["links"])
         except (OSError, ValueError, KeyError):
             return []
-
-
-def _unmount_everything_on(loop: str) -> None:
-    try:
-        rdev = os.stat(loop).st_rdev
-    except OSError:
-        return
-    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
-    mountpoints = [
-        line.split()[4].encode().decode("unicode_escape")
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[2] == wanted
-    ]
-    for mountpoint in reversed(mountpoints):
-        subprocess.run(["umount", "-l", mountpoint], capture_output=True, timeout=60, check=False)
 
 
 @pytest.fixture
