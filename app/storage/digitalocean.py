@@ -58,6 +58,7 @@ DEVICE_PREFIX = "scsi-0DO_Volume_"  # how udev names a DO volume: /dev/disk/by-i
 
 class DoDriver(BlockDriver):
     name = "digitalocean"
+    option_prefix = "do"
     daemon_options: ClassVar[dict[str, str]] = DAEMON_OPTIONS
     volume_options: ClassVar[dict[str, str]] = {**BlockDriver.volume_options, **VOLUME_OPTIONS}
     can_resize = True
