@@ -260,35 +260,44 @@ class DoDriver(BlockDriver):
         volume_id = _volume_id(volume)
         self._check_region(volume)
         me = self.droplet.droplet_id
+        deadline = time.monotonic() + self.settings.attach_timeout
+        what = f"attaching {volume.name} ({volume_id}) to droplet {me}"
+        todo = "DigitalOcean may be slow or the attachment stuck: see `doctl compute volume-action list`, then mount again"
+        self._settle(volume_id, deadline, what, todo)
+        attachment = self.attachment(volume)  # an attach a timed-out mount left may have completed since
+        if attachment.where is Where.HERE and attachment.device:
+            return attachment.device
         action = self.api.volume_action(volume_id, "attach", self.droplet.region, droplet_id=me)
         try:
-            self.api.wait_action(
-                action,
-                time.monotonic() + self.settings.attach_timeout,
-                f"attaching {volume.name} ({volume_id}) to droplet {me}",
-                "DigitalOcean may be slow or the attachment stuck: see `doctl compute volume get`, then mount again",
-            )
+            self.api.wait_action(action, deadline, what, todo)
         except Unavailable:
             self._detach_quietly(volume)
             raise
         return self._wait_device(str(volume.details.get("do_name") or self.api.volume(volume_id)["name"]))
 
+    def _settle(self, volume_id: str, deadline: float, what: str, todo: str) -> None:
+        """Wait for the volume's actions still in progress (an attach a timed-out mount left): DO refuses another."""
+        for action in self.api.volume_actions(volume_id):
+            if action.get("status") == "in-progress":
+                self.api.wait_action(action, deadline, what, todo)
+
     def detach(self, volume: VolumeRef) -> None:
         volume_id = _volume_id(volume)
         me = self.droplet.droplet_id
         if me not in [int(d) for d in self.api.volume(volume_id).get("droplet_ids") or []]:
-            return
+            return  # an attach still in progress (a timed-out mount's) is left to finish: the next mount uses it
         self._detach_from(volume, me)
 
     def _detach_from(self, volume: VolumeRef, droplet_id: int) -> None:
         volume_id = _volume_id(volume)
+        deadline = time.monotonic() + DETACH_TIMEOUT
+        what = f"detaching {volume.name} ({volume_id}) from droplet {droplet_id}"
+        todo = "something on that droplet may still use it; see `doctl compute volume-action list`"
+        self._settle(volume_id, deadline, what, todo)
+        if droplet_id not in [int(d) for d in self.api.volume(volume_id).get("droplet_ids") or []]:
+            return
         action = self.api.volume_action(volume_id, "detach", self.droplet.region, droplet_id=droplet_id)
-        self.api.wait_action(
-            action,
-            time.monotonic() + DETACH_TIMEOUT,
-            f"detaching {volume.name} ({volume_id}) from droplet {droplet_id}",
-            "something on that droplet may still use it; see `doctl compute volume get`",
-        )
+        self.api.wait_action(action, deadline, what, todo)
 
     def take_over(self, volume: VolumeRef, attachment: Attachment) -> None:
         holder = int(attachment.holder or 0)

@@ -133,6 +133,9 @@ class DoApi:
     def volume_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
         return list(self.get(f"volumes/{volume_id}/snapshots", "snapshots"))
 
+    def volume_actions(self, volume_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"volumes/{volume_id}/actions", "actions"))
+
     def snapshot(self, snapshot_id: str) -> dict[str, Any]:
         return dict(self.get(f"snapshots/{snapshot_id}", "snapshot"))
 
