@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ log = logging.getLogger("dolab")
 HOST = "127.0.0.1"  # loopback only, always
 TICK = 0.05
 MAX_BODY = 1 << 20
+STORM_RETRY_AFTER = 1  # seconds
 FAILURE_MESSAGES = {500: "Unexpected server-side error", 503: "Service Unavailable"}
 
 
@@ -83,8 +85,9 @@ class _ApiHandler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization", "") != f"Bearer {TOKEN}":
                 raise DoError(401, "Unable to authenticate you")
             fault = lab.faults.take()
-            if fault == "storm":
-                headers["ratelimit-remaining"] = "0"
+            if fault == "storm":  # DO's burst limit: nothing remains, and it says when to come back
+                headers.update({"ratelimit-remaining": "0", "ratelimit-reset": str(int(time.time()) + STORM_RETRY_AFTER)})
+                headers["retry-after"] = str(STORM_RETRY_AFTER)
                 raise DoError(429, "API Rate limit exceeded.")
             if fault == "fail":
                 status = lab.faults.fail_status

@@ -355,3 +355,172 @@ def test_resize_grows_the_file_and_the_attached_device(dolab, do):
     assert "upwards" in expect_error(dolab, "POST", path, {"type": "resize", "size_gigabytes": 2}, 422, "unprocessable_entity")
     expect_error(dolab, "POST", path, {"type": "resize", "size_gigabytes": 16 * 1024 + 1}, 422, "unprocessable_entity")
     completed(dolab, volume.detach(DROPLET_A, "nyc3"))
+
+
+# --- snapshots -----------------------------------------------------------------------------------------------------
+def write_at(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as device:
+        device.seek(offset)
+        device.write(data)
+        device.flush()
+        os.fsync(device.fileno())
+
+
+def read_at(path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as device:
+        device.seek(offset)
+        return device.read(length)
+
+
+def test_snapshot_copies_the_bytes_and_a_volume_from_it_starts_with_them(dolab, do):
+    volume = new_volume(dolab, "source", 2)
+    loop = attached(dolab, volume)
+    write_at(loop, GIB + 4096, b"snapshot me")
+    answer = volume.snapshot("first")
+    snap = answer["snapshot"]
+    assert (snap["name"], snap["resource_id"], snap["resource_type"]) == ("first", volume.id, "volume")
+    assert snap["regions"] == ["nyc3"] and snap["min_disk_size"] == 2 and snap["created_at"].endswith("Z")
+    assert isinstance(snap["size_gigabytes"], float) and snap["tags"] == []
+    write_at(loop, GIB + 4096, b"overwritten")  # after the snapshot: not in it
+    assert [s.id for s in volume.get_snapshots()] == [snap["id"]]
+    assert [s.id for s in do.get_volume_snapshots()] == [snap["id"]]
+    assert do.get_droplet_snapshots() == []
+    loaded = do.get_snapshot(snap["id"])
+    assert (loaded.name, loaded.min_disk_size, loaded.resource_id) == ("first", 2, volume.id)
+
+    small = {"name": "copy", "region": "nyc3", "size_gigabytes": 1, "snapshot_id": snap["id"]}
+    assert "min_disk_size" in expect_error(dolab, "POST", "/v2/volumes", small, 422, "unprocessable_entity")
+    copy = digitalocean.Volume(
+        token=TOKEN, end_point=dolab.endpoint + "/v2/", name="copy", region="nyc3", size_gigabytes=3, snapshot_id=snap["id"]
+    ).create_from_snapshot()
+    assert do.get_volume(copy.id).size_gigabytes == 3
+    copy_loop = attached(dolab, copy, DROPLET_B)
+    assert read_at(copy_loop, GIB + 4096, 11) == b"snapshot me"
+    assert int(subprocess.run(["blockdev", "--getsize64", copy_loop], capture_output=True, text=True).stdout) == 3 * GIB
+    completed(dolab, volume.detach(DROPLET_A, "nyc3"))
+    completed(dolab, copy.detach(DROPLET_B, "nyc3"))
+
+
+def test_snapshot_rules_and_deletion(dolab, do):
+    volume = new_volume(dolab, "snapped")
+    path = f"/v2/volumes/{volume.id}/snapshots"
+    expect_error(dolab, "POST", path, {}, 400, "bad_request")
+    status, answer = dolab.api("POST", path, {"name": "one", "tags": ["convoy"]})
+    assert status == 201 and answer["snapshot"]["tags"] == ["convoy"]
+    snap_id = answer["snapshot"]["id"]
+    expect_error(dolab, "POST", path, {"name": "one"}, 409, "conflict")
+    status, listed = dolab.api("GET", "/v2/snapshots?resource_type=volume")
+    assert [s["id"] for s in listed["snapshots"]] == [snap_id] and listed["meta"]["total"] == 1
+    assert dolab.api("GET", "/v2/snapshots?resource_type=droplet")[1]["snapshots"] == []
+    message = expect_error(dolab, "DELETE", f"/v2/volumes/{volume.id}", None, 409, "conflict")
+    assert "snapshots" in message
+    assert do.get_snapshot(snap_id).destroy() is True
+    assert not (dolab.state_dir / "snapshots" / f"{snap_id}.img").exists()
+    expect_error(dolab, "GET", f"/v2/snapshots/{snap_id}", None, 404, "not_found")
+    expect_error(dolab, "DELETE", f"/v2/snapshots/{snap_id}", None, 404, "not_found")
+    assert volume.destroy() is True
+
+
+# --- faults ----------------------------------------------------------------------------------------------------------
+def test_rate_limit_storm_answers_429_with_remaining_zero_then_recovers(dolab, do):
+    dolab.admin.rate_limit_storm(2)
+    for _ in range(2):
+        status, headers, answer = raw_call(dolab, "GET", "/v2/volumes")
+        assert status == 429 and headers["ratelimit-remaining"] == "0" and headers["retry-after"] == "1"
+        assert int(headers["ratelimit-reset"]) <= time.time() + 2
+        assert answer["id"] == "too_many_requests" and answer["message"] == "API Rate limit exceeded."
+    status, headers, _ = raw_call(dolab, "GET", "/v2/volumes")
+    assert status == 200 and int(headers["ratelimit-remaining"]) > 0
+    dolab.admin.rate_limit_storm(1)
+    with pytest.raises(digitalocean.DataReadError, match="Rate limit"):
+        do.get_all_volumes()
+
+
+def test_fail_next_answers_5xx_in_dos_shape(dolab):
+    dolab.admin.fail_next(1)
+    status, _, answer = raw_call(dolab, "GET", "/v2/volumes")
+    assert status == 500 and answer["id"] == "server_error" and answer["request_id"]
+    dolab.admin.fail_next(1, status=503)
+    assert raw_call(dolab, "GET", "/v2/volumes")[0] == 503
+    assert raw_call(dolab, "GET", "/v2/volumes")[0] == 200
+    assert dolab.admin.calls()[-3:] == ["GET /v2/volumes"] * 3
+
+
+def mounted(loop: str, target) -> None:
+    target.mkdir(exist_ok=True)
+    subprocess.run(["mount", loop, str(target)], check=True, capture_output=True)
+
+
+def test_detaching_a_device_a_running_droplet_uses_errors_and_an_off_droplet_lets_go(make_dolab, tmp_path, monkeypatch):
+    lab = make_dolab("busy", delays={"busy": 0.5})
+    monkeypatch.setenv("DIGITALOCEAN_END_POINT", lab.endpoint + "/v2/")
+    volume = new_volume(lab, "held", filesystem_type="ext4")
+    loop = attached(lab, volume)
+    mountpoint = tmp_path / "mnt"
+    mounted(loop, mountpoint)
+    try:
+        assert completed(lab, volume.detach(DROPLET_A, "nyc3"))["status"] == "errored"
+        assert lab.manager().get_volume(volume.id).droplet_ids == [DROPLET_A] and os.path.islink(lab.link_for("held"))
+        lab.admin.power_off(DROPLET_A)
+        assert lab.manager().get_droplet(DROPLET_A).status == "off"
+        assert completed(lab, volume.detach(DROPLET_A, "nyc3"))["status"] == "completed"
+        assert not os.path.lexists(lab.link_for("held"))
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True)
+    wait_until(lambda: dataplane.loops_backed_under(lab.state_dir) == [], "the loop device gone once unmounted")
+    lab.admin.power_on(DROPLET_A)
+    assert lab.manager().get_droplet(DROPLET_A).status == "active"
+
+
+# --- persistence -------------------------------------------------------------------------------------------------------
+def test_restart_and_kill_keep_volumes_attachments_and_devices(dolab, do):
+    volume = new_volume(dolab, "durable")
+    loop = attached(dolab, volume)
+    write_at(loop, 0, b"still here")
+    snap_id = volume.snapshot("kept")["snapshot"]["id"]
+    dolab.admin.stick_actions(True)
+    pending = volume.resize(2, "nyc3")["action"]["id"]
+    dolab.kill()
+    dolab.start()
+    assert dolab.admin.state()["faults"]["stick_actions"] is False  # faults are not persisted
+    assert completed(dolab, {"action": {"id": pending}})["status"] == "completed"  # its due time survived
+    loaded = do.get_volume(volume.id)
+    assert (loaded.droplet_ids, loaded.size_gigabytes) == ([DROPLET_A], 2)
+    assert do.get_snapshot(snap_id).name == "kept"
+    assert read_at(dolab.link_for("durable"), 0, 10) == b"still here"
+    dolab.restart()
+    assert read_at(dolab.link_for("durable"), 0, 10) == b"still here"
+    status, answer = dolab.api("GET", "/v2/actions")
+    assert status == 200 and len(answer["actions"]) == 2
+
+
+def test_a_restart_gives_an_attached_volume_whose_loop_device_went_a_new_one(dolab):
+    volume = new_volume(dolab, "reloop")
+    loop = attached(dolab, volume)
+    dolab.kill()
+    subprocess.run(["losetup", "-d", loop], check=True)  # e.g. a reboot of the host
+    dolab.start()
+    new_loop = os.readlink(dolab.link_for("reloop"))
+    assert dataplane.backing_file(new_loop) == str((dolab.state_dir / "volumes" / f"{volume.id}.img").resolve())
+
+
+def test_cleanup_removes_every_loop_device_and_link_even_after_kill(make_dolab, tmp_path):
+    dev_root = tmp_path / "shared-dev"
+    lab = make_dolab("leaky", dev_root=dev_root)
+    volume = new_volume(lab, "leak")
+    attached(lab, volume)
+    (dev_root / "disk" / "by-id" / "not-the-labs").symlink_to("/dev/null")
+    lab.kill()
+    lab.cleanup()
+    assert dataplane.loops_backed_under(lab.state_dir) == []
+    assert not os.path.lexists(lab.link_for("leak"))
+    assert os.path.islink(dev_root / "disk" / "by-id" / "not-the-labs")  # what it did not make stays
+
+
+def test_an_existing_link_the_lab_did_not_make_is_left_alone(dolab):
+    foreign = dolab.link_for("taken")
+    foreign.parent.mkdir(parents=True, exist_ok=True)
+    foreign.symlink_to("/dev/null")
+    volume = new_volume(dolab, "taken")
+    assert completed(dolab, volume.attach(DROPLET_A, "nyc3"))["status"] == "errored"
+    assert os.readlink(foreign) == "/dev/null" and dataplane.loops_backed_under(dolab.state_dir) == []
