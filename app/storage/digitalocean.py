@@ -163,10 +163,13 @@ class DoDriver(BlockDriver):
                 snapshot_id=request.snapshot_id,
             )
         except Conflict as err:
-            raise Conflict(
-                f"{err}: a DigitalOcean volume named {do_name} exists in {self.droplet.region} and is not convoy's; "
-                f"adopt it (-o do_name={do_name}) or pick another name"
-            ) from None
+            made = self._find(spec.name)  # a create retried after a 5xx whose first try DO did carry out
+            if made is None or name_from_tags(_tags(made)) != spec.name:
+                raise Conflict(
+                    f"{err}: a DigitalOcean volume named {do_name} exists in {self.droplet.region} and is not convoy's; "
+                    f"adopt it (-o do_name={do_name}) or pick another name"
+                ) from None
+            volume = made
         return CreatedVolume(self._details(volume, request), size=int(volume["size_gigabytes"]) * GIB)
 
     def _find(self, name: str) -> dict[str, Any] | None:
@@ -267,7 +270,14 @@ class DoDriver(BlockDriver):
         attachment = self.attachment(volume)  # an attach a timed-out mount left may have completed since
         if attachment.where is Where.HERE and attachment.device:
             return attachment.device
-        action = self.api.volume_action(volume_id, "attach", self.droplet.region, droplet_id=me)
+        try:
+            action = self.api.volume_action(volume_id, "attach", self.droplet.region, droplet_id=me)
+        except InvalidInput:  # 422: an attach retried after a 5xx whose first try DO did start
+            self._settle(volume_id, deadline, what, todo)
+            attachment = self.attachment(volume)
+            if attachment.where is Where.HERE and attachment.device:
+                return attachment.device
+            raise
         try:
             self.api.wait_action(action, deadline, what, todo)
         except Unavailable:

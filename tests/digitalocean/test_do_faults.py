@@ -80,3 +80,12 @@ def test_an_attach_that_never_completes_fails_the_mount_in_time_and_leaves_nothi
     mountpoint = host.docker_ok("Mount", {"Name": "stuck", "ID": "c1"})["Mountpoint"]
     assert mountpoint in mounted_points(), "the next mount works once DigitalOcean does"
     host.docker_ok("Unmount", {"Name": "stuck", "ID": "c1"})
+
+
+def test_an_unreachable_api_endpoint_is_named_at_start(do_host):
+    closed = f"http://127.0.0.1:{free_port()}"
+    host = do_host(1001, "host-a", "--driver-opts", f"do.api_endpoint={closed}")
+    host.wait_ready()
+    status, data = host.docker("Create", {"Name": "vol", "Opts": {}})
+    assert status != 200 and f"the DigitalOcean API at {closed} did not answer" in data["Err"], data
+    assert "do.api_endpoint" in data["Err"]
