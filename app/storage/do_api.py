@@ -12,6 +12,7 @@ its own debug log).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -201,7 +202,8 @@ class DoApi:
     def tag(self, tag: str, resource_id: str, resource_type: str) -> None:
         """Tag a volume or a volume snapshot (the tag is made first: DO tags only with existing tags)."""
         made = self._make(Tag, name=tag)
-        made.create()
+        with contextlib.suppress(Conflict, InvalidInput):  # it exists already (DO says so with 409 or 422)
+            made.create()
         resources = [{"resource_id": resource_id, "resource_type": resource_type}]
         made.get_data(f"tags/{tag}/resources", type=digitalocean.baseapi.POST, params={"resources": resources})
 
