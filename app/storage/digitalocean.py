@@ -251,7 +251,10 @@ class DoDriver(BlockDriver):
             ) from None
 
     def attachment(self, volume: VolumeRef) -> Attachment:
-        described = self.api.volume(_volume_id(volume))
+        try:
+            described = self.api.volume(_volume_id(volume))
+        except NotFound:
+            return Attachment(Where.DETACHED)  # destroyed outside convoy: `convoy delete` can still forget it
         holders = [int(d) for d in described.get("droplet_ids") or []]
         if self.droplet.droplet_id in holders:
             return Attachment(Where.HERE, device=self._wait_device(str(described["name"])))
@@ -266,7 +269,13 @@ class DoDriver(BlockDriver):
         deadline = time.monotonic() + self.settings.attach_timeout
         what = f"attaching {volume.name} ({volume_id}) to droplet {me}"
         todo = "DigitalOcean may be slow or the attachment stuck: see `doctl compute volume-action list`, then mount again"
-        self._settle(volume_id, deadline, what, todo)
+        try:
+            self._settle(volume_id, deadline, what, todo)
+        except NotFound:
+            raise NotFound(
+                f"DigitalOcean volume {volume_id} of {volume.name} does not exist any more (destroyed outside convoy?); "
+                f"`convoy delete {volume.name}` forgets it"
+            ) from None
         attachment = self.attachment(volume)  # an attach a timed-out mount left may have completed since
         if attachment.where is Where.HERE and attachment.device:
             return attachment.device

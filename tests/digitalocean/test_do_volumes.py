@@ -176,3 +176,14 @@ def test_convoy_delete_destroys_and_docker_remove_keeps_and_snapshots_go_only_wh
     host.cli("delete", "--snapshots", "gone", check=True)
     assert dolab.api("GET", f"/v2/volumes/{gone}")[0] == 404
     assert cli_json(host, "snapshot", "list") == []
+
+
+def test_a_volume_destroyed_outside_convoy_is_named_on_mount_and_forgotten_by_delete(do_host, dolab):
+    host = do_host()
+    host.docker_ok("Create", {"Name": "lost", "Opts": {"size": "1G"}})
+    volume_id = volume_of(dolab, host, "lost")["id"]
+    assert dolab.api("DELETE", f"/v2/volumes/{volume_id}")[0] == 204
+    status, data = host.docker("Mount", {"Name": "lost", "ID": "c1"})
+    assert status != 200 and "does not exist any more" in data["Err"] and "convoy delete lost" in data["Err"], data
+    host.cli("delete", "lost", check=True)
+    assert host.cli("inspect", "lost").returncode != 0
