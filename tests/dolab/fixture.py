@@ -8,12 +8,9 @@ mounted on them, whatever state the test ended in.
 
 from __future__ import annotations
 
+import itertools
 import json
-import shutil
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -25,23 +22,23 @@ import pytest
 from tests.dolab import dataplane
 from tests.dolab.admin import AdminClient, AdminError
 from tests.dolab.config import DEFAULT_DELAYS, TOKEN
+from tests.labs.process import LabProcess
 from tests.moto_server import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 DROPLET_A = 1001
 DROPLET_B = 1002
-START_TIMEOUT = 30
-STOP_TIMEOUT = 10
 HTTP_TIMEOUT = 30
 
 __all__ = ["DROPLET_A", "DROPLET_B", "TOKEN", "DoLab", "dolab", "make_dolab"]
 
 
-class DoLab:
+class DoLab(LabProcess):
     """One emulator. .endpoint ("http://127.0.0.1:PORT", the API under /v2/), .token, .region, .dev_root,
     .state_dir, .metadata_endpoint(droplet_id), .admin (AdminClient), .link_for(volume_name), .api(method, path,
-    body) plain HTTP with the token, .manager() a python-digitalocean Manager; .restart(), .kill(), .cleanup()."""
+    body) plain HTTP with the token, .manager() a python-digitalocean Manager; .restart(), .kill(), .cleanup()
+    (tests/labs/process.py)."""
 
+    name = "dolab"
     token = TOKEN
 
     def __init__(
@@ -52,10 +49,7 @@ class DoLab:
         region: str = "nyc3",
         delays: dict[str, float] | None = None,
     ):
-        self.root = root
-        self.state_dir = root / "state"
-        self.own_dev_root = dev_root is None  # a private dev root is removed whole at cleanup
-        self.dev_root = dev_root or root / "dev"
+        super().__init__(root, dev_root)
         self.region = region
         statuses = droplets if isinstance(droplets, dict) else dict.fromkeys(droplets, "active")
         self.droplets = {int(d): status for d, status in statuses.items()}
@@ -64,8 +58,6 @@ class DoLab:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.admin = AdminClient(self.endpoint)
         self._metadata_ports = {droplet_id: free_port() for droplet_id in self.droplets}
-        self.log = root / "dolab.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def metadata_endpoint(self, droplet_id: int) -> str:
         """The metadata service of that droplet (what a droplet reaches at http://169.254.169.254)."""
@@ -104,80 +96,41 @@ class DoLab:
 
         return digitalocean.Manager(token=self.token, end_point=self.endpoint + "/v2/")
 
-    def start(self) -> DoLab:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
         args = [sys.executable, "-m", "tests.dolab", "--state", str(self.state_dir), "--port", str(self.port)]
         args += ["--dev-root", str(self.dev_root), "--region", self.region]
         for droplet_id, status in self.droplets.items():
             args += ["--droplet", f"{droplet_id}={self._metadata_ports[droplet_id]}" + (":off" if status == "off" else "")]
         for name, seconds in self.delays.items():
             args += [f"--{name}-delay", str(seconds)]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                known = self.admin.state()["droplets"]
-                if all(known.get(str(d), {}).get("metadata_port") == p for d, p in self._metadata_ports.items()):
-                    return self
-            except (OSError, AdminError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dolab did not start on {self.endpoint}: see {self.log}")
-            time.sleep(0.1)
+        return args
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+    def ready(self) -> bool:
         try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def kill(self) -> None:
-        """kill -9: no chance to save anything beyond what every call already saved."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
-            self.proc = None
-
-    def restart(self) -> DoLab:
-        """Stop (if running) and start on the same ports and state: volumes, snapshots, attachments survive;
-        faults do not."""
-        self.stop()
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Stop, then remove every link and loop device the lab made; unmount (lazily) what is still mounted on them."""
-        self.stop()
-        dataplane.remove_leftovers(self.state_dir, self._recorded_links())
-        if self.own_dev_root:
-            shutil.rmtree(self.dev_root, ignore_errors=True)
-
-    def _recorded_links(self) -> list[str]:
-        try:
-            return list(json.loads((self.state_dir / "state.json").read_text())["links"])
-        except (OSError, ValueError, KeyError):
-            return []
+            known = self.admin.state()["droplets"]
+        except AdminError:
+            return False
+        return all(known.get(str(d), {}).get("metadata_port") == p for d, p in self._metadata_ports.items())
 
 
 @pytest.fixture
 def make_dolab(tmp_path) -> Iterator:
-    """make_dolab(name="dolab", droplets=[DROPLET_A, DROPLET_B] or {id: "active"|"off"}, dev_root=None,
-    region="nyc3", delays={"attach"|"detach"|"resize": s}, start=True)."""
+    """make_dolab(dev_root=None, droplets=[DROPLET_A, DROPLET_B] or {id: "active"|"off"}, region="nyc3",
+    delays={"attach"|"detach"|"resize"|"busy": seconds}, name=None, start=True): each call a lab of its own
+    (named dolab, dolab-2, ... under tmp_path unless `name` says)."""
     labs: list[DoLab] = []
+    numbers = itertools.count(1)
 
     def make(
-        name: str = "dolab",
-        droplets: Iterable[int] | dict[int, str] | None = None,
         dev_root: Path | None = None,
+        droplets: Iterable[int] | dict[int, str] | None = None,
         region: str = "nyc3",
         delays: dict[str, float] | None = None,
+        name: str | None = None,
         start: bool = True,
     ) -> DoLab:
+        number = next(numbers)
+        name = name or ("dolab" if number == 1 else f"dolab-{number}")
         lab = DoLab(tmp_path / name, droplets or [DROPLET_A, DROPLET_B], dev_root, region, delays)
         labs.append(lab)
         return lab.start() if start else lab

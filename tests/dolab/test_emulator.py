@@ -452,7 +452,7 @@ def mounted(loop: str, target) -> None:
 
 
 def test_detaching_a_device_a_running_droplet_uses_errors_and_an_off_droplet_lets_go(make_dolab, tmp_path, monkeypatch):
-    lab = make_dolab("busy", delays={"busy": 0.5})
+    lab = make_dolab(delays={"busy": 0.5})
     monkeypatch.setenv("DIGITALOCEAN_END_POINT", lab.endpoint + "/v2/")
     volume = new_volume(lab, "held", filesystem_type="ext4")
     loop = attached(lab, volume)
@@ -506,7 +506,7 @@ def test_a_restart_gives_an_attached_volume_whose_loop_device_went_a_new_one(dol
 
 def test_cleanup_removes_every_loop_device_and_link_even_after_kill(make_dolab, tmp_path):
     dev_root = tmp_path / "shared-dev"
-    lab = make_dolab("leaky", dev_root=dev_root)
+    lab = make_dolab(dev_root=dev_root)
     volume = new_volume(lab, "leak")
     attached(lab, volume)
     (dev_root / "disk" / "by-id" / "not-the-labs").symlink_to("/dev/null")
