@@ -40,9 +40,9 @@ def test_a_do_backup_outlives_its_snapshot_and_restores_through_the_cli_and_dock
     assert dolab.api("GET", f"/v2/snapshots/{snapshot_id}")[0] == 404
 
 
-def test_a_do_snapshot_backs_up_to_a_store_and_restores_into_do_and_vfs(do_host, dolab, tmp_path):
-    host = do_host(1001, "host-a", "--drivers", "vfs")
-    store = f"vfs://{tmp_path / 'store'}"
+def test_a_do_snapshot_backs_up_to_s3_and_restores_into_do_and_vfs(do_host, dolab, s3_endpoint, s3_bucket):
+    host = do_host(1001, "host-a", "--drivers", "vfs", "--s3-endpoint", s3_endpoint)  # Spaces is such an endpoint
+    store = f"s3://{s3_bucket}@us-east-1/convoy"
     host.docker_ok("Create", {"Name": "src", "Opts": {"size": "1G", "driver": "digitalocean"}})
     mountpoint = host.docker_ok("Mount", {"Name": "src", "ID": "c1"})["Mountpoint"]
     Path(mountpoint, "data").write_bytes(b"x" * (3 << 20))
