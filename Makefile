@@ -2,7 +2,8 @@
 #   make run    set up, then run the daemon on its default VFS back-end
 #   make test   set up, then lint (ruff, mypy --strict on app/) and run every test
 #   make ebs-lab  the EC2/EBS emulator in the foreground, for trying DRIVER=ebs by hand (root; Ctrl-C stops it)
-.PHONY: setup run test ebs-lab
+#   make do-lab   the DigitalOcean emulator in the foreground, for trying DRIVER=digitalocean by hand (root; Ctrl-C stops it)
+.PHONY: setup run test ebs-lab do-lab
 
 setup:
 	bash ci/setup.sh
@@ -25,6 +26,18 @@ EBS_LAB_DEV_ROOT ?= /dev
 ebs-lab: setup
 	.venv/bin/python -m tests.ec2lab --state $(EBS_LAB_STATE) --port $(EBS_LAB_PORT) \
 		$(foreach i,$(EBS_LAB_INSTANCES),--imds $(i)) --dev-root $(EBS_LAB_DEV_ROOT)
+
+# DigitalOcean emulator (tests/dolab/README.md): the DO API (/v2/) and its /_lab admin API on DO_LAB_PORT, one
+# droplet metadata service per droplet (ID=PORT), volume links under DO_LAB_DEV_ROOT/disk/by-id.
+DO_LAB_STATE ?= /var/lib/convoy-do-lab
+DO_LAB_PORT ?= 8797
+DO_LAB_DROPLETS ?= 1001=8798 1002=8799
+DO_LAB_REGION ?= nyc3
+DO_LAB_DEV_ROOT ?= /dev
+
+do-lab: setup
+	.venv/bin/python -m tests.dolab --state $(DO_LAB_STATE) --port $(DO_LAB_PORT) --region $(DO_LAB_REGION) \
+		$(foreach d,$(DO_LAB_DROPLETS),--droplet $(d)) --dev-root $(DO_LAB_DEV_ROOT)
 
 # Managed plugin: make plugin, make install, make uninstall (see plugin/README.md)
 include plugin/plugin.mk

@@ -22,7 +22,7 @@ from app.errors import ConfigurationError, ConvoyError
 from app.private_dirs import make_private
 from app.settings import Settings, start_error_file
 from app.storage.driver import StorageDriver
-from app.storage.registry import build_driver
+from app.storage.registry import build_driver, option_prefix
 
 log = logging.getLogger("convoy")
 
@@ -85,7 +85,7 @@ def build_drivers(settings: Settings, catalog: Catalog) -> dict[str, StorageDriv
         if record.driver not in names:
             log.warning("loading driver %s too: volume %s uses it", record.driver, record.name)
             names.append(record.driver)
-    return {name: build_driver(name, settings.options_for(name), settings.root) for name in names}
+    return {name: build_driver(name, settings.options_for(option_prefix(name)), settings.root) for name in names}
 
 
 def check_volumes_reachable(catalog: Catalog, drivers: dict[str, StorageDriver]) -> None:

@@ -358,7 +358,7 @@ class VolumeService:
             if snapshots:
                 raise Conflict(
                     f"volume {name} has snapshots ({', '.join(snapshots)}); "
-                    "delete them first with `convoy snapshot delete`"
+                    "delete them first with `convoy snapshot delete`, or all of them with `convoy delete --snapshots`"
                 )
             self.driver(record.driver).delete_volume(record.ref(), keep_data)
             self.catalog.remove(name)

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from tests.daemon_harness import Daemon
+from tests.dolab.fixture import dolab, make_dolab  # noqa: F401 - fixtures: the DigitalOcean emulator, for any test folder
 from tests.ec2lab.fixture import ec2lab, make_ec2lab  # noqa: F401 - fixtures: the EC2/EBS emulator, for any test folder
 from tests.moto_server import moto_server
 

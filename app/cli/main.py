@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import typer
 
 from app.cli.client import volume_path
@@ -56,17 +58,27 @@ def create(
 def delete(
     names: list[str] = typer.Argument(..., help="volumes to delete"),
     reference_only: bool = typer.Option(False, "-r", "--reference-only", help="forget the volume, keep its data"),
+    snapshots: bool = typer.Option(False, "--snapshots", help="delete the volume's snapshots first (those kept as backups stay)"),
 ) -> None:
     """Delete volumes and their data (-r: only convoy's reference, keeping the data)."""
     failed = None
     for name in names:
         try:
+            if snapshots:
+                _delete_snapshots_of(name)
             client().request("DELETE", volume_path(name), query={"reference_only": "1"} if reference_only else None)
         except ConvoyError as error:
             typer.echo(f"convoy: {error}", err=True)
             failed = error
     if failed:  # each error is already on its own line; exit with the last one's code
         raise SystemExit(exit_code_for(failed))
+
+
+def _delete_snapshots_of(volume: str) -> None:
+    """`convoy delete --snapshots`: each snapshot goes as `convoy snapshot delete` would delete it (one being
+    backed up is refused, and a back-end keeps a snapshot that is a backup, as ebs:// and do:// ones are)."""
+    for snapshot in client().request("GET", "/snapshots", query={"volume": volume})["snapshots"]:
+        client().request("DELETE", f"/snapshots/{quote(snapshot['name'], safe='')}")
 
 
 @app.command("list")

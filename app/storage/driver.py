@@ -125,6 +125,8 @@ class StorageDriver(ABC):
 
     #: the name users give with `--drivers` and `-o driver=`
     name: ClassVar[str]
+    #: the prefix of its `--driver-opts` keys when it is not the name (`do.` for digitalocean, as Convoy spelled them)
+    option_prefix: ClassVar[str | None] = None
     #: per-volume options accepted on create besides `size` and `driver`,
     #: mapped to a one-line description shown when an option is unknown
     volume_options: ClassVar[dict[str, str]] = {}

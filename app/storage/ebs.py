@@ -29,6 +29,7 @@ from app.storage.ebs_devices import free_name, local_device
 from app.storage.ebs_options import GIB, default_size_option, parse_bool, volume_request
 from app.storage.ec2_api import Ec2, host_lock
 from app.storage.ec2_identity import Instance, this_instance
+from app.storage.option_values import seconds_option
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class EbsDriver(BlockDriver):
         self.default_type = options.get("ebs.default_type") or "gp3"
         self.encrypted = parse_bool(options.get("ebs.encrypted", "true"), "ebs.encrypted")
         self.force_detach = parse_bool(options.get("ebs.force_detach", "false"), "ebs.force_detach")
-        self.attach_timeout = _seconds(options.get("ebs.attach_timeout"), ATTACH_TIMEOUT, "ebs.attach_timeout")
-        self.create_timeout = _seconds(options.get("ebs.create_timeout"), CREATE_TIMEOUT, "ebs.create_timeout")
+        self.attach_timeout = seconds_option(options.get("ebs.attach_timeout"), ATTACH_TIMEOUT, "ebs.attach_timeout")
+        self.create_timeout = seconds_option(options.get("ebs.create_timeout"), CREATE_TIMEOUT, "ebs.create_timeout")
         self._instance: Instance | None = None
         self._ec2: Ec2 | None = None
 
@@ -545,14 +546,3 @@ def _volume_id(volume: VolumeRef) -> str:
         raise NotFound(f"volume {volume.name} has no EBS volume id in convoy's catalog; delete it with `convoy delete -r`")
     return volume_id
 
-
-def _seconds(value: str | None, default: float, option: str) -> float:
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise InvalidInput(f"{option}={value!r} is not a number of seconds") from None
-    if not 1 <= seconds <= 110:
-        raise InvalidInput(f"{option}={value} must be 1 to 110 seconds: Docker gives a mount 120")
-    return seconds

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.errors import InvalidInput
+from app.storage.option_values import GIB, parse_bool
 from app.units import parse_size
 
-GIB = 1 << 30
+__all__ = ["GIB", "TYPES", "VolumeRequest", "default_size_option", "parse_bool", "size_in_gib", "volume_request"]
 TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1")
 
 
@@ -47,15 +48,6 @@ class VolumeRequest:
     encrypted: bool
     kms_key_id: str | None
     availability_zone: str
-
-
-def parse_bool(value: str, option: str) -> bool:
-    text = value.strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off", ""):
-        return False
-    raise InvalidInput(f"{option}={value!r} is not a boolean: use true or false")
 
 
 def _int(value: str, option: str) -> int:

@@ -28,15 +28,23 @@ class Backend:
     on_xfs: bool = False
     #: what its snapshots are: "tree" or "block"
     snapshots: str = "tree"
-    #: its volumes live in the EC2 emulator (tests/ec2lab)
-    cloud: bool = False
+    #: the fixture of the cloud emulator its volumes live in (tests/ec2lab, tests/dolab); "" for local storage
+    lab: str = ""
+    #: a backup after the first reads only what changed (reflinks, EBS's changed-block list)
+    reads_only_changes: bool = True
+
+    @property
+    def cloud(self) -> bool:
+        return bool(self.lab)
 
 
 BACKENDS = [
     Backend("vfs", "vfs", {"vfs.path": "{storage}/vfs"}),
     Backend("image-xfs", "image", {"image.path": "{storage}/images"}, on_xfs=True, snapshots="block"),
-    Backend("image-copy", "image", {"image.path": "{storage}/images"}, snapshots="block"),
-    Backend("ebs", "ebs", snapshots="block", cloud=True),
+    Backend("image-copy", "image", {"image.path": "{storage}/images"}, snapshots="block", reads_only_changes=False),
+    Backend("ebs", "ebs", snapshots="block", lab="ec2lab"),
+    # DigitalOcean lists no changed blocks: each image backup reads the whole snapshot (and stores only what changed)
+    Backend("digitalocean", "digitalocean", snapshots="block", lab="dolab", reads_only_changes=False),
 ]
 
 
@@ -52,23 +60,34 @@ class Host:
     def daemon_args(self) -> list[str]:
         args = ["--drivers", self.backend.driver]
         options = {key: value.format(storage=self.storage) for key, value in self.backend.options.items()}
-        if self.lab is not None:
+        if self.backend.lab == "ec2lab":
             options |= {"ebs.endpoint": self.lab.endpoint, "ebs.dev_root": str(self.lab.dev_root)}
+        if self.backend.lab == "dolab":
+            options |= {"do.api_endpoint": self.lab.endpoint, "do.dev_root": str(self.lab.dev_root)}
         for key, value in options.items():
             args += ["--driver-opts", f"{key}={value}"]
         return args
 
-    def daemon_env(self, instance_id: str) -> dict[str, str]:
-        if self.lab is None:
-            return {}
-        return {
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.lab.imds_endpoint(instance_id),
-            "AWS_ACCESS_KEY_ID": "ec2lab",
-            "AWS_SECRET_ACCESS_KEY": "ec2lab",
-        }
+    def daemon_env(self) -> dict[str, str]:
+        """What tells the daemon which instance or droplet it is (the first of its emulator), and its credentials."""
+        if self.backend.lab == "ec2lab":
+            from tests.ec2lab.fixture import INSTANCE_A
+
+            return {
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.lab.imds_endpoint(INSTANCE_A),
+                "AWS_ACCESS_KEY_ID": "ec2lab",
+                "AWS_SECRET_ACCESS_KEY": "ec2lab",
+            }
+        if self.backend.lab == "dolab":
+            from tests.dolab.fixture import DROPLET_A
+
+            return {"DO_METADATA_ENDPOINT": self.lab.metadata_endpoint(DROPLET_A), "DO_TOKEN": self.lab.token}
+        return {}
 
     def storage_exists(self, name: str) -> bool:
-        """Whether the volume's data is still there (a directory, an image file, an EBS volume)."""
+        """Whether the volume's data is still there (a directory, an image file, an EBS or DO volume)."""
+        if self.backend.lab == "dolab":
+            return bool(self._do_volumes(name))
         if self.lab is not None:
             return bool(self._ebs_volumes(name))
         if self.backend.driver == "vfs":
@@ -82,6 +101,9 @@ class Host:
             where.mkdir(parents=True)
             for rel, data in files.items():
                 (where / rel).write_bytes(data)
+            return
+        if self.backend.lab == "dolab":
+            self._plant_do(name, files)
             return
         if self.lab is not None:
             self._plant_ebs(name, files)
@@ -127,6 +149,33 @@ class Host:
         _fill(Path(os.path.realpath(link)), files)
         client.detach_volume(VolumeId=volume_id, InstanceId=INSTANCE_B)
         client.get_waiter("volume_available").wait(VolumeIds=[volume_id], WaiterConfig={"Delay": 1})
+
+
+    def _do_volumes(self, name: str) -> list[dict[str, Any]]:
+        from app.storage.do_names import name_tag
+
+        volumes = self.lab.api("GET", "/v2/volumes?per_page=200")[1]["volumes"]
+        return [v for v in volumes if name_tag(name) in v.get("tags", [])]
+
+    def _plant_do(self, name: str, files: dict[str, bytes]) -> None:
+        """A DO volume made in the control panel under the Docker name, as dostorage users made theirs, given a
+        file system on the other droplet."""
+        from tests.dolab.fixture import DROPLET_B
+
+        status, made = self.lab.api("POST", "/v2/volumes", {"name": name, "region": self.lab.region, "size_gigabytes": 1})
+        assert status == 201, made
+        volume_id = made["volume"]["id"]
+        for kind in ("attach", "detach"):
+            status, answer = self.lab.api(
+                "POST", f"/v2/volumes/{volume_id}/actions", {"type": kind, "droplet_id": DROPLET_B, "region": self.lab.region}
+            )
+            assert status == 202, answer
+            action = answer["action"]["id"]
+            assert wait_until(lambda a=action: self.lab.api("GET", f"/v2/actions/{a}")[1]["action"]["status"] == "completed", 30)
+            if kind == "attach":
+                link = self.lab.link_for(name)
+                assert wait_until(link.exists, 30), f"{link} did not appear"
+                _fill(Path(os.path.realpath(link)), files)
 
 
 def _fill(device: Path, files: dict[str, bytes]) -> None:

@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 from tests.drivers.backends import BACKENDS, Backend, Host
-from tests.ec2lab.fixture import INSTANCE_A
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])
@@ -24,9 +23,9 @@ def make_host(make_daemon, tmp_path, request):
     def make(backend: Backend, name: str = "host") -> Host:
         storage = (request.getfixturevalue("xfs_dir") / name) if backend.on_xfs else tmp_path / f"{name}-storage"
         storage.mkdir(parents=True, exist_ok=True)
-        lab = request.getfixturevalue("ec2lab") if backend.cloud else None
+        lab = request.getfixturevalue(backend.lab) if backend.lab else None
         host = Host(backend, None, storage, lab)
-        host.daemon = make_daemon(*host.daemon_args(), name=name, env=host.daemon_env(INSTANCE_A))
+        host.daemon = make_daemon(*host.daemon_args(), name=name, env=host.daemon_env())
         hosts.append(host)
         return host
 

@@ -7,13 +7,7 @@ mounted on them, whatever state the test ended in.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,18 +17,19 @@ import pytest
 from tests.ec2lab import dataplane
 from tests.ec2lab.admin import AdminClient, AdminError
 from tests.ec2lab.config import DEFAULT_DELAYS
+from tests.labs.process import LabProcess
 from tests.moto_server import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 INSTANCE_A = "i-0a000000000000001"
 INSTANCE_B = "i-0b000000000000002"
-START_TIMEOUT = 30
-STOP_TIMEOUT = 10
 
 
-class Ec2Lab:
+class Ec2Lab(LabProcess):
     """One emulator. .endpoint (EC2 API, for boto3's endpoint_url), .imds_endpoint(instance_id), .admin (AdminClient),
-    .state_dir, .dev_root, .region, .instances (id -> platform); .client() a boto3 EC2 client; .restart(), .kill()."""
+    .state_dir, .dev_root, .region, .instances (id -> platform); .client() a boto3 EC2 client; .restart(), .kill(),
+    .cleanup() (tests/labs/process.py)."""
+
+    name = "ec2lab"
 
     def __init__(
         self,
@@ -44,10 +39,7 @@ class Ec2Lab:
         region: str = "us-east-1",
         delays: dict[str, float] | None = None,
     ):
-        self.root = root
-        self.state_dir = root / "state"
-        self.own_dev_root = dev_root is None  # a private dev root is removed whole at cleanup
-        self.dev_root = dev_root or root / "dev"
+        super().__init__(root, dev_root)
         self.region = region
         self.instances = dict(instances)
         self.delays = {**DEFAULT_DELAYS, **(delays or {})}
@@ -55,8 +47,6 @@ class Ec2Lab:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.admin = AdminClient(self.endpoint)
         self._imds_ports = {instance_id: free_port() for instance_id in instances}
-        self.log = root / "ec2lab.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def imds_endpoint(self, instance_id: str) -> str:
         """The IMDS URL for AWS_EC2_METADATA_SERVICE_ENDPOINT of a daemon posing as that instance."""
@@ -91,84 +81,21 @@ class Ec2Lab:
             config=Config(retries=retries, connect_timeout=5, read_timeout=30, **config),
         )
 
-    def start(self) -> Ec2Lab:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
         args = [sys.executable, "-m", "tests.ec2lab", "--state", str(self.state_dir), "--port", str(self.port)]
         args += ["--dev-root", str(self.dev_root), "--region", self.region]
         for instance_id, platform in self.instances.items():
             args += ["--imds", f"{instance_id}={self._imds_ports[instance_id]}" + (":xen" if platform == "xen" else "")]
         for name, seconds in self.delays.items():
             args += [f"--{name}-delay", str(seconds)]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                known = self.admin.state()["instances"]
-                if all(known.get(i, {}).get("imds_port") == p for i, p in self._imds_ports.items()):
-                    return self
-            except (OSError, AdminError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ec2lab did not start on {self.endpoint}: see {self.log}")
-            time.sleep(0.1)
+        return args
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+    def ready(self) -> bool:
         try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def kill(self) -> None:
-        """kill -9: no chance to save anything beyond what every call already saved."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
-            self.proc = None
-
-    def restart(self) -> Ec2Lab:
-        """Stop and start on the same ports and state: volumes, snapshots and attachments survive, faults do not."""
-        self.stop()
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Stop, then remove every link and loop device the lab made; unmount (lazily) what is still mounted on them."""
-        self.stop()
-        loops = dataplane.loops_backed_under(self.state_dir) if self.state_dir.exists() else []
-        for link in self._recorded_links():
-            if os.path.islink(link) and (os.readlink(link) in loops or not os.path.exists(link)):
-                os.unlink(link)
-        for loop in loops:
-            _unmount_everything_on(loop)
-            subprocess.run(["losetup", "-d", loop], capture_output=True, timeout=60, check=False)
-        if self.own_dev_root:
-            shutil.rmtree(self.dev_root, ignore_errors=True)
-
-    def _recorded_links(self) -> list[str]:
-        try:
-            return list(json.loads((self.state_dir / "state.json").read_text())["links"])
-        except (OSError, ValueError, KeyError):
-            return []
-
-
-def _unmount_everything_on(loop: str) -> None:
-    try:
-        rdev = os.stat(loop).st_rdev
-    except OSError:
-        return
-    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
-    mountpoints = [
-        line.split()[4].encode().decode("unicode_escape")
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[2] == wanted
-    ]
-    for mountpoint in reversed(mountpoints):
-        subprocess.run(["umount", "-l", mountpoint], capture_output=True, timeout=60, check=False)
+            known = self.admin.state()["instances"]
+        except AdminError:
+            return False
+        return all(known.get(i, {}).get("imds_port") == p for i, p in self._imds_ports.items())
 
 
 @pytest.fixture

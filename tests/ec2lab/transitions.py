@@ -7,6 +7,7 @@ Attach and detach do the data plane here (loop device + link), so a device appea
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 
 from tests.ec2lab import dataplane
@@ -61,7 +62,7 @@ class Transitions:
         link = dataplane.link_path(self.settings.dev_root, inst.platform, vol.id, a.device)
         try:
             a.loop = dataplane.attach(self.store.volume_file(vol.id), link, self.store.state.links)
-        except (dataplane.LinkRefused, OSError, dataplane.subprocess.SubprocessError) as e:
+        except (dataplane.LinkRefused, OSError, subprocess.SubprocessError) as e:
             if vol.id not in self._reported:
                 self._reported.add(vol.id)
                 log.error("attach of %s stays 'attaching': %s", vol.id, e)

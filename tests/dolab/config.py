@@ -1,0 +1,69 @@
+"""The emulator's settings, its rate-limit counter, and the faults switched on per test (faults and the counter are
+not persisted: a restart clears them)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOKEN = "dop_v1_dolab0000000000000000000000000000000000000000000000000000000000"  # the one Bearer token accepted
+# seconds each action takes; "busy": how long a running droplet may keep using a device being detached before the
+# detach action errors
+DEFAULT_DELAYS = {"attach": 0.3, "detach": 0.3, "resize": 0.3, "busy": 5.0}
+RATE_LIMIT = 5000  # DO: requests per hour per token
+RATE_WINDOW = 3600
+
+
+@dataclass
+class Settings:
+    region: str = "nyc3"
+    dev_root: Path = Path("/dev")
+    delays: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DELAYS))
+
+
+class RateLimit:
+    """DO's headers: every request counts for an hour; ratelimit-reset is when the oldest one stops counting."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.times: list[float] = []
+
+    def count(self) -> tuple[int, int, int]:
+        """Count one request; return (limit, remaining, reset epoch)."""
+        with self.lock:
+            now = time.time()
+            self.times = [t for t in self.times if t > now - RATE_WINDOW]
+            self.times.append(now)
+            return RATE_LIMIT, max(0, RATE_LIMIT - len(self.times)), int(self.times[0] + RATE_WINDOW)
+
+
+@dataclass
+class Faults:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    storm_calls: int = 0  # the next N API calls answer 429 too_many_requests, ratelimit-remaining 0
+    fail_calls: int = 0  # the next N API calls answer fail_status (a 5xx) instead
+    fail_status: int = 500
+    stick_actions: bool = False  # actions stay in-progress while set
+    calls: list[str] = field(default_factory=list)  # every API call received, "METHOD /path", in order
+
+    def take(self) -> str | None:
+        """The fault this call meets, if any: "storm" or "fail"; storms first."""
+        with self.lock:
+            if self.storm_calls > 0:
+                self.storm_calls -= 1
+                return "storm"
+            if self.fail_calls > 0:
+                self.fail_calls -= 1
+                return "fail"
+            return None
+
+    def as_dict(self) -> dict[str, object]:
+        with self.lock:
+            return {
+                "storm_calls": self.storm_calls,
+                "fail_calls": self.fail_calls,
+                "fail_status": self.fail_status,
+                "stick_actions": self.stick_actions,
+            }
