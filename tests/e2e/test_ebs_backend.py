@@ -94,6 +94,16 @@ def test_ebs_volumes_through_docker_survive_a_killed_plugin(engine, vol, ebs_plu
         engine.docker("rm", "-f", "e2e-ebs-keeper", check=False)
     assert attachments(lab, volume_id) == []
 
+    # the other options, as Docker passes them
+    tuned = vol("ebstuned")
+    key = "arn:aws:kms:us-east-1:123456789012:key/e2e"
+    engine.docker("volume", "create", "-d", PLUGIN, "-o", "size=2G", "-o", "throughput=250", "-o", "encrypted=true",
+                  "-o", f"kms_key_id={key}", "-o", f"az={lab.region}a", "-o", "fs=xfs", tuned)
+    described = lab.client().describe_volumes(VolumeIds=[engine.convoy_json("inspect", tuned)["backend"]["volume_id"]])
+    shown = described["Volumes"][0]
+    assert (shown["Size"], shown["Throughput"], shown["KmsKeyId"], shown["AvailabilityZone"]) == (2, 250, key, f"{lab.region}a")
+    assert run_in(engine, f"{tuned}:/data", "stat -f -c %T /data") == "xfs\n"
+
     # adopt an existing EBS volume by id
     made = lab.client().create_volume(AvailabilityZone=f"{lab.region}a", Size=1, VolumeType="gp3")["VolumeId"]
     lab.client().get_waiter("volume_available").wait(VolumeIds=[made], WaiterConfig={"Delay": 1})
