@@ -82,7 +82,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
         headers["x-request-id"] = request_id
         try:
             if self.headers.get("Authorization", "") != f"Bearer {TOKEN}":
-                raise DoError(401, "Unable to authenticate you")
+                # the live API's words (its reference's example says "unauthorized", "Unable to authenticate you.")
+                raise DoError(401, "Unable to authenticate you", "Unauthorized")
             fault = lab.faults.take()
             if fault == "storm":  # DO's burst limit: nothing remains, and it says when to come back
                 headers.update({"ratelimit-remaining": "0", "ratelimit-reset": str(int(time.time()) + STORM_RETRY_AFTER)})

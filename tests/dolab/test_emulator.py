@@ -95,7 +95,7 @@ def expect_error(lab, method: str, path: str, body: dict | None, status: int, er
 def test_a_wrong_or_missing_token_gets_401_in_dos_error_shape(dolab):
     status, headers, answer = raw_call(dolab, "GET", "/v2/volumes", token="not-the-token")
     assert status == 401
-    assert answer["id"] == "unauthorized" and answer["message"] == "Unable to authenticate you" and answer["request_id"]
+    assert answer["id"] == "Unauthorized" and answer["message"] == "Unable to authenticate you" and answer["request_id"]
     assert headers["ratelimit-limit"] == "5000"
     request = urllib.request.Request(dolab.endpoint + "/v2/volumes")
     with pytest.raises(urllib.error.HTTPError) as caught:
