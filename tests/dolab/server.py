@@ -100,6 +100,10 @@ class _ApiHandler(BaseHTTPRequestHandler):
         except DoError as e:
             status, answer = e.status, {"id": e.id, "message": e.message, "request_id": request_id}
             log.info("%s %s -> %d %s: %s", method, url.path, e.status, e.id, e.message)
+        except Exception as e:  # a bug, or a tool (losetup, mkfs, cp) that failed: DO's 500, the traceback in the log
+            log.exception("%s %s failed", method, url.path)
+            status = 500
+            answer = {"id": "server_error", "message": f"Unexpected server-side error: {e}", "request_id": request_id}
         self._send(status, answer, headers)
 
 
