@@ -112,7 +112,7 @@ class Store:
             droplets={k: Droplet(**v) for k, v in raw["droplets"].items()},
             links=raw["links"],
             next_action_id=raw["next_action_id"],
-            tags=raw["tags"],
+            tags=raw.get("tags", []),  # state files from before tags
         )
 
     def save(self) -> None:
