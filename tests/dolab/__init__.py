@@ -7,7 +7,8 @@ dir; an attach to a droplet of this host makes a loop device and DEV_ROOT/disk/b
 droplet's udev would. DEV_ROOT is `--dev-root` (default /dev; the pytest fixture uses a private directory). The
 emulator never replaces a path it did not make (see tests/labs/dataplane.py).
 
-Modules: api.py (the endpoints), render.py (DO's JSON), model.py (state + persistence), ticker.py (actions complete,
-data plane), dataplane.py (DO's link names; the rest is tests/labs), metadata.py, admin.py (+ AdminClient),
-config.py (settings, faults, rate limit), server.py (the Lab), fixture.py (pytest), __main__.py (CLI).
+Modules: api.py (the endpoints), tags.py (the tag endpoints and DO's tag rules), render.py (DO's JSON), model.py
+(state + persistence), ticker.py (actions complete, data plane), dataplane.py (DO's link names; the rest is
+tests/labs), metadata.py, admin.py (+ AdminClient), config.py (settings, faults, rate limit), server.py (the Lab),
+fixture.py (pytest), __main__.py (CLI).
 """

@@ -14,20 +14,13 @@ Routes (POST bodies are JSON objects):
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from tests.labs.serving import AdminError, admin_call  # noqa: F401 - AdminError: raised by AdminClient, imported from here
+
 if TYPE_CHECKING:
     from tests.dolab.server import Lab
-
-TIMEOUT = 10
-
-
-class AdminError(Exception):
-    pass
 
 
 def handle(lab: Lab, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -103,14 +96,7 @@ class AdminClient:
         self.endpoint = endpoint.rstrip("/")
 
     def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = json.dumps(body or {}).encode() if method == "POST" else None
-        request = urllib.request.Request(f"{self.endpoint}/_lab/{route}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as e:
-            raise AdminError(f"{method} /_lab/{route}: {e.code} {e.read().decode(errors='replace')}") from None
+        return admin_call(self.endpoint, method, route, body)
 
     def state(self) -> dict[str, Any]:
         return self._call("GET", "state")

@@ -17,6 +17,7 @@ from tests.dolab import dataplane, render
 from tests.dolab.config import Settings
 from tests.dolab.model import Action, Snapshot, Store, Volume, new_uuid
 from tests.dolab.render import DoError, not_found
+from tests.dolab.tags import TagRoutes, tag_list
 
 log = logging.getLogger("dolab")
 VOLUME_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
@@ -55,6 +56,7 @@ class Cloud:
                 ("DELETE", r"/v2/snapshots/([^/]+)", self.delete_snapshot),
                 ("GET", r"/v2/actions", self.list_actions),
                 ("GET", r"/v2/actions/(\d+)", self.get_action),
+                *TagRoutes(self.s).routes(),
             ]
         ]
 
@@ -182,7 +184,7 @@ class Cloud:
             created_at=time.time(),
             filesystem_type=fs_type,
             filesystem_label=fs_label if fs_type else "",
-            tags=_tags(body),
+            tags=tag_list(self.s, body.get("tags")),
             snapshot_id=source.id if source else None,
         )
         file = self.store.volume_file(vol.id)
@@ -329,7 +331,7 @@ class Cloud:
             created_at=time.time(),
             min_disk_size=vol.size,
             size_gigabytes=dataplane.allocated_gib(file),
-            tags=_tags(body),
+            tags=tag_list(self.s, body.get("tags")),
         )
         self.s.snapshots[snap.id] = snap
         log.info("snapshot %s (%s) of %s", snap.id, name, vol.id)
@@ -379,10 +381,3 @@ def _integer(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
         raise DoError(422, f"{key} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _tags(body: dict[str, Any]) -> list[str]:
-    tags = body.get("tags") or []
-    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-        raise DoError(422, f"tags must be a list of non-empty strings, got {tags!r}")
-    return list(tags)

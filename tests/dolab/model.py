@@ -87,6 +87,7 @@ class State:
     actions: dict[str, Action] = field(default_factory=dict)  # keyed by str(id): JSON keys are strings
     droplets: dict[str, Droplet] = field(default_factory=dict)  # keyed by str(id)
     links: dict[str, str] = field(default_factory=dict)  # every link the emulator made -> its target
+    tags: list[str] = field(default_factory=list)  # every tag, in its canonical spelling
     next_action_id: int = FIRST_ACTION_ID
 
 
@@ -111,6 +112,7 @@ class Store:
             droplets={k: Droplet(**v) for k, v in raw["droplets"].items()},
             links=raw["links"],
             next_action_id=raw["next_action_id"],
+            tags=raw.get("tags", []),  # state files from before tags
         )
 
     def save(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import urllib.parse
 import uuid
@@ -18,9 +17,9 @@ from tests.dolab.metadata import make_handler
 from tests.dolab.model import Droplet, Store
 from tests.dolab.render import DoError
 from tests.dolab.ticker import Ticker
+from tests.labs.serving import HOST, LoopbackServer, Servers
 
 log = logging.getLogger("dolab")
-HOST = "127.0.0.1"  # loopback only, always
 TICK = 0.05
 MAX_BODY = 1 << 20
 STORM_RETRY_AFTER = 1  # seconds
@@ -28,7 +27,7 @@ FAILURE_MESSAGES = {500: "Unexpected server-side error", 503: "Service Unavailab
 
 
 class _ApiHandler(BaseHTTPRequestHandler):
-    server: _LabServer
+    server: LoopbackServer
 
     def log_message(self, format, *args):
         log.debug("%s " + format, self.address_string(), *args)
@@ -83,7 +82,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
         headers["x-request-id"] = request_id
         try:
             if self.headers.get("Authorization", "") != f"Bearer {TOKEN}":
-                raise DoError(401, "Unable to authenticate you")
+                # the live API's words (its reference's example says "unauthorized", "Unable to authenticate you.")
+                raise DoError(401, "Unable to authenticate you", "Unauthorized")
             fault = lab.faults.take()
             if fault == "storm":  # DO's burst limit: nothing remains, and it says when to come back
                 headers.update({"ratelimit-remaining": "0", "ratelimit-reset": str(int(time.time()) + STORM_RETRY_AFTER)})
@@ -100,15 +100,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
         except DoError as e:
             status, answer = e.status, {"id": e.id, "message": e.message, "request_id": request_id}
             log.info("%s %s -> %d %s: %s", method, url.path, e.status, e.id, e.message)
+        except Exception as e:  # a bug, or a tool (losetup, mkfs, cp) that failed: DO's 500, the traceback in the log
+            log.exception("%s %s failed", method, url.path)
+            status = 500
+            answer = {"id": "server_error", "message": f"Unexpected server-side error: {e}", "request_id": request_id}
         self._send(status, answer, headers)
-
-
-class _LabServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, handler, lab: Lab):
-        super().__init__((HOST, port), handler)
-        self.lab = lab
 
 
 class Lab:
@@ -122,18 +118,17 @@ class Lab:
         self.cloud = Cloud(self.store, self.settings)
         self.ticker = Ticker(self.store, self.settings, self.faults)
         self._port = port
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers = Servers(log)
         self._metadata: dict[int, ThreadingHTTPServer] = {}
-        self._stop = threading.Event()
         self.port = 0
 
     def start(self, droplets: list[tuple[int, int, str]] = ()) -> Lab:
         """Serve. `droplets` (id, metadata port, status) are added or updated; those the state already knows and
         `droplets` does not name get their metadata service on the port they had."""
         self.ticker.recover()
-        api = _LabServer(self._port, _ApiHandler, self)
+        api = LoopbackServer(self._port, _ApiHandler, self)
         self.port = api.server_address[1]
-        self._serve(api)
+        self._servers.serve(api)
         for droplet_id, port, status in droplets:
             self.add_droplet(droplet_id, None, port, True, status)
         with self.store.lock:
@@ -141,12 +136,8 @@ class Lab:
         for droplet_id, region, port, local in known:
             if droplet_id not in self._metadata:
                 self.add_droplet(droplet_id, region, port, local)
-        threading.Thread(target=self._tick, name="dolab-ticker", daemon=True).start()
+        self._servers.tick_every(TICK, self.ticker.tick, "dolab-ticker")
         return self
-
-    def _serve(self, server: ThreadingHTTPServer) -> None:
-        self._servers.append(server)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
 
     def add_droplet(
         self, droplet_id: int, region: str | None = None, port: int = 0, local: bool = True, status: str | None = None
@@ -165,28 +156,16 @@ class Lab:
             droplet.status = status or droplet.status
             running = self._metadata.get(droplet_id)
             if running is not None and port and running.server_address[1] != port:
-                running.shutdown()  # asked for another port than it had (e.g. on the command line after a restart)
-                running.server_close()
-                self._servers.remove(running)
+                self._servers.retire(running)  # asked for another port than it had (e.g. on the command line after a restart)
                 del self._metadata[droplet_id]
             if droplet_id not in self._metadata:
-                server = _LabServer(port, make_handler(self, droplet_id), self)
+                server = LoopbackServer(port, make_handler(self, droplet_id), self)
                 self._metadata[droplet_id] = server
-                self._serve(server)
+                self._servers.serve(server)
             droplet.metadata_port = self._metadata[droplet_id].server_address[1]
             self.store.save()
             return droplet.metadata_port
 
-    def _tick(self) -> None:
-        while not self._stop.wait(TICK):
-            try:
-                self.ticker.tick()
-            except Exception:  # the ticker must outlive one bad tick; the log says what failed
-                log.exception("tick failed")
-
     def stop(self) -> None:
         """Stop serving. Volumes, attachments and their loop devices stay: a restart finds them."""
-        self._stop.set()
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
+        self._servers.stop()

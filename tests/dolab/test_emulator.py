@@ -95,7 +95,7 @@ def expect_error(lab, method: str, path: str, body: dict | None, status: int, er
 def test_a_wrong_or_missing_token_gets_401_in_dos_error_shape(dolab):
     status, headers, answer = raw_call(dolab, "GET", "/v2/volumes", token="not-the-token")
     assert status == 401
-    assert answer["id"] == "unauthorized" and answer["message"] == "Unable to authenticate you" and answer["request_id"]
+    assert answer["id"] == "Unauthorized" and answer["message"] == "Unable to authenticate you" and answer["request_id"]
     assert headers["ratelimit-limit"] == "5000"
     request = urllib.request.Request(dolab.endpoint + "/v2/volumes")
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -524,3 +524,40 @@ def test_an_existing_link_the_lab_did_not_make_is_left_alone(dolab):
     volume = new_volume(dolab, "taken")
     assert completed(dolab, volume.attach(DROPLET_A, "nyc3"))["status"] == "errored"
     assert os.readlink(foreign) == "/dev/null" and dataplane.loops_backed_under(dolab.state_dir) == []
+
+
+# --- tags ------------------------------------------------------------------------------------------------------------
+def test_tags_on_volumes_and_snapshots_through_python_digitalocean(dolab, do):
+    volume = new_volume(dolab, "tagged", tags=["Convoy"])
+    snap_id = volume.snapshot("snap")["snapshot"]["id"]
+    tag = digitalocean.Tag(token=TOKEN, end_point=dolab.endpoint + "/v2/", name="convoy:name:data")
+    tag.create()
+    assert tag.name == "convoy:name:data" and tag.resources["count"] == 0
+    volumes = [{"resource_id": volume.id, "resource_type": "volume"}]  # the library has no add_volumes
+    assert tag.get_data("tags/convoy:name:data/resources", type="POST", params={"resources": volumes}) is True
+    tag.add_snapshots([snap_id])
+    assert do.get_volume(volume.id).tags == ["Convoy", "convoy:name:data"]
+    assert do.get_snapshot(snap_id).tags == ["convoy:name:data"]
+    status, answer = dolab.api("GET", "/v2/tags/convoy:name:data")
+    assert status == 200 and answer["tag"]["resources"]["volumes"]["count"] == 1
+    assert answer["tag"]["resources"]["volume_snapshots"]["count"] == 1
+    tag.remove_snapshots([snap_id])
+    assert do.get_snapshot(snap_id).tags == []
+    assert [t["name"] for t in dolab.api("GET", "/v2/tags")[1]["tags"]] == ["Convoy", "convoy:name:data"]
+    assert tag.delete() is True
+    assert do.get_volume(volume.id).tags == ["Convoy"]
+
+
+def test_tags_are_case_stable_and_checked(dolab, do):
+    new_volume(dolab, "first", tags=["PROD"])
+    second = new_volume(dolab, "second", tags=["prod", "Prod"])
+    assert do.get_volume(second.id).tags == ["PROD"]  # the first spelling is the tag's
+    assert dolab.api("POST", "/v2/tags", {"name": "prod"})[1]["tag"]["name"] == "PROD"
+    expect_error(dolab, "GET", "/v2/tags/prod", None, 404, "not_found")
+    expect_error(dolab, "POST", "/v2/tags", {"name": "no spaces"}, 400, "bad_request")
+    body = {"name": "v", "region": "nyc3", "size_gigabytes": 1, "tags": ["a.b"]}
+    expect_error(dolab, "POST", "/v2/volumes", body, 422, "unprocessable_entity")
+    resources = {"resources": [{"resource_id": "nope", "resource_type": "volume"}]}
+    expect_error(dolab, "POST", "/v2/tags/PROD/resources", resources, 404, "not_found")
+    resources = {"resources": [{"resource_id": second.id, "resource_type": "volume"}]}
+    expect_error(dolab, "POST", "/v2/tags/unknown/resources", resources, 404, "not_found")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,15 +16,15 @@ from tests.ec2lab.model import Instance, Store
 from tests.ec2lab.params import Params
 from tests.ec2lab.transitions import Transitions
 from tests.ec2lab.xmlout import Ec2Error
+from tests.labs.serving import LoopbackServer, Servers
 
 log = logging.getLogger("ec2lab")
-HOST = "127.0.0.1"  # loopback only, always
 TICK = 0.05
 MAX_BODY = 1 << 20
 
 
 class _ApiHandler(BaseHTTPRequestHandler):
-    server: _LabServer
+    server: LoopbackServer
 
     def log_message(self, format, *args):
         log.debug("%s " + format, self.address_string(), *args)
@@ -80,14 +79,6 @@ class _ApiHandler(BaseHTTPRequestHandler):
         self._send(status, body, "text/xml;charset=UTF-8")
 
 
-class _LabServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, handler, lab: Lab):
-        super().__init__((HOST, port), handler)
-        self.lab = lab
-
-
 class Lab:
     """Start with .start(); .port is the EC2 port, .imds_ports maps instance id -> its IMDS port."""
 
@@ -98,18 +89,17 @@ class Lab:
         self.cloud = Cloud(self.store, self.settings, self.faults)
         self.transitions = Transitions(self.store, self.settings, self.faults)
         self._port = port
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers = Servers(log)
         self._imds: dict[str, ThreadingHTTPServer] = {}
-        self._stop = threading.Event()
         self.port = 0
 
     def start(self, instances: list[tuple[str, int, str, str | None]] = ()) -> Lab:
         """Serve. `instances` (id, IMDS port, platform, AZ) are added or updated; those the state already knows
         and `instances` does not name get their IMDS on the port they had."""
         self.transitions.recover()
-        api = _LabServer(self._port, _ApiHandler, self)
+        api = LoopbackServer(self._port, _ApiHandler, self)
         self.port = api.server_address[1]
-        self._serve(api)
+        self._servers.serve(api)
         for instance_id, port, platform, az in instances:
             self.add_instance(instance_id, port, platform, az)
         with self.store.lock:
@@ -117,12 +107,8 @@ class Lab:
         for instance_id, port, platform, az in known:
             if instance_id not in self._imds:
                 self.add_instance(instance_id, port, platform, az)
-        threading.Thread(target=self._tick, name="ec2lab-ticker", daemon=True).start()
+        self._servers.tick_every(TICK, self.transitions.tick, "ec2lab-ticker")
         return self
-
-    def _serve(self, server: ThreadingHTTPServer) -> None:
-        self._servers.append(server)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
 
     def add_instance(self, instance_id: str, imds_port: int = 0, platform: str = "nitro", az: str | None = None) -> int:
         """Add (or update) an instance and start its IMDS server; returns the IMDS port."""
@@ -138,28 +124,16 @@ class Lab:
             running = self._imds.get(instance_id)
             if running is not None and imds_port and running.server_address[1] != imds_port:
                 # asked for another port than the one it had (e.g. on the command line after a restart)
-                running.shutdown()
-                running.server_close()
-                self._servers.remove(running)
+                self._servers.retire(running)
                 del self._imds[instance_id]
             if instance_id not in self._imds:
-                server = _LabServer(imds_port, make_handler(self, instance_id), self)
+                server = LoopbackServer(imds_port, make_handler(self, instance_id), self)
                 self._imds[instance_id] = server
-                self._serve(server)
+                self._servers.serve(server)
             inst.imds_port = self._imds[instance_id].server_address[1]
             self.store.save()
             return inst.imds_port
 
-    def _tick(self) -> None:
-        while not self._stop.wait(TICK):
-            try:
-                self.transitions.tick()
-            except Exception:  # the ticker must outlive one bad tick; the log says what failed
-                log.exception("tick failed")
-
     def stop(self) -> None:
         """Stop serving. Volumes, attachments and their loop devices stay: a restart finds them."""
-        self._stop.set()
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
+        self._servers.stop()
