@@ -2,6 +2,7 @@
 
 import pytest
 
+from app.storage.registry import DRIVERS
 from tests.daemon_harness import http_call
 
 pytestmark = pytest.mark.needs_root
@@ -90,4 +91,4 @@ def test_unknown_daemon_driver_stops_the_start(make_daemon):
     daemon = make_daemon("--drivers", "floppy", start=False)
     daemon.start(wait=False)
     assert daemon.process.wait(30) != 0
-    assert "unknown driver 'floppy': available are ebs, image, vfs" in daemon.log_text()
+    assert f"unknown driver 'floppy': available are {', '.join(sorted(DRIVERS))}" in daemon.log_text()

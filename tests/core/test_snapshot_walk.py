@@ -6,9 +6,11 @@ copied is simply not in the snapshot; leftovers of a crashed snapshot are
 removed without following links.
 """
 
+import contextlib
 import errno
 import os
 import stat
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +27,15 @@ SECRET = "HOST SECRET: must never be touched"
 
 
 def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+    """What this process holds open under /tmp, where the tests' trees are: the descriptors a walk could leak.
+    (Other threads of the test process, a lab's or a server's, open and close their own meanwhile.)"""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(tempfile.gettempdir()):
+                held.add(f"{fd} -> {target}")
+    return held
 
 
 def nested(base: Path, depth: int) -> Path:
