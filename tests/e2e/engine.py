@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +107,25 @@ class Engine:
             f"PLUGIN_STATE={self.state}", f"PLUGIN_CONTROL={self.control}", *extra,
             timeout=900,
         )
+
+    def configure_plugin(self, settings: dict[str, str]) -> None:
+        """disable, `docker plugin set` each KEY=VALUE, enable: how a user switches the plugin's settings."""
+        self.docker("plugin", "disable", "-f", PLUGIN)
+        self.docker("plugin", "set", PLUGIN, *(f"{k}={v}" for k, v in settings.items()))
+        self.docker("plugin", "enable", "--timeout", "120", PLUGIN)
+
+    @contextmanager
+    def plugin_set(self, settings: dict[str, str]) -> Iterator[None]:
+        """The plugin with `settings` for a while; after, every container removed and the session's settings back
+        (DRIVER=vfs,image, the others empty)."""
+        self.configure_plugin(settings)
+        try:
+            yield
+        finally:
+            ids = self.docker("ps", "-aq").stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+            self.configure_plugin({**dict.fromkeys(settings, ""), "DRIVER": "vfs,image"})
 
     def reset(self):
         """Remove what an earlier, interrupted run may have left in this engine."""

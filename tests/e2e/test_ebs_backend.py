@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.engine import PLUGIN, TEST_IMAGE, wait_for
+from tests.e2e.swarm import volume_follows_its_task
 from tests.ec2lab.fixture import INSTANCE_A, INSTANCE_B
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +34,6 @@ def ebs_settings(lab, dev_root: Path, instance_id: str, drivers: str = "ebs") ->
     }
 
 
-def configure_plugin(engine, settings: dict[str, str]) -> None:
-    engine.docker("plugin", "disable", "-f", PLUGIN)
-    engine.docker("plugin", "set", PLUGIN, *(f"{k}={v}" for k, v in settings.items()))
-    engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
-
-
 @pytest.fixture
 def ebs_plugin(engine, make_ec2lab, s3_endpoint):
     """The plugin switched to DRIVER=ebs,vfs on an emulator posing this host as INSTANCE_A, with S3 backups to the
@@ -46,16 +41,10 @@ def ebs_plugin(engine, make_ec2lab, s3_endpoint):
     dev_root = Path("/dev") / f"convoy-ec2lab-{uuid.uuid4().hex[:8]}"
     lab = make_ec2lab(dev_root=dev_root)
     settings = {**ebs_settings(lab, dev_root, INSTANCE_A, drivers="ebs,vfs"), "S3_ENDPOINT": s3_endpoint}
-    configure_plugin(engine, settings)
     try:
-        yield lab
+        with engine.plugin_set(settings):
+            yield lab
     finally:
-        ids = engine.docker("ps", "-aq").stdout.split()
-        if ids:
-            engine.docker("rm", "-f", *ids, check=False)
-        engine.docker("plugin", "disable", "-f", PLUGIN, check=False)
-        engine.docker("plugin", "set", PLUGIN, "DRIVER=vfs,image", *(f"{k}=" for k in list(settings)[1:]))
-        engine.docker("plugin", "enable", "--timeout", "120", PLUGIN)
         lab.cleanup()
         shutil.rmtree(dev_root, ignore_errors=True)
 
@@ -186,49 +175,12 @@ def test_ebs_incremental_image_backups_to_s3_restore_into_ebs_and_vfs(engine, vo
 def test_ebs_swarm_service_volume_follows_its_task_to_another_instance(engine, second_engine, vol, ebs_plugin):
     """Two engines on this machine pose as two instances of one AZ: the service's task moves, its volume follows."""
     lab, other = ebs_plugin, second_engine
-    configure_plugin(other, ebs_settings(lab, lab.dev_root, INSTANCE_B))
+    other.configure_plugin(ebs_settings(lab, lab.dev_root, INSTANCE_B))
     name = vol("follow")
-    engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-    try:
-        token = engine.docker("swarm", "join-token", "-q", "worker").stdout.strip()
-        # a second node on the same address: its own swarm port
-        other.docker("swarm", "join", "--token", token, "--listen-addr", "127.0.0.1:2378",
-                     "--advertise-addr", "127.0.0.1:2378", "127.0.0.1:2377", timeout=120)
-        node_a, node_b = (e.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip() for e in (engine, other))
-        engine.docker(
-            "service", "create", "--detach", "--no-resolve-image", "--name", "e2e-follow",
-            "--constraint", f"node.id=={node_a}",
-            "--mount", f"type=volume,source={name},destination=/data,volume-driver={PLUGIN},volume-opt=size=1G",
-            TEST_IMAGE, "sh", "-c", "echo task-ran >> /data/log; exec sleep 600",
-        )
-        wait_for("the task on the first host to write", lambda: task_reads(engine, "/data/log") == "task-ran\n",
-                 timeout=120)
-        volume_id = engine.convoy_json("inspect", name)["backend"]["volume_id"]
-        assert attachments(lab, volume_id) == [INSTANCE_A]
 
-        engine.docker("service", "update", "--detach", "--constraint-rm", f"node.id=={node_a}",
-                      "--constraint-add", f"node.id=={node_b}", "e2e-follow")
-        wait_for("the task on the second host to read the first one's write",
-                 lambda: task_reads(other, "/data/log") == "task-ran\ntask-ran\n", timeout=180)
-        assert attachments(lab, volume_id) == [INSTANCE_B]
-        assert not engine.host_mounted(name), "the first host let it go"
-        assert other.convoy_json("inspect", name)["backend"]["volume_id"] == volume_id, "the same EBS volume"
-    finally:
-        engine.docker("service", "rm", "e2e-follow", check=False)
-        for e in (engine, other):
-            wait_for("the service's containers to go", lambda e=e: task_container(e) == "", timeout=60)
-        other.docker("swarm", "leave", "--force", check=False)
-        engine.docker("swarm", "leave", "--force", check=False)
+    def holders() -> list[str]:
+        return attachments(lab, engine.convoy_json("inspect", name)["backend"]["volume_id"])
 
-
-def task_container(engine) -> str:
-    return engine.docker("ps", "-q", "-f", "label=com.docker.swarm.service.name=e2e-follow").stdout.strip()
-
-
-def task_reads(engine, path: str) -> str:
-    """What the service's running task on this engine reads at `path` ("" while none runs there)."""
-    container = task_container(engine)
-    if not container or "\n" in container:
-        return ""
-    result = engine.docker("exec", container, "cat", path, check=False)
-    return result.stdout if result.returncode == 0 else ""
+    volume_follows_its_task(engine, other, name, holders, INSTANCE_A, INSTANCE_B)
+    volume_id = other.convoy_json("inspect", name)["backend"]["volume_id"]
+    assert volume_id == engine.convoy_json("inspect", name)["backend"]["volume_id"], "one EBS volume, seen by both"
