@@ -67,6 +67,23 @@ def test_a_rate_limit_storm_and_server_errors_are_waited_out(do_host, dolab):
     host.docker_ok("Unmount", {"Name": "patient", "ID": "c1"})
 
 
+def test_a_create_and_an_attach_whose_answers_are_lost_are_retried_into_what_do_made(do_host, dolab):
+    """DO did the work but the answer was a 5xx (a dropped connection, a proxy): the retry uses what DO made."""
+    host = do_host()
+    host.wait_ready()
+    dolab.admin.fail_next(1, status=502, only="POST /v2/volumes", after_work=True)
+    host.docker_ok("Create", {"Name": "once", "Opts": {"size": "1G"}})
+    named = [v for v in dolab.api("GET", "/v2/volumes")[1]["volumes"] if v["name"] == "once"]
+    assert len(named) == 1, "one DO volume, not two"
+    volume_id = named[0]["id"]
+    dolab.admin.fail_next(1, status=502, only=f"POST /v2/volumes/{volume_id}/actions", after_work=True)
+    mountpoint = host.docker_ok("Mount", {"Name": "once", "ID": "c1"})["Mountpoint"]
+    assert mountpoint in mounted_points()
+    assert dolab.admin.state()["faults"]["fail_calls"] == 0, "the lost answers were met"
+    assert dolab.api("GET", f"/v2/volumes/{volume_id}")[1]["volume"]["droplet_ids"] == [1001]
+    host.docker_ok("Unmount", {"Name": "once", "ID": "c1"})
+
+
 def test_an_attach_that_never_completes_fails_the_mount_in_time_and_leaves_nothing(do_host, dolab):
     host = do_host(1001, "host-a", "--driver-opts", "do.attach_timeout=3")
     host.docker_ok("Create", {"Name": "stuck", "Opts": {"size": "1G"}})

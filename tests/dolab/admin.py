@@ -4,7 +4,9 @@ Routes (POST bodies are JSON objects):
   GET  /_lab/state                        the whole state, the delays and the faults
   GET  /_lab/calls                        {"calls": ["METHOD /path", ...]}: every API call received, in order
   POST /_lab/rate-limit-storm             {"calls": N}: the next N API calls answer 429 too_many_requests
-  POST /_lab/fail-next                    {"calls": N, "status": 500}: the next N API calls answer that 5xx
+  POST /_lab/fail-next                    {"calls": N, "status": 500, "only": "POST /v2/volumes", "after_work": bool}:
+                                          the next N API calls (those starting with `only`) answer that 5xx; with
+                                          after_work, having done their work (a lost answer)
   POST /_lab/stick-actions                {"stuck": bool}: while true, no action completes (they stay in-progress)
   POST /_lab/delays                       {"attach"|"detach"|"resize"|"busy": seconds, ...}
   POST /_lab/droplets                     {"droplet_id", "region", "metadata_port", "local"}: a droplet (+ metadata)
@@ -58,6 +60,7 @@ def _post(lab: Lab, parts: list[str], body: dict[str, Any]) -> tuple[int, dict[s
             raise ValueError(f"status must be a 5xx, got {status}")
         with faults.lock:
             faults.fail_calls, faults.fail_status = int(body.get("calls", 1)), status
+            faults.fail_only, faults.fail_after_work = str(body.get("only", "")), bool(body.get("after_work", False))
         return 200, faults.as_dict()
     if parts == ["stick-actions"]:
         with faults.lock:
@@ -107,8 +110,10 @@ class AdminClient:
     def rate_limit_storm(self, calls: int) -> None:
         self._call("POST", "rate-limit-storm", {"calls": calls})
 
-    def fail_next(self, calls: int, status: int = 500) -> None:
-        self._call("POST", "fail-next", {"calls": calls, "status": status})
+    def fail_next(self, calls: int, status: int = 500, only: str = "", after_work: bool = False) -> None:
+        """The next `calls` API calls starting with `only` ("POST /v2/volumes") answer `status`; `after_work`: having
+        done what they were asked (the answer is lost, as when a connection drops)."""
+        self._call("POST", "fail-next", {"calls": calls, "status": status, "only": only, "after_work": after_work})
 
     def stick_actions(self, stuck: bool = True) -> None:
         self._call("POST", "stick-actions", {"stuck": stuck})

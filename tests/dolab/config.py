@@ -45,18 +45,20 @@ class Faults:
     storm_calls: int = 0  # the next N API calls answer 429 too_many_requests, ratelimit-remaining 0
     fail_calls: int = 0  # the next N API calls answer fail_status (a 5xx) instead
     fail_status: int = 500
+    fail_only: str = ""  # only calls whose "METHOD /path" starts with this fail ("" = any)
+    fail_after_work: bool = False  # the failing calls do their work first: the answer is what is lost
     stick_actions: bool = False  # actions stay in-progress while set
     calls: list[str] = field(default_factory=list)  # every API call received, "METHOD /path", in order
 
-    def take(self) -> str | None:
-        """The fault this call meets, if any: "storm" or "fail"; storms first."""
+    def take(self, call: str) -> str | None:
+        """The fault `call` ("METHOD /path") meets, if any: "storm", "fail" or "fail-after-work"; storms first."""
         with self.lock:
             if self.storm_calls > 0:
                 self.storm_calls -= 1
                 return "storm"
-            if self.fail_calls > 0:
+            if self.fail_calls > 0 and call.startswith(self.fail_only):
                 self.fail_calls -= 1
-                return "fail"
+                return "fail-after-work" if self.fail_after_work else "fail"
             return None
 
     def as_dict(self) -> dict[str, object]:
@@ -65,5 +67,7 @@ class Faults:
                 "storm_calls": self.storm_calls,
                 "fail_calls": self.fail_calls,
                 "fail_status": self.fail_status,
+                "fail_only": self.fail_only,
+                "fail_after_work": self.fail_after_work,
                 "stick_actions": self.stick_actions,
             }

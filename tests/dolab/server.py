@@ -84,19 +84,20 @@ class _ApiHandler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization", "") != f"Bearer {TOKEN}":
                 # the live API's words (its reference's example says "unauthorized", "Unable to authenticate you.")
                 raise DoError(401, "Unable to authenticate you", "Unauthorized")
-            fault = lab.faults.take()
+            fault = lab.faults.take(f"{method} {url.path}")
             if fault == "storm":  # DO's burst limit: nothing remains, and it says when to come back
                 headers.update({"ratelimit-remaining": "0", "ratelimit-reset": str(int(time.time()) + STORM_RETRY_AFTER)})
                 headers["retry-after"] = str(STORM_RETRY_AFTER)
                 raise DoError(429, "API Rate limit exceeded.")
             if fault == "fail":
-                status = lab.faults.fail_status
-                raise DoError(status, FAILURE_MESSAGES.get(status, "Unexpected server-side error"))
+                raise _failure(lab.faults.fail_status)
             if not isinstance(body, dict):
                 raise DoError(400, "the request body is not a JSON object")
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
             base = f"http://{self.headers.get('Host') or f'{HOST}:{lab.port}'}"
             status, answer = lab.cloud.call(method, url.path, query, body, base)
+            if fault == "fail-after-work":  # done, but the answer is lost: a client's retry meets what it made
+                raise _failure(lab.faults.fail_status)
         except DoError as e:
             status, answer = e.status, {"id": e.id, "message": e.message, "request_id": request_id}
             log.info("%s %s -> %d %s: %s", method, url.path, e.status, e.id, e.message)
@@ -105,6 +106,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
             status = 500
             answer = {"id": "server_error", "message": f"Unexpected server-side error: {e}", "request_id": request_id}
         self._send(status, answer, headers)
+
+
+def _failure(status: int) -> DoError:
+    """A 5xx in DO's words."""
+    return DoError(status, FAILURE_MESSAGES.get(status, "Unexpected server-side error"))
 
 
 class Lab:

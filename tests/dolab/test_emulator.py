@@ -446,6 +446,14 @@ def test_fail_next_answers_5xx_in_dos_shape(dolab):
     assert dolab.admin.calls()[-3:] == ["GET /v2/volumes"] * 3
 
 
+def test_fail_next_after_work_loses_only_the_answer_of_the_calls_it_names(dolab):
+    dolab.admin.fail_next(1, status=502, only="POST /v2/volumes", after_work=True)
+    assert raw_call(dolab, "GET", "/v2/volumes")[0] == 200, "not a call it names"
+    status, _, _ = raw_call(dolab, "POST", "/v2/volumes", body={"name": "lost", "region": dolab.region, "size_gigabytes": 1})
+    assert status == 502
+    assert [v["name"] for v in raw_call(dolab, "GET", "/v2/volumes")[2]["volumes"]] == ["lost"], "made all the same"
+
+
 def mounted(loop: str, target) -> None:
     target.mkdir(exist_ok=True)
     subprocess.run(["mount", loop, str(target)], check=True, capture_output=True)
