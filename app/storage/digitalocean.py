@@ -21,12 +21,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from app.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.fs import filesystems
 from app.storage.block import Attachment, BlockDriver, Where
-from app.storage.do_api import DoApi
 from app.storage.do_identity import Droplet, this_droplet
 from app.storage.do_names import name_from_tags, name_tag, volume_name
 from app.storage.do_options import (
@@ -40,6 +39,9 @@ from app.storage.do_options import (
 )
 from app.storage.driver import BlockSource, CreatedVolume, Details, SharedVolume, SnapshotRef, VolumeRef, VolumeSpec
 from app.storage.option_values import GIB
+
+if TYPE_CHECKING:  # python-digitalocean and requests cost 80 ms: imported when the back-end starts
+    from app.storage.do_api import DoApi
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class DoDriver(BlockDriver):
         token = self._token()
         found = this_droplet() if not (self.settings.droplet_id and self.settings.region) else None
         droplet_id = self.settings.droplet_id or (found.droplet_id if found else 0)
+        from app.storage.do_api import DoApi
+
         api = DoApi(token, self.settings.api_endpoint)
         described = api.droplet(droplet_id)  # the token and the endpoint are checked now, not at first use
         actual = str((described.get("region") or {}).get("slug") or "")
