@@ -94,7 +94,8 @@ def test_a_resize_while_unmounted_is_seen_at_the_next_mount(images):
 
 
 def test_twenty_kill_9_cycles_leak_no_loop_device_or_mount(images, xfs_dir):
-    before = set(loop_devices_of(Path("/")))
+    # the daemon's images live in xfs_dir: loop devices of other files are other programs' (they come and go)
+    before = set(loop_devices_of(xfs_dir))
     for name in ("one", "two", "idle"):
         images.cli("create", name, "--size", "64M", check=True)
     mountpoints = {name: images.docker_ok("Mount", {"Name": name, "ID": "c1"})["Mountpoint"] for name in ("one", "two")}
@@ -115,7 +116,7 @@ def test_twenty_kill_9_cycles_leak_no_loop_device_or_mount(images, xfs_dir):
         assert mountpoints[name] not in mounted_points()
     for name in ("one", "two", "idle"):
         images.cli("delete", name, check=True)
-    assert set(loop_devices_of(Path("/"))) == before
+    assert set(loop_devices_of(xfs_dir)) == before
 
 
 def test_a_device_also_mounted_by_hand_is_released_by_docker_and_left_attached(images, xfs_dir, tmp_path):
