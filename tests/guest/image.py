@@ -112,11 +112,14 @@ def kernel_version() -> str:
     """The kernel to boot: CONVOY_GUEST_KERNEL, or the one Debian's linux-image-amd64 depends on now."""
     if pinned := os.environ.get("CONVOY_GUEST_KERNEL"):
         return pinned
-    depends = run("apt-cache", "depends", "linux-image-amd64").stdout
-    for line in depends.splitlines():
-        name = line.strip().removeprefix("Depends: ")
-        if name.startswith("linux-image-") and name.endswith("-amd64") and name != "linux-image-amd64":
-            return name.removeprefix("linux-image-")
+    for attempt in range(2):
+        depends = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True).stdout
+        for line in depends.splitlines():
+            name = line.strip().removeprefix("Depends: ")
+            if name.startswith("linux-image-") and name.endswith("-amd64") and name != "linux-image-amd64":
+                return name.removeprefix("linux-image-")
+        if attempt == 0 and os.geteuid() == 0:  # a fresh machine may have no package lists yet
+            run("apt-get", "-q", "-o", "DPkg::Lock::Timeout=600", "update")
     raise GuestBuildError("apt-cache knows no linux-image-amd64 kernel: run apt-get update, or set CONVOY_GUEST_KERNEL")
 
 
