@@ -187,7 +187,8 @@ def run_pytest(image: Image, pytest_args: list[str], settings: Settings | None =
     else:
         print(f"guest: no exit status from pytest (guest hung, crashed or ran out of time); serial console tail:\n"
               f"{tail(run.serial_log, 40)}")
-    print(f"guest: pytest exit {run.status} after {seconds:.0f}s; junit, pytest.log and serial.log in {settings.results}")
+    outcome = f"pytest exit {run.status}" if status_file.exists() else f"exit {run.status}: no status from the guest"
+    print(f"guest: {outcome} after {seconds:.0f}s; junit, pytest.log and serial.log in {settings.results}")
     return run
 
 
