@@ -32,7 +32,7 @@ cd /repo || exit 1
 case "$mode" in
   shell)
     say "a root shell (the repository is /repo, results /results, scratch /scratch); exit powers off"
-    setsid -c bash -l </dev/ttyS0 >/dev/ttyS0 2>&1
+    setsid -c bash -i </dev/ttyS0 >/dev/ttyS0 2>&1  # not a login shell: /etc/profile would drop the venv from PATH
     ;;
   pytest)
     mapfile -d '' -t args < /results/pytest-args

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -245,6 +246,15 @@ def build_root_image(rootfs: Path, kernel_tree: Path, version: str, wheels: Path
     shutil.rmtree(root)
 
 
+def prune_unused_images(cache: Path, unused_for: float = 24 * 3600) -> None:
+    """Remove images (~1.3 GiB each) no run used for a day. Not simply every other one: another
+    checkout of the repository (a branch with other inputs) may be booting its own image right now."""
+    for image in cache.glob("image-*"):
+        stamp = image / ".complete"
+        if not image.name.endswith(".partial") and stamp.exists() and time.time() - stamp.stat().st_mtime > unused_for:
+            shutil.rmtree(image, ignore_errors=True)
+
+
 def ensure_image() -> Image:
     """The cached image for the current inputs, built first if missing (root, ~3 min the first time)."""
     ensure_host_packages()
@@ -267,7 +277,6 @@ def ensure_image() -> Image:
                 build_root_image(rootfs, kernel, version, wheels, out)
 
             cached(target, build)
-            for old in cache.glob("image-*"):  # an image is ~1 GiB: keep only the current one
-                if old != target:
-                    shutil.rmtree(old, ignore_errors=True)
+            prune_unused_images(cache)
+    (target / ".complete").touch()  # its last use, for prune_unused_images
     return Image(kernel=target / "vmlinuz", initrd=target / "initrd.img", root=target / "root.img")
