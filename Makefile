@@ -1,6 +1,6 @@
 # The two commands for a fresh machine (see README.md):
 #   make run    set up, then run the daemon on its default VFS back-end
-#   make test   set up, then lint (ruff, mypy --strict on app/) and run every test
+#   make test   set up, then lint (ruff, mypy --strict on app/) and run every test (the guest-kernel ones too)
 #   make ebs-lab  the EC2/EBS emulator in the foreground, for trying DRIVER=ebs by hand (root; Ctrl-C stops it)
 #   make do-lab   the DigitalOcean emulator in the foreground, for trying DRIVER=digitalocean by hand (root; Ctrl-C stops it)
 #   make guest-test   the tests that need a guest kernel (device-mapper, kernel NFS) in one QEMU boot (root; tests/guest/README.md)
@@ -15,7 +15,7 @@ run: setup
 
 test: setup
 	bash ci/lint.sh
-	.venv/bin/python -m pytest
+	CONVOY_GUEST_TESTS=1 .venv/bin/python -m pytest
 
 # EC2/EBS emulator (tests/ec2lab/README.md): the EC2 API and its /_lab admin API on EBS_LAB_PORT, one IMDS
 # port per instance, volume files in EBS_LAB_STATE, device links under EBS_LAB_DEV_ROOT. Point the daemon at it
