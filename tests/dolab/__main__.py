@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from tests.dolab.config import DEFAULT_DELAYS, TOKEN, Settings
 from tests.dolab.server import Lab
+from tests.labs.serving import serve_until_signalled
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -55,12 +54,7 @@ def main(argv: list[str]) -> int:
     with lab.store.lock:
         for d in lab.store.state.droplets.values():
             print(f"dolab: droplet {d.id} ({d.region}, {d.status}) metadata http://127.0.0.1:{d.metadata_port}", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    lab.stop()
-    return 0
+    return serve_until_signalled(lab.stop)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from tests.labs.serving import AdminError, admin_call  # noqa: F401 - AdminError: raised by AdminClient, imported from here
+from tests.labs.serving import AdminError, LabAdminClient  # noqa: F401 - AdminError: raised by AdminClient, imported from here
 
 if TYPE_CHECKING:
     from tests.dolab.server import Lab
@@ -92,20 +92,8 @@ def _post(lab: Lab, parts: list[str], body: dict[str, Any]) -> tuple[int, dict[s
     return 404, {"error": f"no admin route POST /_lab/{'/'.join(parts)}"}
 
 
-class AdminClient:
+class AdminClient(LabAdminClient):
     """Faults and inspection for tests: `AdminClient("http://127.0.0.1:PORT")` (the API endpoint)."""
-
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint.rstrip("/")
-
-    def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        return admin_call(self.endpoint, method, route, body)
-
-    def state(self) -> dict[str, Any]:
-        return self._call("GET", "state")
-
-    def calls(self) -> list[str]:
-        return self._call("GET", "calls")["calls"]
 
     def rate_limit_storm(self, calls: int) -> None:
         self._call("POST", "rate-limit-storm", {"calls": calls})

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from tests.ec2lab.config import DEFAULT_DELAYS, Settings
 from tests.ec2lab.server import Lab
+from tests.labs.serving import serve_until_signalled
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -58,12 +57,7 @@ def main(argv: list[str]) -> int:
     with lab.store.lock:
         for inst in lab.store.state.instances.values():
             print(f"ec2lab: {inst.id} ({inst.platform}, {inst.az}) IMDS http://127.0.0.1:{inst.imds_port}/", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    lab.stop()
-    return 0
+    return serve_until_signalled(lab.stop)
 
 
 if __name__ == "__main__":

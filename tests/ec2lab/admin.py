@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from tests.labs.serving import AdminError, admin_call  # noqa: F401 - AdminError: raised by AdminClient, imported from here
+from tests.labs.serving import AdminError, LabAdminClient  # noqa: F401 - AdminError: raised by AdminClient, imported from here
 
 if TYPE_CHECKING:
     from tests.ec2lab.server import Lab
@@ -94,20 +94,8 @@ def handle(lab: Lab, method: str, path: str, body: dict[str, Any]) -> tuple[int,
     return 404, {"error": f"no admin route {method} {path}"}
 
 
-class AdminClient:
+class AdminClient(LabAdminClient):
     """Faults and inspection for tests: `AdminClient("http://127.0.0.1:PORT")` (the EC2 endpoint)."""
-
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint.rstrip("/")
-
-    def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        return admin_call(self.endpoint, method, route, body)
-
-    def state(self) -> dict[str, Any]:
-        return self._call("GET", "state")
-
-    def calls(self) -> list[str]:
-        return self._call("GET", "calls")["calls"]
 
     def throttle(self, calls: int) -> None:
         self._call("POST", "throttle", {"calls": calls})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -80,3 +81,30 @@ def admin_call(endpoint: str, method: str, route: str, body: dict[str, Any] | No
             return json.loads(answer.read())
     except urllib.error.HTTPError as e:
         raise AdminError(f"{method} /_lab/{route}: {e.code} {e.read().decode(errors='replace')}") from None
+
+
+class LabAdminClient:
+    """What every emulator's admin client has: its endpoint, one JSON call, the state and the calls received.
+    Each lab subclasses it with its own faults."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint.rstrip("/")
+
+    def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return admin_call(self.endpoint, method, route, body)
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "state")
+
+    def calls(self) -> list[str]:
+        return self._call("GET", "calls")["calls"]
+
+
+def serve_until_signalled(stop: Callable[[], None]) -> int:
+    """Block until SIGTERM or SIGINT (a lab run by hand or by its fixture), then `stop()`; exit status 0."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    stop()
+    return 0
