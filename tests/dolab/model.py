@@ -7,12 +7,12 @@ same cloud. Timed transitions store wall-clock due times, so they go on after a 
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.labs.state_file import StateFile
 
 FIRST_ACTION_ID = 1_000_001
 
@@ -91,15 +91,8 @@ class State:
     next_action_id: int = FIRST_ACTION_ID
 
 
-class Store:
-    """The state, its lock (every API call and tick holds it) and its file."""
-
-    def __init__(self, state_dir: Path):
-        self.dir = state_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.file = state_dir / "state.json"
-        self.lock = threading.RLock()
-        self.state = self._load()
+class Store(StateFile):
+    state: State
 
     def _load(self) -> State:
         if not self.file.exists():
@@ -114,14 +107,6 @@ class Store:
             next_action_id=raw["next_action_id"],
             tags=raw.get("tags", []),  # state files from before tags
         )
-
-    def save(self) -> None:
-        tmp = self.file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self.state), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.file)
 
     def volume_file(self, volume_id: str) -> Path:
         return self.dir / "volumes" / f"{volume_id}.img"

@@ -7,12 +7,12 @@ emulator and find the same cloud. Timed transitions store wall-clock due times, 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.labs.state_file import StateFile
 
 ACCOUNT_ID = "123456789012"
 
@@ -96,15 +96,8 @@ class State:
     links: dict[str, str] = field(default_factory=dict)  # every link the emulator made -> its target
 
 
-class Store:
-    """The state, its lock (every API call and tick holds it) and its file."""
-
-    def __init__(self, state_dir: Path):
-        self.dir = state_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.file = state_dir / "state.json"
-        self.lock = threading.RLock()
-        self.state = self._load()
+class Store(StateFile):
+    state: State
 
     def _load(self) -> State:
         if not self.file.exists():
@@ -121,14 +114,6 @@ class Store:
             instances={k: Instance(**v) for k, v in raw["instances"].items()},
             links=raw["links"],
         )
-
-    def save(self) -> None:
-        tmp = self.file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self.state), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.file)
 
     def volume_file(self, volume_id: str) -> Path:
         return self.dir / "volumes" / f"{volume_id}.img"
