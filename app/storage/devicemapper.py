@@ -59,6 +59,14 @@ class DmDriver(BlockDriver):
     daemon_options: ClassVar[dict[str, str]] = dm_options.DAEMON_OPTIONS
     can_resize = True
 
+    def __new__(cls, options: dict[str, str], state_dir: Path) -> DmDriver:
+        """dm.lvm_thinpool picks the LVM flavour (dm_lvm.py): one back-end name, two kinds of pool."""
+        if cls is DmDriver and options.get("dm.lvm_thinpool"):
+            from app.storage.dm_lvm import LvmDmDriver
+
+            return super().__new__(LvmDmDriver)
+        return super().__new__(cls)
+
     def __init__(self, options: dict[str, str], state_dir: Path):
         super().__init__(options, state_dir)
         self.config = dm_options.parse(options)
@@ -322,26 +330,33 @@ class DmDriver(BlockDriver):
     @contextmanager
     def open_block_snapshot(self, snapshot: SnapshotRef, since: SnapshotRef | None) -> Iterator[BlockSource]:
         device_id = self._device_id(snapshot.volume.name, snapshot.details, snapshot.name)
-        size = self.ledger.devices[device_id].size
         earlier = since.details.get("device_id") if since is not None else None
         if not (isinstance(earlier, int) and since is not None and self.ledger.owns(earlier, since.volume.name, since.name)):
             earlier = None  # that snapshot is gone: a full read of the mapped ranges
+        size = self.ledger.devices[device_id].size
+        name = self.dm_name(device_id)
+        with self.block_source(device_id, earlier, since, size) as source:
+            path = dmsetup.create(name, self.pool.thin_table(device_id, size), read_only=True)
+            try:
+                yield dataclasses.replace(source, path=path)
+            finally:
+                dmsetup.remove(name)
+
+    @contextmanager
+    def block_source(self, device_id: int, earlier: int | None, since: SnapshotRef | None, size: int) -> Iterator[BlockSource]:
+        """Thin device `device_id` as a block source (the caller fills in its path): its mapped ranges, and
+        what changed since thin device `earlier`, read on one metadata snapshot of the live pool."""
         with self.pool.metadata_snapshot() as metadata:
             mapped = thin_tools.mapped_blocks(metadata, device_id)
             changed = thin_tools.changed_blocks(metadata, earlier, device_id) if earlier is not None else None
-        block = self.config.block_bytes
-        name = self.dm_name(device_id)
-        path = dmsetup.create(name, self.pool.thin_table(device_id, size), read_only=True)
-        try:
-            yield BlockSource(
-                path=path,
-                size=size,
-                data_ranges=thin_tools.to_bytes(mapped, block, size),
-                changed_ranges=thin_tools.to_bytes(changed, block, size),
-                changed_since=since.name if changed is not None and since is not None else None,
-            )
-        finally:
-            dmsetup.remove(name)
+        block = self.pool.block_bytes
+        yield BlockSource(
+            path="",
+            size=size,
+            data_ranges=thin_tools.to_bytes(mapped, block, size),
+            changed_ranges=thin_tools.to_bytes(changed, block, size),
+            changed_since=since.name if changed is not None and since is not None else None,
+        )
 
 
 def _what(entry: Entry) -> str:

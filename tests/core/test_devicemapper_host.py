@@ -43,7 +43,7 @@ def test_convoy_defaults():
 )
 def test_bad_options_name_the_option(options, said):
     base = {"dm.datadev": "/dev/sdb", "dm.metadatadev": "/dev/sdc"} if "dm.datadev" not in options and options else {}
-    with pytest.raises(InvalidInput, match=None) as err:
+    with pytest.raises(InvalidInput) as err:
         dm_options.parse({**base, **options})
     assert said in str(err.value)
 
@@ -51,9 +51,9 @@ def test_bad_options_name_the_option(options, said):
 def test_lvm_pool_instead_of_devices():
     options = dm_options.parse({"dm.lvm_thinpool": "vg0/thin", "dm.min_free_space": "5%"})
     assert str(options.lvm) == "vg0/thin" and options.datadev is None and options.min_free == 5
-    with pytest.raises(InvalidInput, match="drop dm.datadev"):
+    with pytest.raises(InvalidInput, match=r"drop dm\.datadev"):
         dm_options.parse({"dm.lvm_thinpool": "vg0/thin", "dm.datadev": "/dev/sdb"})
-    with pytest.raises(InvalidInput, match="is not VG/POOL"):
+    with pytest.raises(InvalidInput, match=r"is not VG/POOL"):
         dm_options.parse({"dm.lvm_thinpool": "thin"})
 
 
@@ -74,12 +74,14 @@ def test_pool_status():
     assert (status.transaction_id, status.metadata_used, status.metadata_total) == (3, 27, 262144)
     assert (status.data_used, status.data_total, status.held_root, status.mode) == (10, 5120, "-", "rw")
     assert status.data_percent == pytest.approx(100 * 10 / 5120) and not status.needs_check
-    held = dmsetup.parse_pool_status("0 20971520 thin-pool 3 27/262144 10/5120 61 ro discard_passdown queue_if_no_space needs_check 1024")
+    held = dmsetup.parse_pool_status(
+        "0 20971520 thin-pool 3 27/262144 10/5120 61 ro discard_passdown queue_if_no_space needs_check 1024"
+    )
     assert held.held_root == "61" and held.mode == "ro" and held.needs_check
 
 
 def test_failed_pool_says_what_to_do():
-    with pytest.raises(Unavailable, match="thin pool has failed.*thin_check"):
+    with pytest.raises(Unavailable, match=r"thin pool has failed.*thin_check"):
         dmsetup.parse_pool_status("0 20971520 thin-pool Fail")
 
 
