@@ -1,8 +1,9 @@
 """The devicemapper back-end's parts that need no device-mapper: options, the tools' output, the id ledger.
 
-The outputs below are dmsetup's and thin-provisioning-tools' as printed by
-Debian's dmsetup 1.02 and thin-provisioning-tools (captured in the guest of
-tests/guest); the pool itself is tested there (tests/guest/inside).
+The outputs below are in the formats of Debian bookworm's dmsetup 1.02 and
+thin-provisioning-tools 0.9.0 (CAPTURED_* verbatim from thin_dump and
+thin_delta run on metadata made with thin_restore); the pool itself is tested
+in the guest (tests/guest/inside).
 """
 
 from __future__ import annotations
@@ -122,6 +123,32 @@ THIN_DELTA = """<superblock uuid="" time="2" transaction="3" data_block_size="40
 """
 
 
+CAPTURED_DUMP = """<superblock uuid="" time="1" transaction="2" flags="0" version="2" data_block_size="4096" nr_data_blocks="100">
+  <device dev_id="2" mapped_blocks="5" transaction="1" creation_time="1" snap_time="1">
+    <range_mapping origin_begin="0" data_begin="0" length="2" time="0"/>
+    <single_mapping origin_block="2" data_block="7" time="1"/>
+    <single_mapping origin_block="10" data_block="5" time="0"/>
+    <single_mapping origin_block="20" data_block="8" time="1"/>
+  </device>
+</superblock>
+"""
+
+CAPTURED_DELTA = """<superblock uuid="" time="1" transaction="2" data_block_size="4096" nr_data_blocks="100">
+  <diff left="1" right="2">
+    <same begin="0" length="2"/>
+    <different begin="2" length="1"/>
+    <same begin="10" length="1"/>
+    <right_only begin="20" length="1"/>
+  </diff>
+</superblock>
+"""
+
+
+def test_captured_thin_dump_and_thin_delta():
+    assert thin_tools.parse_dump_mappings(CAPTURED_DUMP.splitlines(keepends=True)) == [(0, 3), (10, 11), (20, 21)]
+    assert thin_tools.parse_delta(CAPTURED_DELTA.splitlines(keepends=True)) == [(2, 3), (20, 21)]
+
+
 def test_mapped_ranges_from_thin_dump():
     assert thin_tools.parse_dump_mappings(THIN_DUMP.splitlines()) == [(0, 3), (9, 10), (511, 512)]
 
@@ -137,7 +164,7 @@ def test_too_many_ranges_mean_unknown():
 
 
 def test_thin_ls_and_bytes():
-    assert thin_tools.parse_thin_ls(["1\n", "  7\n", "\n"]) == {1, 7}
+    assert thin_tools.parse_thin_ls(["1 \n", "  7\n", "\n"]) == {1, 7}  # thin_ls 0.9 pads its column
     mib2 = 2 << 20
     assert thin_tools.to_bytes([(0, 3), (511, 512)], mib2, 1 << 30) == [(0, 3 * mib2), (511 * mib2, 1 << 30)]
     assert thin_tools.to_bytes([(600, 601)], mib2, 1 << 30) == []
