@@ -3,7 +3,9 @@
 #   make test   set up, then lint (ruff, mypy --strict on app/) and run every test
 #   make ebs-lab  the EC2/EBS emulator in the foreground, for trying DRIVER=ebs by hand (root; Ctrl-C stops it)
 #   make do-lab   the DigitalOcean emulator in the foreground, for trying DRIVER=digitalocean by hand (root; Ctrl-C stops it)
-.PHONY: setup run test ebs-lab do-lab
+#   make guest-test   the tests that need a guest kernel (device-mapper, kernel NFS) in one QEMU boot (root; tests/guest/README.md)
+#   make guest-shell  a root shell in that guest, on this terminal
+.PHONY: setup run test ebs-lab do-lab guest-test guest-shell
 
 setup:
 	bash ci/setup.sh
@@ -38,6 +40,16 @@ DO_LAB_DEV_ROOT ?= /dev
 do-lab: setup
 	.venv/bin/python -m tests.dolab --state $(DO_LAB_STATE) --port $(DO_LAB_PORT) --region $(DO_LAB_REGION) \
 		$(foreach d,$(DO_LAB_DROPLETS),--droplet $(d)) --dev-root $(DO_LAB_DEV_ROOT)
+
+# Guest kernel (tests/guest/README.md): builds the cached image the first time (~4 min), then boots it (~40 s)
+# and runs pytest inside on tests/guest/inside, or on GUEST_ARGS (pytest's arguments: paths, -k, -x...).
+GUEST_ARGS ?=
+
+guest-test: setup
+	.venv/bin/python -m tests.guest run $(GUEST_ARGS)
+
+guest-shell: setup
+	.venv/bin/python -m tests.guest shell
 
 # Managed plugin: make plugin, make install, make uninstall (see plugin/README.md)
 include plugin/plugin.mk
