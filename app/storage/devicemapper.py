@@ -18,8 +18,8 @@ deleted.
 
 Fault injection, for the tests that kill the daemon between steps:
 CONVOY_DM_FAULT=<operation>:<step> (operation create, snapshot or delete;
-steps numbered in `_step` calls below) makes the daemon SIGKILL itself right
-after that step.
+steps numbered in `_step` calls below), or CONVOY_DM_FAULT_FILE naming a
+file holding it, makes the daemon SIGKILL itself right after that step.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from app.units import format_size
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "CONVOY_DM_FAULT"
+FAULT_FILE_ENV = "CONVOY_DM_FAULT_FILE"
 SIZE_ALIGN = 1 << 20  # thin device sizes are whole MiB
 CREATE_TRIES = 3  # an id taken by a device the ledger never knew: the next one is tried
 
@@ -387,7 +388,19 @@ def _thaw(mountpoint: str) -> None:
 
 
 def _step(operation: str, step: int) -> None:
-    """Fault injection for the crash tests (CONVOY_DM_FAULT=operation:step): die here, as kill -9 would."""
-    if os.environ.get(FAULT_ENV) == f"{operation}:{step}":
-        log.warning("%s=%s: killing the daemon after step %d of %s", FAULT_ENV, os.environ[FAULT_ENV], step, operation)
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Fault injection for the crash tests: die here, as kill -9 would.
+
+    CONVOY_DM_FAULT=operation:step, or CONVOY_DM_FAULT_FILE=PATH naming a file that holds operation:step
+    (read at each step and removed before dying, so a test arms it without restarting the daemon and the
+    restart runs clean)."""
+    wanted = os.environ.get(FAULT_ENV)
+    fault_file = os.environ.get(FAULT_FILE_ENV)
+    if wanted is None and fault_file:
+        with contextlib.suppress(OSError):
+            wanted = Path(fault_file).read_text().strip()
+    if wanted != f"{operation}:{step}":
+        return
+    if fault_file:
+        Path(fault_file).unlink(missing_ok=True)
+    log.warning("fault injection: killing the daemon after step %d of %s", step, operation)
+    os.kill(os.getpid(), signal.SIGKILL)

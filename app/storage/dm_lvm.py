@@ -47,14 +47,18 @@ class LvmThinPool(ThinPool):
     def activate(self) -> None:
         lvm.pool_check(self.lvm.vg, self.lvm.pool)
         lvm.activate_pool(self.lvm.vg, self.lvm.pool)
-        base = lvm.dm_name(self.lvm.vg, self.lvm.pool)
-        active = dmsetup.names()
-        self.name = f"{base}-tpool" if f"{base}-tpool" in active else base
-        fields = dmsetup.table(self.name).split()
+        self.name = lvm.dm_name(self.lvm.vg, self.lvm.pool)
+        fields = dmsetup.table(self.dm_device()).split()
         if len(fields) < 7 or fields[2] != "thin-pool":
-            raise Unavailable(f"LVM did not activate {self.lvm} as a thin pool ({self.name}: {' '.join(fields[:3])})")
+            raise Unavailable(f"LVM did not activate {self.lvm} as a thin pool ({' '.join(fields[:3])})")
         self.block_bytes = int(fields[5]) * 512
-        self.metadata_dev = dmsetup.wait_node(f"{base}_tmeta")
+        self.metadata_dev = dmsetup.wait_node(f"{self.name}_tmeta")
+
+    def dm_device(self) -> str:
+        """LVM activates a pool with no active thin LV as VG-POOL itself, and moves the thin-pool target to
+        VG-POOL-tpool (VG-POOL becoming a linear stub) once one is: looked up at each use."""
+        tpool = f"{self.name}-tpool"
+        return tpool if tpool in dmsetup.names() else self.name
 
 
 class LvmDmDriver(DmDriver):

@@ -100,11 +100,15 @@ class ThinPool:
 
     # use
 
+    def dm_device(self) -> str:
+        """The device-mapper name of the thin-pool target now (LVM's changes with what is active)."""
+        return self.name
+
     def status(self) -> PoolStatus:
-        return dmsetup.parse_pool_status(dmsetup.status(self.name))
+        return dmsetup.parse_pool_status(dmsetup.status(self.dm_device()))
 
     def message(self, text: str) -> None:
-        dmsetup.message(self.name, text)
+        dmsetup.message(self.dm_device(), text)
 
     def thin_table(self, device_id: int, size: int) -> str:
         return f"0 {size // 512} thin {self.device} {device_id}"
