@@ -90,4 +90,4 @@ def test_unknown_daemon_driver_stops_the_start(make_daemon):
     daemon = make_daemon("--drivers", "floppy", start=False)
     daemon.start(wait=False)
     assert daemon.process.wait(30) != 0
-    assert "unknown driver 'floppy': available are ebs, image, vfs" in daemon.log_text()
+    assert "unknown driver 'floppy': available are devicemapper, digitalocean, ebs, image, vfs" in daemon.log_text()
