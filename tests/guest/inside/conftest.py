@@ -53,3 +53,29 @@ def nfs_mounts(nfs_server, tmp_path):
     mounts = nfs.export_and_mount_twice(tmp_path / "export", tmp_path / "host-a", tmp_path / "host-b")
     yield mounts
     nfs.unmount_and_unexport(mounts)
+
+
+DOCKER_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat", "xt_MASQUERADE",
+                  "xt_conntrack", "xt_addrtype", "iptable_nat", "iptable_filter"]
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """The guest's own Docker engine (ci/dockerd.sh, its state on the scratch disk; ~35 s to start under
+    emulation) with the busybox test image (ci/make-busybox-image.sh): sets and yields DOCKER_HOST."""
+    for module in DOCKER_MODULES:
+        subprocess.run(["modprobe", module], check=False, capture_output=True)
+    env = dict(os.environ, CONVOY_CI_ROOT=str(tmp_path_factory.mktemp("docker")))
+    started = subprocess.run(["bash", "ci/dockerd.sh", "start"], env=env, capture_output=True, text=True)
+    assert started.returncode == 0, f"dockerd did not start in the guest:\n{started.stderr}"
+    docker_host = subprocess.run(["bash", "ci/dockerd.sh", "env"], env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip().removeprefix("DOCKER_HOST=")
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = docker_host
+    subprocess.run(["bash", "ci/make-busybox-image.sh"], check=True)
+    yield docker_host
+    subprocess.run(["bash", "ci/dockerd.sh", "stop"], env=env, check=False)
+    if old is None:
+        os.environ.pop("DOCKER_HOST", None)
+    else:
+        os.environ["DOCKER_HOST"] = old

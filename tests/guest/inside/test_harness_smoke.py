@@ -1,5 +1,6 @@
 """The guest's real parts work: a thin volume in a dm-thin pool holds a file system, a thin snapshot
-keeps its origin's data, and what one NFS mount writes the other reads."""
+keeps its origin's data, what one NFS mount writes the other reads, and the guest's Docker engine runs a
+container on a thin volume."""
 
 import os
 import subprocess
@@ -45,3 +46,17 @@ def test_what_one_nfs_mount_writes_the_other_reads(nfs_mounts):
     with open("/proc/self/mountinfo") as info:
         kinds = {line.split(" - ")[1].split()[0] for line in info if str(nfs_mounts.first) in line.split()[4]}
     assert kinds == {"nfs4"}
+
+
+def test_a_container_of_the_guests_docker_engine_writes_into_a_thin_volume(docker_engine, thin_pool, tmp_path):
+    volume = thin_pool.create_thin(0, GIB)
+    subprocess.run(["mkfs.ext4", "-q", volume], check=True)
+    mountpoint = tmp_path / "volume"
+    mountpoint.mkdir()
+    subprocess.run(["mount", volume, mountpoint], check=True)
+    try:
+        subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{mountpoint}:/data",
+                        "convoy-test-busybox:latest", "sh", "-c", "echo from a container > /data/file"], check=True)
+        assert (mountpoint / "file").read_text() == "from a container\n"
+    finally:
+        subprocess.run(["umount", mountpoint], check=True)
