@@ -83,7 +83,13 @@ def plant(daemon: Any, pool: str, name: str, fill: Callable[[str], None]) -> Non
     made in the live pool by hand, then recorded in the stopped daemon's ledger as kept."""
     record = ledger(daemon.root, pool)
     device_id = max([int(k) for k in record["devices"]] + [int(record["next_id"])]) + 1
-    sh("dmsetup", "message", pool, "0", f"create_thin {device_id}")
+    for _ in range(64):  # the pool may hold ids an earlier test's daemon made (its ledger is not this one)
+        made = subprocess.run(["dmsetup", "message", pool, "0", f"create_thin {device_id}"], capture_output=True)
+        if made.returncode == 0:
+            break
+        device_id += 1
+    else:
+        raise RuntimeError(f"no free thin device id in {pool} near {device_id}")
     size = 64 << 20
     sh("dmsetup", "create", f"{pool}-plant", "--table", f"0 {size // 512} thin /dev/mapper/{pool} {device_id}")
     try:
