@@ -116,8 +116,13 @@ def create_image_backup(
         skipped = 0
         for i, (offset, length) in enumerate(cut):
             digest = old_map.get((offset, length))
-            if trust_changes and digest and not _overlaps(changed_ranges or [], offset, offset + length):
+            unchanged = trust_changes and not _overlaps(changed_ranges or [], offset, offset + length)
+            if unchanged and digest:
                 slots[i] = (offset, length, digest)
+                skipped += length
+            elif unchanged:
+                # the previous backup holds no data here (zeros it stored as a hole, or a range it did not
+                # map) and nothing changed since: zeros still, unread (a thin device's zeroed journal)
                 skipped += length
             else:
                 reads.append((i, offset, length))

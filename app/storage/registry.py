@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.errors import InvalidInput
+from app.storage.devicemapper import DmDriver
 from app.storage.digitalocean import DoDriver
 from app.storage.driver import StorageDriver
 from app.storage.ebs import EbsDriver
 from app.storage.image import ImageDriver
 from app.storage.vfs import VfsDriver
 
-DRIVERS: dict[str, type[StorageDriver]] = {driver.name: driver for driver in (VfsDriver, ImageDriver, EbsDriver, DoDriver)}
+DRIVERS: dict[str, type[StorageDriver]] = {
+    driver.name: driver for driver in (VfsDriver, ImageDriver, EbsDriver, DoDriver, DmDriver)
+}
 
 
 def build_driver(name: str, options: dict[str, str], state_dir: Path) -> StorageDriver:

@@ -25,6 +25,7 @@ def make_host(make_daemon, tmp_path, request):
         storage.mkdir(parents=True, exist_ok=True)
         lab = request.getfixturevalue(backend.lab) if backend.lab else None
         host = Host(backend, None, storage, lab)
+        host.prepare()
         host.daemon = make_daemon(*host.daemon_args(), name=name, env=host.daemon_env())
         hosts.append(host)
         return host
@@ -36,6 +37,7 @@ def make_host(make_daemon, tmp_path, request):
         if host.lab is None:  # the emulator detaches its own
             for device in host.attached_devices():
                 subprocess.run(["losetup", "-d", device], check=False)
+        host.cleanup()
 
 
 @pytest.fixture
