@@ -62,7 +62,8 @@ class SnapshotService:
             details = driver.create_snapshot(record.ref(), name)
             snapshot = SnapshotRecord(name, volume, _timestamp(), details)
             self.catalog.put_snapshot(snapshot)  # before it completes: inspect shows its progress meanwhile
-        log.info("snapshot %s of %s taken (%s)", name, volume, details.get("method"))
+        method = details.get("method")  # how the back-end took it, where it has a choice (vfs: reflink or copy)
+        log.info("snapshot %s of %s taken%s", name, volume, f" ({method})" if method else "")
         return self.view(self._completed(snapshot, record, driver))
 
     def _completed(self, snapshot: SnapshotRecord, volume: VolumeRecord, driver: StorageDriver) -> SnapshotRecord:

@@ -10,6 +10,10 @@ say() { echo "CONVOY-GUEST: $*"; }
 say "userspace up at $(cut -d' ' -f1 /proc/uptime)s"
 hostname guest
 ip link set lo up  # the kernel NFS server and client talk over 127.0.0.1
+# A managed plugin on the host's network gets the host's /etc/resolv.conf and /etc/hosts bind-mounted into it:
+# the guest has no network, but the files must exist or runc refuses to start the plugin.
+[ -e /etc/resolv.conf ] || : > /etc/resolv.conf
+[ -e /etc/hosts ] || printf '127.0.0.1 localhost guest\n' > /etc/hosts
 
 # /scratch: the host's fresh sparse disk, for loop files and every temporary directory of the tests
 mkdir -p /scratch && mount /dev/vdb /scratch || say "cannot mount the scratch disk /dev/vdb"

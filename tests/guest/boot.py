@@ -23,7 +23,10 @@ from pathlib import Path
 
 from tests.guest.image import REPO, Image
 
-DEFAULT_ARGS = ["tests/guest/inside"]
+# The managed plugin's test needs the bundle the host builds with a Docker engine: tests/e2e runs it in a boot
+# of its own (tests/e2e/test_devicemapper_plugin.py), so the default suite leaves it out.
+MANAGED_PLUGIN_TESTS = "tests/guest/inside/managed_plugin"
+DEFAULT_ARGS = ["tests/guest/inside", f"--ignore={MANAGED_PLUGIN_TESTS}"]
 HARNESS_FAILED = 3  # pytest's "internal error": the guest never reported a status
 
 
@@ -78,7 +81,9 @@ def qemu_command(image: Image, settings: Settings, scratch: Path, results: Path)
         "-m", str(settings.memory_mib), "-smp", str(settings.cpus),
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-append", "console=ttyS0 panic=-1 quiet loglevel=4",
+        # no_timer_check: on a loaded host the emulated CPU is too slow for the kernel's IO-APIC timer check,
+        # which then panics at boot ("IO-APIC + timer doesn't work"); seen with the machine's 2 cores busy
+        "-append", "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check",
         "-drive", f"file={image.root},format=raw,if=virtio,snapshot=on",
         "-drive", f"file={scratch},format=raw,if=virtio",
         "-virtfs", f"local,path={REPO},mount_tag=repo,security_model=none,readonly=on",

@@ -4,13 +4,16 @@ DM_DISABLE_UDEV=1 (tests/guest/boot-inside.sh sets it: there is no udev in the g
 
 import itertools
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.guest.inside import nfs, thinpool
 
 _pool_numbers = itertools.count()
+RESULTS = Path("/results")  # the host's results directory (tests/guest/boot.py)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -75,6 +78,10 @@ def docker_engine(tmp_path_factory):
     subprocess.run(["bash", "ci/make-busybox-image.sh"], check=True)
     yield docker_host
     subprocess.run(["bash", "ci/dockerd.sh", "stop"], env=env, check=False)
+    # The engine's log (with the plugin's own lines) goes out with the results: the scratch disk does not
+    log = Path(env["CONVOY_CI_ROOT"]) / "dockerd.log"
+    if log.exists() and RESULTS.is_dir():
+        shutil.copyfile(log, RESULTS / "dockerd.log")
     if old is None:
         os.environ.pop("DOCKER_HOST", None)
     else:

@@ -98,12 +98,18 @@ class ThinPool(PoolDevices):
         return sh("dmsetup", "status", self.name).split()
 
 
-def remove_pool(devices: PoolDevices) -> None:
-    """Tear down whatever a test left: the pool's mounts and thin devices, the pool, the loop devices."""
-    if devices.name in dm_names():
-        for thin in thin_devices_of(devices.name):
+def remove_active_devices(pool: str) -> None:
+    """What a reboot does to a pool: its mounts, its active thin devices and the pool itself are gone (the
+    loop devices under it stay, as disks would)."""
+    if pool in dm_names():
+        for thin in thin_devices_of(pool):
             unmount_device(thin)
             sh("dmsetup", "remove", "--retry", thin)
-        sh("dmsetup", "remove", "--retry", devices.name)
+        sh("dmsetup", "remove", "--retry", pool)
+
+
+def remove_pool(devices: PoolDevices) -> None:
+    """Tear down whatever a test left: the pool's mounts and thin devices, the pool, the loop devices."""
+    remove_active_devices(devices.name)
     for loop in (devices.datadev, devices.metadatadev):
         subprocess.run(["losetup", "-d", loop], check=False)
