@@ -60,7 +60,9 @@ def one_life(driver: str, write_mib: int, env) -> dict[str, float]:
     return times
 
 
-def setup_engine(env):
+def setup_engine(env, *plugin_settings: str):
+    """ci/dockerd.sh's private engine with the busybox image and the plugin built from this checkout, set with
+    `plugin_settings` (KEY=VALUE)."""
     root = Path(env.get("CONVOY_CI_ROOT", "/var/lib/convoy-ci"))
     env["CONVOY_CI_ROOT"] = str(root)
     env["DOCKER_HOST"] = f"unix://{root}/docker.sock"
@@ -70,7 +72,8 @@ def setup_engine(env):
     state, control = root / "bench-state", root / "bench-control"
     # Always the plugin built from this checkout: replace whatever was installed.
     subprocess.run(["docker", "plugin", "rm", "-f", "convoy"], env=env, capture_output=True)
-    sh("make", "--no-print-directory", "install", f"PLUGIN_STATE={state}", f"PLUGIN_CONTROL={control}",
+    settings = [f"PLUGIN_SETTINGS={' '.join(plugin_settings)}"] if plugin_settings else []
+    sh("make", "--no-print-directory", "install", f"PLUGIN_STATE={state}", f"PLUGIN_CONTROL={control}", *settings,
        env=env, timeout=1200)
 
 
