@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from app.errors import Conflict, Damaged, NotFound
+from app.errors import Conflict, ConvoyError, Damaged, NotFound
 from app.json_types import JSONObject
 
-from . import image, legacy_convoy, manifest
+from . import image, index, legacy_convoy, manifest
 from .backup import SnapshotSource
 from .backup import create_backup as _create_backup
 from .delete import collect_garbage as _collect_garbage
@@ -143,24 +143,16 @@ def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | Non
     store_url = parse_store_url(dest)
     rows: list[JSONObject] = []
     with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
-
-        def ours(vol: str, name: str) -> JSONObject:
-            return manifest.summary(manifest.read_backup(store, vol, name))
-
-        def convoys(vol: str, name: str) -> JSONObject:
-            return legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))
-
-        formats = (  # (names of its backups, summary of one), ours first
-            (manifest.list_backup_names, ours),
-            (legacy_convoy.list_backups, convoys),
-        )
-        for list_names, summarise in formats:
-            for vol, name in list_names(store, volume):
-                try:
-                    doc = summarise(vol, name)
-                except (Damaged, Conflict, NotFound) as e:  # an unreadable backup is listed with why, not hidden
-                    doc = {"name": name, "volume": vol, "error": str(e)}
-                rows.append({"url": backup_url(store_url, vol, name), **doc})
+        found = list(index.list_summaries(store, volume).items())  # ours, through the per-volume indexes
+        for vol, name in legacy_convoy.list_backups(store, volume):
+            try:
+                found.append(((vol, name), legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))))
+            except (Damaged, Conflict, NotFound) as e:
+                found.append(((vol, name), e))
+        for (vol, name), outcome in found:
+            # an unreadable backup is listed with why, not hidden
+            doc = {"name": name, "volume": vol, "error": str(outcome)} if isinstance(outcome, ConvoyError) else outcome
+            rows.append({"url": backup_url(store_url, vol, name), **doc})
     rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))
     return rows
 

@@ -65,6 +65,13 @@ class ObjectStore(ABC):
         """Every key that starts with `prefix`, across all pages, in no set order."""
 
     @abstractmethod
+    def list_stamped(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Like `list`, with each key's stamp: a short string that changes
+        whenever the object is replaced (size and mtime of a file, size and
+        ETag of an S3 object), so a cache of what an object says can be
+        checked against a listing instead of reading the object."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove `key`; no error when it is already gone."""
 

@@ -267,21 +267,44 @@ class VfsStore(ObjectStore):
             raise NotFound(f"{key} is missing from {self.url}") from None
 
     def list(self, prefix: str) -> Iterator[str]:
-        # Walk only the directory the prefix names, then filter by the rest.
+        for key, _entry in self._walk(prefix):
+            yield key
+
+    def list_stamped(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Size and mtime in nanoseconds: every put is a new file renamed into
+        place, written at its own time; a copy made with `cp -a` or `rsync -a`
+        keeps both, so a cache stays valid in the copy."""
+        for key, entry in self._walk(prefix):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the directory was read
+            yield key, f"{st.st_size}:{st.st_mtime_ns}"
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """(key, directory entry) of every object under `prefix`, in key order;
+        only the directory the prefix names is walked, then filtered by the rest."""
         head, _, _ = prefix.rpartition("/")
         start = self.root / head if head else self.root
         if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == "." else rel + "/"
-            for name in sorted(filenames):
-                if TMP_MARK in name:
-                    continue
-                key = rel + name
-                if key.startswith(prefix):
-                    yield key
+        rel = "" if not head else head + "/"
+        yield from self._walk_dir(str(start), rel, prefix)
+
+    def _walk_dir(self, path: str, rel: str, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed while the store was listed
+        except OSError as e:
+            raise Unavailable(f"cannot list {rel or 'the root'} of {self.url}: {e.strerror}") from e
+        for entry in entries:
+            key = rel + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk_dir(entry.path, key + "/", prefix)
+            elif TMP_MARK not in entry.name and key.startswith(prefix):
+                yield key, entry
 
     def list_temporaries(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         """Leftovers of killed writers: (path relative to root, mtime)."""
