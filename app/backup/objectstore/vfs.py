@@ -271,15 +271,15 @@ class VfsStore(ObjectStore):
             yield key
 
     def list_stamped(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """Size and mtime in nanoseconds: every put is a new file renamed into
-        place, written at its own time; a copy made with `cp -a` or `rsync -a`
-        keeps both, so a cache stays valid in the copy."""
+        """Size, mtime and inode number: every put is a new file (a new inode)
+        renamed into place, and a write in place changes the mtime, though
+        only at the kernel's clock tick (a few ms), hence the inode too."""
         for key, entry in self._walk(prefix):
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted since the directory was read
-            yield key, f"{st.st_size}:{st.st_mtime_ns}"
+            yield key, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
     def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """(key, directory entry) of every object under `prefix`, in key order;
