@@ -83,10 +83,11 @@ def update(store: ObjectStore, volume: str, known: dict[str, JSONObject] | None 
 
 
 def _refresh(store: ObjectStore, only: str | None, known: dict[str, JSONObject], write: bool) -> dict[tuple[str, str], Outcome]:
-    volumes = _listing(store, only)
     workers = max(1, store.parallelism)
-    for vol, cached in zip(volumes, _map(workers, lambda v: _read_index(store, v), volumes), strict=True):
-        vol.cached = cached
+    folders = [only] if only else list(store.list_folders(layout.VOLUMES))
+    # each volume listed apart, in parallel with the others: a store that lists
+    # key by key (S3) takes as long for 10,000 keys in one listing
+    volumes = [v for v in _map(workers, lambda name: _scan(store, name), folders) if v.manifests or v.has_index]
     outcomes: dict[tuple[str, str], Outcome] = {}
     to_read: list[tuple[_Volume, str, str]] = []
     for vol in volumes:
@@ -94,7 +95,7 @@ def _refresh(store: ObjectStore, only: str | None, known: dict[str, JSONObject],
             hit = vol.cached.get(name)
             if hit is not None and hit["stamp"] == stamp:
                 vol.entries[name] = hit
-            elif name in known and vol.name == only:
+            elif name in known:
                 vol.entries[name] = {"stamp": stamp, "summary": known[name]}  # type: ignore[typeddict-item]  # ours, just written
             else:
                 to_read.append((vol, name, stamp))
@@ -110,16 +111,16 @@ def _refresh(store: ObjectStore, only: str | None, known: dict[str, JSONObject],
     return outcomes
 
 
-def _listing(store: ObjectStore, only: str | None) -> list[_Volume]:
-    """Every volume with a manifest or an index, from one listing (stamps included)."""
-    volumes: dict[str, _Volume] = {}
-    for key, stamp in store.list_stamped(layout.volume_prefix(only) if only else layout.VOLUMES):
+def _scan(store: ObjectStore, volume: str) -> _Volume:
+    """One volume: its manifests with their stamps (one listing), and what its index says."""
+    vol = _Volume(volume)
+    for key, stamp in store.list_stamped(layout.volume_prefix(volume)):
         if parsed := layout.parse_backup_key(key):
-            vol, name = parsed
-            volumes.setdefault(vol, _Volume(vol)).manifests[name] = stamp
-        elif vol_of_index := layout.parse_index_key(key):
-            volumes.setdefault(vol_of_index, _Volume(vol_of_index)).has_index = True
-    return [v for name, v in sorted(volumes.items()) if only is None or name == only]
+            vol.manifests[parsed[1]] = stamp
+        elif layout.parse_index_key(key):
+            vol.has_index = True
+    vol.cached = _read_index(store, vol)
+    return vol
 
 
 def _read_summary(store: ObjectStore, volume: str, backup: str) -> Outcome:

@@ -205,3 +205,10 @@ def test_a_stamp_changes_when_an_object_is_replaced_and_only_then(store):
     store.put("v/a", b"uno")  # same size, other bytes
     second = dict(store.list_stamped("v/"))
     assert second["v/a"] != first["v/a"] and second["v/b"] == first["v/b"]
+
+
+def test_list_folders_names_each_folder_once(store):
+    for key in ("v/a/1", "v/a/2", "v/b/c/3", "v/top", "w/d/4"):
+        store.put(key, b"x")
+    assert sorted(store.list_folders("v/")) == ["a", "b"]
+    assert list(store.list_folders("nothing/")) == []

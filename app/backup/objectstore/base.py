@@ -71,6 +71,17 @@ class ObjectStore(ABC):
         ETag of an S3 object), so a cache of what an object says can be
         checked against a listing instead of reading the object."""
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The names of the "folders" right under `prefix` (which ends with
+        "/"): the next key component of every key that has more after it.
+        Lets a caller list each folder apart, in parallel."""
+        seen = set()
+        for key in self.list(prefix):
+            folder, slash, _rest = key[len(prefix):].partition("/")
+            if slash and folder not in seen:
+                seen.add(folder)
+                yield folder
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove `key`; no error when it is already gone."""

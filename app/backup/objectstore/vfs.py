@@ -281,6 +281,16 @@ class VfsStore(ObjectStore):
                 continue  # deleted since the directory was read
             yield key, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(self._path(prefix.rstrip("/")) if prefix else self.root) as it:
+                folders = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            raise Unavailable(f"cannot list {prefix or 'the root'} of {self.url}: {e.strerror}") from e
+        yield from folders
+
     def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """(key, directory entry) of every object under `prefix`, in key order;
         only the directory the prefix names is walked, then filtered by the rest."""
