@@ -149,10 +149,11 @@ def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | Non
                 found.append(((vol, name), legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))))
             except (Damaged, Conflict, NotFound) as e:
                 found.append(((vol, name), e))
+        store_text = str(store_url)
         for (vol, name), outcome in found:
             # an unreadable backup is listed with why, not hidden
             doc = {"name": name, "volume": vol, "error": str(outcome)} if isinstance(outcome, ConvoyError) else outcome
-            rows.append({"url": backup_url(store_url, vol, name), **doc})
+            rows.append({"url": BackupURL.text(store_text, name, vol), **doc})
     rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))
     return rows
 

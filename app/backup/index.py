@@ -83,7 +83,7 @@ def update(store: ObjectStore, volume: str, known: dict[str, JSONObject] | None 
 
 
 def _refresh(store: ObjectStore, only: str | None, known: dict[str, JSONObject], write: bool) -> dict[tuple[str, str], Outcome]:
-    workers = max(1, store.parallelism)
+    workers = max(1, store.lookups)
     folders = [only] if only else list(store.list_folders(layout.VOLUMES))
     # each volume listed apart, in parallel with the others: a store that lists
     # key by key (S3) takes as long for 10,000 keys in one listing

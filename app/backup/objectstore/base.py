@@ -26,6 +26,9 @@ class ObjectStore(ABC):
     url: str
     #: how many blocks to move at once: a local disk wants few, a network store many
     parallelism: int = 3
+    #: how many small objects (manifests, indexes) to read or list at once: one where
+    #: a read costs microseconds and its parsing holds the GIL, many over a network
+    lookups: int = 3
 
     @abstractmethod
     def put(self, key: str, data: Stored) -> None:
