@@ -13,6 +13,7 @@ from typing import Any
 
 from app.errors import Conflict, ConvoyError, Damaged, NotFound
 from app.json_types import JSONObject
+from app.names import check_name
 
 from . import image, index, legacy_convoy, manifest
 from .backup import SnapshotSource
@@ -141,6 +142,8 @@ def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> JSONObject:
 def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[JSONObject]:
     """Every backup in a store (ours and Convoy's), oldest first within a volume."""
     store_url = parse_store_url(dest)
+    if volume is not None:
+        check_name("volume", volume)  # it becomes part of the keys listed (both formats use this rule)
     rows: list[JSONObject] = []
     with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
         found = list(index.list_summaries(store, volume).items())  # ours, through the per-volume indexes

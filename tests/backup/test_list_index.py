@@ -22,6 +22,7 @@ import zstandard
 
 from app.backup import SnapshotSource, create_backup, delete_backup, layout, limits, list_backups, manifest
 from app.backup.objectstore import open_store
+from app.errors import InvalidInput
 from tests.backup.manifest_listing import list_from_manifests
 from tests.backup.test_crash import start, wait_for
 
@@ -83,6 +84,10 @@ def test_list_equals_the_manifests_after_creates_and_deletes(store, tmp_path):
     assert names(store.listing()) == sorted(b["name"] for b in one + two)
     assert store.indexed_names("vol1") == sorted(b["name"] for b in one)
     assert store.indexed_names("vol2") == sorted(b["name"] for b in two)
+    only_two = list_backups(store.url, volume="vol2", s3_endpoint=store.endpoint)
+    assert only_two == [r for r in store.reference() if r["volume"] == "vol2"]
+    with pytest.raises(InvalidInput, match=r"volume name '\.\./vol1' is not valid"):
+        list_backups(store.url, volume="../vol1", s3_endpoint=store.endpoint)
 
     delete_backup(one[1]["url"], s3_endpoint=store.endpoint)
     assert store.indexed_names("vol1") == sorted([one[0]["name"], one[2]["name"]])
