@@ -1,5 +1,6 @@
 """Real parts shared by every test folder: daemons, a moto S3 server, a loop-mounted XFS."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -66,7 +67,9 @@ def s3_bucket(s3_endpoint, request):
     """A fresh bucket; returns its name."""
     import boto3
 
-    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40] + f"-{os.getpid()}"
+    # the name is cut to S3's 63 characters: a digest of the whole test id keeps parametrized cases apart
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40] + f"-{digest}-{os.getpid()}"
     name = "".join(c for c in name if c.isalnum() or c in "-.")[:60]
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name

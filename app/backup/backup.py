@@ -34,7 +34,7 @@ from app.fs import fiemap, sparse
 from app.json_types import JSONObject
 from app.names import check_name
 
-from . import blocks, layout, manifest, schemas, tree
+from . import blocks, index, layout, manifest, schemas, tree
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .pipeline import BoundedPool
@@ -247,8 +247,10 @@ def upload_and_commit(
     manifest.write_volume(
         store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"]
     )
+    summary = manifest.summary(doc)
+    index.update(store, doc["volume"], known={doc["name"]: summary})
     progress.finish()
-    return manifest.summary(doc)
+    return summary
 
 
 def _plan_file(

@@ -13,7 +13,7 @@ import time
 from app.errors import Conflict, Damaged, NotFound
 from app.json_types import JSONObject
 
-from . import layout, manifest
+from . import index, layout, manifest
 from .locks import DEFAULT_TTL, StoreLock, remove_expired_locks
 from .objectstore import ObjectStore
 from .objectstore.vfs import VfsStore
@@ -37,6 +37,7 @@ def delete_backup(store: ObjectStore, volume: str, backup: str) -> JSONObject:
         store.delete(key)
         if not manifest.list_backup_names(store, volume):
             store.delete(layout.volume_key(volume))
+        index.update(store, volume)  # drops the entry (and the index with the last backup)
         result = {"deleted": backup, "volume": volume}
         if unreadable:
             return {**result, "blocks_removed": 0, "warning": _kept_blocks_warning(unreadable)}

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from app.errors import Conflict, Damaged, NotFound
+from app.errors import Conflict, ConvoyError, Damaged, NotFound
 from app.json_types import JSONObject
+from app.names import check_name
 
-from . import image, legacy_convoy, manifest
+from . import image, index, legacy_convoy, manifest
 from .backup import SnapshotSource
 from .backup import create_backup as _create_backup
 from .delete import collect_garbage as _collect_garbage
@@ -141,26 +142,21 @@ def inspect_backup(url: str, *, s3_endpoint: str | None = None) -> JSONObject:
 def list_backups(dest: str, *, volume: str | None = None, s3_endpoint: str | None = None) -> list[JSONObject]:
     """Every backup in a store (ours and Convoy's), oldest first within a volume."""
     store_url = parse_store_url(dest)
+    if volume is not None:
+        check_name("volume", volume)  # it becomes part of the keys listed (both formats use this rule)
     rows: list[JSONObject] = []
     with open_store(store_url, s3_endpoint=s3_endpoint, create=False) as store:
-
-        def ours(vol: str, name: str) -> JSONObject:
-            return manifest.summary(manifest.read_backup(store, vol, name))
-
-        def convoys(vol: str, name: str) -> JSONObject:
-            return legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))
-
-        formats = (  # (names of its backups, summary of one), ours first
-            (manifest.list_backup_names, ours),
-            (legacy_convoy.list_backups, convoys),
-        )
-        for list_names, summarise in formats:
-            for vol, name in list_names(store, volume):
-                try:
-                    doc = summarise(vol, name)
-                except (Damaged, Conflict, NotFound) as e:  # an unreadable backup is listed with why, not hidden
-                    doc = {"name": name, "volume": vol, "error": str(e)}
-                rows.append({"url": backup_url(store_url, vol, name), **doc})
+        found = list(index.list_summaries(store, volume).items())  # ours, through the per-volume indexes
+        for vol, name in legacy_convoy.list_backups(store, volume):
+            try:
+                found.append(((vol, name), legacy_convoy.summary(legacy_convoy.read_backup_cfg(store, vol, name))))
+            except (Damaged, Conflict, NotFound) as e:
+                found.append(((vol, name), e))
+        store_text = str(store_url)
+        for (vol, name), outcome in found:
+            # an unreadable backup is listed with why, not hidden
+            doc = {"name": name, "volume": vol, "error": str(outcome)} if isinstance(outcome, ConvoyError) else outcome
+            rows.append({"url": BackupURL.text(store_text, name, vol), **doc})
     rows.sort(key=lambda r: (r.get("volume") or "", str(r.get("created_at") or ""), r.get("name") or ""))
     return rows
 

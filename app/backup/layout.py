@@ -2,6 +2,7 @@
 
     convoy-store/config.json                           store config (versioned)
     convoy-store/volumes/<volume>/volume.json          per-volume manifest
+    convoy-store/volumes/<volume>/index.v1.json.zst    per-volume list cache (index.py)
     convoy-store/volumes/<volume>/backups/<b>.json.zst per-backup manifest
     convoy-store/blocks/<h[0:2]>/<h[2:4]>/<h>          zstd block named by its BLAKE3
     convoy-store/locks/<id>.json                       store locks with expiry
@@ -18,10 +19,27 @@ VOLUMES = f"{ROOT}/volumes/"
 BLOCKS = f"{ROOT}/blocks/"
 LOCKS = f"{ROOT}/locks/"
 MANIFEST_SUFFIX = ".json.zst"
+INDEX_NAME = "index.v1.json.zst"  # the version is in the name: a newer format's index is another object
 
 
 def volume_key(volume: str) -> str:
     return f"{VOLUMES}{volume}/volume.json"
+
+
+def volume_prefix(volume: str) -> str:
+    return f"{VOLUMES}{volume}/"
+
+
+def index_key(volume: str) -> str:
+    return f"{VOLUMES}{volume}/{INDEX_NAME}"
+
+
+def parse_index_key(key: str) -> str | None:
+    """The volume of an index key, None for anything else."""
+    if not key.startswith(VOLUMES) or not key.endswith("/" + INDEX_NAME):
+        return None
+    parts = key[len(VOLUMES):].split("/")
+    return parts[0] if len(parts) == 2 else None
 
 
 def backups_prefix(volume: str) -> str:

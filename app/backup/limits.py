@@ -36,6 +36,12 @@ MAX_MANIFEST = 1 << 30
 MANIFEST_FLOOR = 32 << 20
 MANIFEST_RATIO = 256
 
+# A volume's backup index (index.py) caches ~700 bytes of JSON per backup:
+# this is ~90,000 backups of one volume. The stored (compressed) object is
+# refused above the same size before it is read; a volume with more backups
+# than fit lists from its manifests, as without an index.
+MAX_INDEX = 64 << 20
+
 # rancher/convoy 0.5.2: device-mapper blocks are gzip of one 2 MiB block;
 # a backup's .cfg lists ~100 bytes of JSON per block (~50 MB per TiB).
 LEGACY_BLOCK_SIZE = 2 << 20

@@ -111,7 +111,9 @@ Entry = Annotated[DirEntry | FileEntry | LinkEntry | FifoEntry | DeviceEntry, Fi
 
 
 @with_config(_KEEP_EXTRA)
-class BackupDoc(TypedDict):
+class BackupSummary(TypedDict):
+    """A backup manifest without its block map: what `backup list` shows, and what an index caches."""
+
     format: Literal["convoy-py-backup"]
     version: Annotated[int, Strict()]
     name: Name
@@ -124,7 +126,29 @@ class BackupDoc(TypedDict):
     driver: NotRequired[Str | None]
     volume_size: NotRequired[Offset | None]  # the size a restore creates the volume with
     base_backup: NotRequired[Str | None]
+
+
+@with_config(_KEEP_EXTRA)
+class BackupDoc(BackupSummary):
     entries: Annotated[list[Entry], FailFast()]
+
+
+#: what an index records of a manifest's stored object (ObjectStore.list_stamped)
+Stamp = Annotated[str, Strict(), StringConstraints(max_length=200)]
+
+
+@with_config(_DROP_EXTRA)
+class IndexEntry(TypedDict):
+    stamp: Stamp
+    summary: BackupSummary
+
+
+@with_config(_DROP_EXTRA)
+class IndexDoc(TypedDict):
+    format: Literal["convoy-py-index"]
+    version: Annotated[int, Strict()]
+    volume: Name
+    backups: dict[Name, IndexEntry]
 
 
 @with_config(_KEEP_EXTRA)

@@ -59,7 +59,12 @@ class BackupURL:
     volume: str
 
     def __str__(self) -> str:
-        return f"{self.store}?backup={self.backup}&volume={self.volume}"
+        return self.text(str(self.store), self.backup, self.volume)
+
+    @staticmethod
+    def text(store: str, backup: str, volume: str) -> str:
+        """The URL of a backup in the store whose URL is `store` (a listing formats the store once)."""
+        return f"{store}?backup={backup}&volume={volume}"
 
 
 def _normalise(text: str) -> str:

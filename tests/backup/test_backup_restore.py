@@ -11,16 +11,6 @@ from app.storage.vfs_snapshot import snapshot_directory
 from tests.backup.treecheck import describe, make_sample_tree
 
 
-@pytest.fixture(params=["vfs", "s3"])
-def dest(request, tmp_path):
-    """A store URL and the endpoint to reach it."""
-    if request.param == "vfs":
-        return f"vfs://{tmp_path}/store", None
-    endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket}@us-east-1/backups", endpoint
-
-
 def test_restore_reproduces_tree_bytes_and_metadata(dest, tmp_path):
     url, endpoint = dest
     vol = make_sample_tree(tmp_path / "vol")

@@ -3,17 +3,8 @@
 import os
 import threading
 
-import pytest
-
 from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
 from tests.backup.treecheck import describe
-
-
-@pytest.fixture(params=["vfs", "s3"])
-def dest(request, tmp_path):
-    if request.param == "vfs":
-        return f"vfs://{tmp_path}/store", None
-    return f"s3://{request.getfixturevalue('s3_bucket')}@us-east-1/p", request.getfixturevalue("s3_endpoint")
 
 
 def test_two_volumes_backed_up_at_once(dest, tmp_path):

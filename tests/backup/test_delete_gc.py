@@ -25,13 +25,6 @@ def block_count(store_dir):
     return sum(len(files) for _d, _s, files in os.walk(root))
 
 
-@pytest.fixture(params=["vfs", "s3"])
-def dest(request, tmp_path):
-    if request.param == "vfs":
-        return f"vfs://{tmp_path}/store", None
-    return f"s3://{request.getfixturevalue('s3_bucket')}@us-east-1/p", request.getfixturevalue("s3_endpoint")
-
-
 def test_delete_collects_only_unused_blocks(dest, tmp_path):
     url, endpoint = dest
     vol = tmp_path / "vol"

@@ -194,3 +194,21 @@ def test_a_convoy_archive_that_fails_to_download_is_unavailable_not_damaged(
             legacy_convoy.restore_archive(store, "hostile", "backup-1", str(tmp_path / "target"))
     assert "damaged" not in str(err.value) and "S3" in str(err.value) and ".bak" in str(err.value), err.value
     store.close()
+
+
+def test_a_stamp_changes_when_an_object_is_replaced_and_only_then(store):
+    store.put("v/a", b"one")
+    store.put("v/b", b"two")
+    first = dict(store.list_stamped("v/"))
+    assert sorted(first) == sorted(store.list("v/")) == ["v/a", "v/b"]
+    assert dict(store.list_stamped("v/")) == first  # nothing written: nothing changed
+    store.put("v/a", b"uno")  # same size, other bytes
+    second = dict(store.list_stamped("v/"))
+    assert second["v/a"] != first["v/a"] and second["v/b"] == first["v/b"]
+
+
+def test_list_folders_names_each_folder_once(store):
+    for key in ("v/a/1", "v/a/2", "v/b/c/3", "v/top", "w/d/4"):
+        store.put(key, b"x")
+    assert sorted(store.list_folders("v/")) == ["a", "b"]
+    assert list(store.list_folders("nothing/")) == []

@@ -26,6 +26,9 @@ class ObjectStore(ABC):
     url: str
     #: how many blocks to move at once: a local disk wants few, a network store many
     parallelism: int = 3
+    #: how many small objects (manifests, indexes) to read or list at once: one where
+    #: a read costs microseconds and its parsing holds the GIL, many over a network
+    lookups: int = 3
 
     @abstractmethod
     def put(self, key: str, data: Stored) -> None:
@@ -63,6 +66,24 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Every key that starts with `prefix`, across all pages, in no set order."""
+
+    @abstractmethod
+    def list_stamped(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Like `list`, with each key's stamp: a short string that changes
+        whenever the object is replaced (size and mtime of a file, size and
+        ETag of an S3 object), so a cache of what an object says can be
+        checked against a listing instead of reading the object."""
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The names of the "folders" right under `prefix` (which ends with
+        "/"): the next key component of every key that has more after it.
+        Lets a caller list each folder apart, in parallel."""
+        seen = set()
+        for key in self.list(prefix):
+            folder, slash, _rest = key[len(prefix):].partition("/")
+            if slash and folder not in seen:
+                seen.add(folder)
+                yield folder
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -47,6 +47,7 @@ def _attempts() -> int:
 
 class S3Store(ObjectStore):
     parallelism = 12  # requests in flight hide the round trips
+    lookups = 12
 
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
         import boto3
@@ -152,12 +153,31 @@ class S3Store(ObjectStore):
         return int(self._head(key)["ContentLength"])
 
     def list(self, prefix: str) -> Iterator[str]:
+        for key, _stamp in self.list_stamped(prefix):
+            yield key
+
+    def list_stamped(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """A whole-object PUT gives a new ETag (the MD5 of the body for a
+        single-part PUT, which is all this store makes) and keeps it when the
+        bucket is copied, so a cache stays valid in the copy."""
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix)
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for obj in page.get("Contents", []):
-                    yield obj["Key"][strip:]
+                    yield obj["Key"][strip:], f"{obj.get('Size', 0)}:{obj.get('ETag', '')}"
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"list {prefix or 'the store'}") from None
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """One request per 1000 folders, whatever they hold (S3 lists keys, not
+        folders: a listing with a delimiter folds each folder into one name)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        start = len(self.prefix) + len(prefix)
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"][start:].rstrip("/")
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"list {prefix or 'the store'}") from None
 

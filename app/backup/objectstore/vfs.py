@@ -99,6 +99,7 @@ def _check_key(key: str) -> None:
 
 class VfsStore(ObjectStore):
     parallelism = 4
+    lookups = 1
     def __init__(self, root: str | Path, *, create: bool = True, durable: bool = True):
         self.root = Path(root)
         self.url = f"vfs://{self.root}"
@@ -267,21 +268,54 @@ class VfsStore(ObjectStore):
             raise NotFound(f"{key} is missing from {self.url}") from None
 
     def list(self, prefix: str) -> Iterator[str]:
-        # Walk only the directory the prefix names, then filter by the rest.
+        for key, _entry in self._walk(prefix):
+            yield key
+
+    def list_stamped(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Size, mtime and inode number: every put is a new file (a new inode)
+        renamed into place, and a write in place changes the mtime, though
+        only at the kernel's clock tick (a few ms), hence the inode too."""
+        for key, entry in self._walk(prefix):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the directory was read
+            yield key, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(self._path(prefix.rstrip("/")) if prefix else self.root) as it:
+                folders = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            raise Unavailable(f"cannot list {prefix or 'the root'} of {self.url}: {e.strerror}") from e
+        yield from folders
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """(key, directory entry) of every object under `prefix`, in key order;
+        only the directory the prefix names is walked, then filtered by the rest."""
         head, _, _ = prefix.rpartition("/")
         start = self.root / head if head else self.root
         if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == "." else rel + "/"
-            for name in sorted(filenames):
-                if TMP_MARK in name:
-                    continue
-                key = rel + name
-                if key.startswith(prefix):
-                    yield key
+        rel = "" if not head else head + "/"
+        yield from self._walk_dir(str(start), rel, prefix)
+
+    def _walk_dir(self, path: str, rel: str, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed while the store was listed
+        except OSError as e:
+            raise Unavailable(f"cannot list {rel or 'the root'} of {self.url}: {e.strerror}") from e
+        for entry in entries:
+            key = rel + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk_dir(entry.path, key + "/", prefix)
+            elif TMP_MARK not in entry.name and key.startswith(prefix):
+                yield key, entry
 
     def list_temporaries(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         """Leftovers of killed writers: (path relative to root, mtime)."""
