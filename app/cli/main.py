@@ -192,7 +192,10 @@ def daemon(
 
 
 def main() -> None:
+    from app.cli import text_params
     from app.cli.snapshots import backup_app, job_app, snapshot_app
+
+    text_params.install()
 
     app.add_typer(snapshot_app, name="snapshot")
     app.add_typer(backup_app, name="backup")
