@@ -17,7 +17,7 @@ app = typer.Typer(
     help="Convoy: Docker volumes with snapshots, backups and restores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 
