@@ -140,9 +140,9 @@ def run(settings: Settings) -> None:
     from app.service import VolumeService
 
     service = VolumeService(settings, drivers, catalog)
-    threading.Thread(target=service.start, name="start-up", daemon=True).start()
+    start_up = threading.Thread(target=service.start, name="start-up", daemon=True)
     try:
-        serve(service, plugin_socket, control_socket)
+        serve(service, plugin_socket, control_socket, when_serving=start_up.start)
     finally:
         for path in (settings.plugin_socket, settings.socket):
             path.unlink(missing_ok=True)
