@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How long a `convoy` command that does no I/O of its own takes, and how long the daemon takes to start (issue 12).
 
-A real daemon (`--drivers vfs`, its root and its VFS store on a loop-mounted
-XFS with reflink=1, so `snapshot create` is a reflink) serves the CLI as a
+A real daemon (`--drivers vfs`, its VFS store on a loop-mounted XFS with
+reflink=1, so `snapshot create` is a reflink) serves the CLI as a
 user runs it (`python -m app`, the code of this checkout, as the tests run
 it; the `convoy` entry point imports the same), output to a pipe (as a
 script reads it), page cache and byte code (.pyc) warm. Each
@@ -132,7 +132,9 @@ def bench(work: Path, repeat: int, starts: int, volumes: int) -> None:
     xfs = daemon = None
     try:
         xfs = LoopFS(work, "xfs", XFS_BYTES)
-        daemon = Daemon(xfs.mnt / "daemon", "--drivers", "vfs", "--driver-opts", f"vfs.path={xfs.mnt}/vfs").start()
+        # the volumes on the XFS, the daemon's root and log on the host disk (as image_bench.py): nothing of
+        # this process keeps the XFS busy when it is unmounted at the end
+        daemon = Daemon(work / "daemon", "--drivers", "vfs", "--driver-opts", f"vfs.path={xfs.mnt}/vfs").start()
         daemon.wait_ready()
         sock = daemon.socket
         cli = [*CONVOY, "--socket", str(sock)]
