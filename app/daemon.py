@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from app.catalog import Catalog
+from app.catalog import Catalog, VolumeRecord
 from app.errors import ConfigurationError, ConvoyError
 from app.private_dirs import make_private
 from app.settings import Settings, start_error_file
@@ -78,20 +78,20 @@ def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     return sock
 
 
-def build_drivers(settings: Settings, catalog: Catalog) -> dict[str, StorageDriver]:
+def build_drivers(settings: Settings, records: list[VolumeRecord]) -> dict[str, StorageDriver]:
     """The enabled drivers, plus any driver existing volumes use, so none of them disappears."""
     names = list(settings.drivers)
-    for record in catalog.all():
+    for record in records:
         if record.driver not in names:
             log.warning("loading driver %s too: volume %s uses it", record.driver, record.name)
             names.append(record.driver)
     return {name: build_driver(name, settings.options_for(option_prefix(name)), settings.root) for name in names}
 
 
-def check_volumes_reachable(catalog: Catalog, drivers: dict[str, StorageDriver]) -> None:
+def check_volumes_reachable(records: list[VolumeRecord], drivers: dict[str, StorageDriver]) -> None:
     """Stop the start when a changed setting would hide existing volumes."""
     problems = []
-    for record in catalog.all():
+    for record in records:
         problem = drivers[record.driver].settings_problem(record.ref())
         if problem:
             problems.append(problem)
@@ -126,8 +126,9 @@ def run(settings: Settings) -> None:
     )
     lock_fd = acquire_root_lock(settings.root)
     catalog = Catalog(settings.root / CATALOG_FILE)
-    drivers = build_drivers(settings, catalog)
-    check_volumes_reachable(catalog, drivers)
+    records = catalog.all()  # read once: thousands of volumes are checked before the sockets listen
+    drivers = build_drivers(settings, records)
+    check_volumes_reachable(records, drivers)
     check_mount_root_apart(settings, drivers)
     # Docker connects as root: no group (not even root's) needs the socket
     plugin_socket = bind_unix_socket(settings.plugin_socket, 0o600)
@@ -139,9 +140,9 @@ def run(settings: Settings) -> None:
     from app.service import VolumeService
 
     service = VolumeService(settings, drivers, catalog)
-    threading.Thread(target=service.start, name="start-up", daemon=True).start()
+    start_up = threading.Thread(target=service.start, name="start-up", daemon=True)
     try:
-        serve(service, plugin_socket, control_socket)
+        serve(service, plugin_socket, control_socket, when_serving=start_up.start)
     finally:
         for path in (settings.plugin_socket, settings.socket):
             path.unlink(missing_ok=True)

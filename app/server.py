@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -22,30 +22,56 @@ from app.volumedriver.api import build_app as build_plugin_app
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us: two servers share one loop."""
+    """A uvicorn server that leaves signals to us (two servers share one loop) and says when it serves."""
+
+    def __init__(self, config: uvicorn.Config, serving: Callable[[], None]):
+        super().__init__(config)
+        self._serving = serving
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self._serving()
 
-def _server(app: Starlette) -> _Server:
+
+def _server(app: Starlette, serving: Callable[[], None]) -> _Server:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10)
-    return _Server(config)
+    return _Server(config, serving)
 
 
-def serve(service: VolumeService, plugin_socket: socket.socket, control_socket: socket.socket) -> None:
+def serve(
+    service: VolumeService,
+    plugin_socket: socket.socket,
+    control_socket: socket.socket,
+    when_serving: Callable[[], None] = lambda: None,
+) -> None:
     """Wire the services to both adapters and serve until SIGTERM or SIGINT.
 
     Each adapter runs its blocking work on its own worker threads: Docker's
     calls never queue behind the CLI's or behind a store that does not answer.
+    `when_serving` runs once both servers answer (the daemon's start-up work:
+    started earlier, it would hold the interpreter while they get ready).
     """
     jobs = JobRunner()
     snapshots = SnapshotService(service)
     backups = BackupService(service, snapshots, jobs)
     pools = WorkerPools()
     extra_routes = snapshot_routes(snapshots, pools) + backup_routes(backups, pools) + job_routes(jobs, pools)
-    servers = [_server(build_plugin_app(service, backups)), _server(build_control_app(service, pools, extra_routes))]
+    waiting = 2  # servers not serving yet
+
+    def one_serving() -> None:
+        nonlocal waiting
+        waiting -= 1
+        if waiting == 0:
+            when_serving()
+
+    servers = [
+        _server(build_plugin_app(service, backups), one_serving),
+        _server(build_control_app(service, pools, extra_routes), one_serving),
+    ]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.errors import InvalidInput
-from app.units import parse_size
 
 T = TypeVar("T")
 
@@ -170,6 +169,8 @@ def load_settings(
 def _parse_default_size(value: str | None) -> int | None:
     if value is None:
         return None
+    from app.units import parse_size  # here: the CLI imports this module for its defaults alone
+
     try:
         return parse_size(value)
     except InvalidInput as error:

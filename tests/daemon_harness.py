@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from app.cli.client import UnixHTTPConnection
-
 REPO = Path(__file__).resolve().parent.parent
 CONVOY = [sys.executable, "-m", "app"]
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the control and plugin sockets), for requests a test shapes itself."""
+
+    def __init__(self, path: str | Path, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
 
 
 def http_call(sock_path, method: str, path: str, body=None, raw: bytes | None = None):

@@ -1,29 +1,15 @@
-"""A small HTTP/JSON client for the control socket (stdlib only: the CLI starts fast)."""
+"""A small HTTP/JSON client for the control socket (the bare socket module: the CLI starts fast)."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from app.cli.http_unix import NotHTTP, Truncated, exchange
 from app.errors import Unavailable, error_from
 from app.json_types import JSONObject
 from app.settings import start_error_file
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket (the control and plugin sockets)."""
-
-    def __init__(self, path: str | Path, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 class ControlClient:
@@ -35,29 +21,23 @@ class ControlClient:
         self, method: str, path: str, body: JSONObject | None = None, query: dict[str, str] | None = None
     ) -> JSONObject:
         url = "/v1" + path + (f"?{urlencode(query)}" if query else "")
-        connection = UnixHTTPConnection(self.socket_path, self.timeout)
+        payload = json.dumps(body).encode() if body is not None else None
         try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            connection.request(method, url, body=payload, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
+            status, data = exchange(self.socket_path, method, url, payload, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
             raise Unavailable(self._not_running_message()) from None
         except PermissionError:
             raise Unavailable(f"no permission to use {self.socket_path}: run convoy as root") from None
         except TimeoutError:
             raise Unavailable(f"the convoy daemon at {self.socket_path} did not answer in {self.timeout:.0f} s") from None
-        except (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead):
+        except (OSError, Truncated):
             # the daemon died or was restarted mid-request (kill -9, OOM, systemctl restart)
             raise Unavailable(self._closed_message()) from None
-        except http.client.HTTPException as error:
+        except NotHTTP as error:
             raise Unavailable(
-                f"the program at {self.socket_path} answered with something that is not HTTP ({type(error).__name__}); "
+                f"the program at {self.socket_path} answered with something that is not HTTP ({error}); "
                 "is it convoy's control socket? Point --socket or CONVOY_SOCKET at it"
             ) from None
-        finally:
-            connection.close()
         if not data:  # every answer of the daemon has a JSON body: it died while sending the headers
             raise Unavailable(self._closed_message())
         try:
@@ -66,10 +46,10 @@ class ControlClient:
             decoded = None
         if not isinstance(decoded, dict):  # every answer of the daemon is a JSON object
             raise Unavailable(f"the daemon at {self.socket_path} answered with something that is not a JSON object")
-        if response.status >= 400:
+        if status >= 400:
             problem = decoded.get("error")
             problem = problem if isinstance(problem, dict) else {}
-            message = problem.get("message") or f"the daemon answered HTTP {response.status}"
+            message = problem.get("message") or f"the daemon answered HTTP {status}"
             raise error_from(str(problem.get("kind", "error")), str(message))
         return decoded
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import quote
 
 import typer
 
 from app.cli.client import volume_path
 from app.cli.context import JsonFlag, client, state, user_errors
-from app.cli.output import exit_code_for, fail, print_fields, print_json, print_table
+from app.cli.output import exit_code_for, exit_now, fail, print_fields, print_json, print_table
 from app.errors import ConvoyError
 from app.settings import DEFAULT_CONTROL_SOCKET, parse_key_values
 
@@ -16,7 +17,7 @@ app = typer.Typer(
     help="Convoy: Docker volumes with snapshots, backups and restores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 
@@ -192,12 +193,22 @@ def daemon(
 
 
 def main() -> None:
+    from app.cli import text_params
     from app.cli.snapshots import backup_app, job_app, snapshot_app
+
+    text_params.install()
 
     app.add_typer(snapshot_app, name="snapshot")
     app.add_typer(backup_app, name="backup")
     app.add_typer(job_app, name="job")
-    app()
+    try:
+        app()
+        code: object = 0
+    except SystemExit as done:
+        if "app.daemon" in sys.modules:  # the daemon ran here: the interpreter ends it (its threads, its logs)
+            raise
+        code = done.code
+    exit_now(code)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The one place where error kinds become exit codes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import NoReturn
 
@@ -32,6 +33,28 @@ def fail(error: ConvoyError) -> NoReturn:
     """One line on stderr, then a non-zero exit."""
     print(f"convoy: {error}", file=sys.stderr)
     raise SystemExit(exit_code_for(error))
+
+
+def exit_now(code: object) -> NoReturn:
+    """End a command's process as SystemExit(code) would, without the interpreter's teardown.
+
+    Freeing every module at exit costs ~12 ms of a 90 ms `convoy list`, and
+    a client command needs none of it: its socket is closed, it starts no
+    thread and registers no exit hook; its output is flushed here.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # SystemExit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`convoy list | head -1`): as Python's own exit, status 120
+            status = status or 120
+    os._exit(status)
 
 
 def print_json(data: object) -> None:

@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.cli.client import UnixHTTPConnection
 from app.control import api as control_api
 from app.errors import Cancelled, Damaged, NotFound
 from app.http_errors import RequestTooLarge, exception_handlers
 from app.volumedriver import api as plugin_api
+from tests.daemon_harness import UnixHTTPConnection
 
 
 def asgi_call(app: Starlette, method: str = "POST", path: str = "/x") -> tuple[int, dict]:

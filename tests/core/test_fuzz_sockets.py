@@ -29,8 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.cli.client import UnixHTTPConnection
-from tests.daemon_harness import mounted_points
+from tests.daemon_harness import UnixHTTPConnection, mounted_points
 
 pytestmark = pytest.mark.needs_root
 

@@ -33,6 +33,18 @@ def test_the_backup_engine_is_not_loaded_by(imports):
 
 
 def test_drivers_and_file_system_helpers_never_import_services_or_the_backup_package():
-    loaded = modules_after("import app.storage.registry, app.fs.image_tree")
+    every_driver = "from app.storage import registry\nfor name in registry.DRIVERS: registry.driver_class(name)"
+    loaded = modules_after(f"{every_driver}\nimport app.fs.image_tree")
     upward = {m for m in loaded if m.startswith(("app.service", "app.backup", "app.snapshot_service", "app.server"))}
     assert upward == set(), upward
+
+
+def test_the_registry_names_each_driver_as_the_driver_names_itself():
+    from app.storage import registry
+
+    assert {name: registry.driver_class(name).name for name in registry.DRIVERS} == {name: name for name in registry.DRIVERS}
+
+
+def test_a_daemon_loads_only_the_back_ends_it_uses():
+    loaded = modules_after("from app.storage import registry\nregistry.driver_class('vfs'); registry.driver_class('image')")
+    assert not loaded & {"app.storage.ebs", "app.storage.digitalocean", "app.storage.devicemapper"}

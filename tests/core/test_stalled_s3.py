@@ -17,9 +17,8 @@ from urllib.parse import quote
 
 import pytest
 
-from app.cli.client import UnixHTTPConnection
 from tests.core.silent_endpoint import SilentEndpoint
-from tests.daemon_harness import http_call
+from tests.daemon_harness import UnixHTTPConnection, http_call
 
 pytestmark = pytest.mark.needs_root
 
