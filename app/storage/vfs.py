@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -47,7 +47,7 @@ from app.storage.nofollow import (
     remove_at,
     write_json_at,
 )
-from app.storage.shared_records import SharedRecordReader, record_file
+from app.storage.shared_records import SharedRecord, SharedRecordReader, record_file
 from app.storage.vfs_snapshot import snapshot_tree
 
 log = logging.getLogger(__name__)
@@ -229,28 +229,35 @@ class VfsDriver(StorageDriver):
         return None
 
     def shared_volumes(self) -> list[SharedVolume]:
+        return self._read_records(lambda records: self._records.read_all(records)) or []
+
+    def shared_volume(self, name: str) -> SharedVolume | None:
+        found = self._read_records(lambda records: [r for r in [self._records.read_one(records, name)] if r])
+        return found[0] if found else None
+
+    def _read_records(self, read: Callable[[int], list[SharedRecord]]) -> list[SharedVolume] | None:
+        """The volumes of the records `read` returns from the records directory; None when it cannot be read."""
         try:
             with open_dir(self.path, *RECORDS) as records, open_dir(self.path) as base:
                 found = [
-                    SharedVolume(
-                        name=record.name,
-                        size=record.size,
-                        created_at=record.created_at,
-                        details={"path": str(self.volume_dir(record.name)), "vfs_path": str(self.path)},
-                    )
-                    for record in self._records.read_all(records)
+                    self._volume_of(record)
+                    for record in read(records)
                     if is_real_dir(base, record.name)  # a record without its data is not a volume here
                 ]
             self._records_problem = None
             return found
         except FileNotFoundError:
-            return []
+            return None
         except (Conflict, OSError) as err:  # a planted link, an NFS server that refuses: List must still answer
             problem = str(err)
             if problem != self._records_problem:  # once per new problem, not on every List
                 log.warning("not listing the volume records in %s: %s", self.records_dir, problem)
                 self._records_problem = problem
-            return []
+            return None
+
+    def _volume_of(self, record: SharedRecord) -> SharedVolume:
+        path = f"{self.path}/{record.name}"  # not self.volume_dir(): a Path per record is most of a read of 1,000
+        return SharedVolume(record.name, record.size, record.created_at, {"path": path, "vfs_path": str(self.path)})
 
     # snapshots: a reflink copy of the volume directory where the file
     # system can (XFS, btrfs: instant), a plain copy elsewhere
