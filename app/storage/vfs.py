@@ -25,6 +25,7 @@ from typing import ClassVar
 from app import mounts
 from app.errors import Conflict, InvalidInput, Unavailable
 from app.fs.clone import supports_reflink
+from app.fs.sync import FsyncGroup
 from app.private_dirs import fix_mode, make_private
 from app.storage.driver import (
     Capabilities,
@@ -81,6 +82,7 @@ class VfsDriver(StorageDriver):
         self._snapshot_method: str | None = None
         self._records = SharedRecordReader(str(self.records_dir))
         self._records_problem: str | None = None
+        self._fsyncs = FsyncGroup()  # concurrent creates share their flushes
 
     @property
     def capabilities(self) -> Capabilities:
@@ -153,10 +155,12 @@ class VfsDriver(StorageDriver):
                         raise planted(directory)  # a link or a file where the volume would be
                     os.mkdir(spec.name, VOLUME_DIR_MODE, dir_fd=base)
                 try:
-                    # the record on the shared path is what lets other hosts list it
+                    # the record on the shared path is what lets other hosts list it; the
+                    # new directory's entry is made durable with the record's, in a sync of
+                    # both directories shared with the creates under way (Docker sends several)
                     with open_dir(self.path, *RECORDS, create=True) as records:
                         record = {"name": spec.name, "size": spec.size, "created_at": spec.created_at, "driver": self.name}
-                        write_json_at(records, record_file(spec.name), record)
+                        write_json_at(records, record_file(spec.name), record, self._fsyncs.fsync, durable_with=(base,))
                 except BaseException:
                     if not adopted:  # undo: a failed create leaves nothing behind
                         os.rmdir(spec.name, dir_fd=base)
