@@ -193,6 +193,14 @@ def convoy_cli(daemon: Daemon, *args: str) -> str:
     return done.stdout
 
 
+def close_fs(fs: LoopFS) -> None:
+    """Unmount and detach; a mount still busy (a killed daemon's last I/O) is detached lazily, never left behind."""
+    fs.close()
+    if os.path.ismount(fs.mnt):
+        time.sleep(2)
+        subprocess.run(["umount", "-l", str(fs.mnt)], check=False, capture_output=True)  # the loop device autoclears
+
+
 def start_daemon(base: Path) -> Daemon:
     daemon = Daemon(base).start()
     daemon.wait_ready()
@@ -232,15 +240,15 @@ def one_run(fs: LoopFS, work: Path, data_dir: Path, run: int, volumes: int, back
 
             client.call("Create", {"Name": "big", "Opts": {}})
             store = work / f"store-{run}"
-            snapshot = daemon.cli("snapshot", "create", "big", check=True).stdout.strip()
+            snapshot = convoy_cli(daemon, "snapshot", "create", "big").strip()
             start = time.perf_counter()
-            daemon.cli("backup", "create", snapshot, "--dest", f"vfs://{store}", check=True)
+            convoy_cli(daemon, "backup", "create", snapshot, "--dest", f"vfs://{store}")
             out["backup_s"] = time.perf_counter() - start
             out["backup_mb_per_s"] = backup_bytes / 1e6 / out["backup_s"]
             out["vm_rss_peak_mib"] = sampler.peak_kib / 1024
             out["vm_hwm_mib"] = sampler.status_kib("VmHWM") / 1024
         shutil.rmtree(store)
-        daemon.cli("snapshot", "delete", snapshot, check=True)
+        convoy_cli(daemon, "snapshot", "delete", snapshot)
     finally:
         daemon.stop()
         daemon.cleanup_mounts()
@@ -324,7 +332,7 @@ def main() -> int:
             print(f"run {run + 1}: " + ", ".join(f"{key} {value:.2f}" for key, value in result.items()), flush=True)
             runs.append(result)
     finally:
-        fs.close()
+        close_fs(fs)
         shutil.rmtree(work, ignore_errors=True)
     results = report(runs, args.volumes, args.backup_gib, data)
     if args.json:
