@@ -10,7 +10,7 @@ durability per answered request is what a commit per request gave.
 
 No thread of its own: the first waiter does the work (leader/follower), so
 nothing has to be started or stopped, and one caller alone commits at once.
-A leader waits a little (at most half a commit's time) for as many changes
+A leader waits a little (at most half a commit's time, 20 ms) for as many changes
 as the last commit took, so steady concurrent callers keep sharing flushes.
 """
 
@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+MAX_GATHER = 0.02  # seconds a leader may wait for more changes
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -80,8 +82,9 @@ class GroupCommit(Generic[Item, Result]):
     def _gather(self) -> None:
         """Wait (briefly) for as many changes as the last commit took: the callers it answered are
         sending their next ones. Without it, the first of them would commit alone and the rest
-        after it, two flushes where one does. At most half a commit's time; none for a lone caller."""
-        deadline = time.monotonic() + self._last_seconds / 2
+        after it, two flushes where one does. At most half a commit's time (and never more than
+        MAX_GATHER: a disk that stalled once must not slow every later change); none for a lone caller."""
+        deadline = time.monotonic() + min(self._last_seconds / 2, MAX_GATHER)
         while len(self._queue) < self._last_size:
             left = deadline - time.monotonic()
             if left <= 0:
