@@ -4,7 +4,9 @@ SQLite in WAL mode, because a volume record and its mount references change
 together and must survive kill -9 and power loss consistently: one
 transaction per change gives that, where a set of JSON files renamed one by
 one could leave a reference without its volume. `synchronous=FULL` makes a
-committed change durable before Docker hears "ok".
+committed change durable before Docker hears "ok". Changes made at the same
+time share one commit (`app.group_commit`): Docker creates volumes several at
+once, and each commit is a disk flush.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.group_commit import GroupCommit
 from app.storage.driver import SnapshotRef, VolumeRef
 
 T = TypeVar("T")
@@ -76,17 +79,23 @@ class MountRef:
 
 
 class Catalog:
-    """Thread-safe access to the catalog database; one short transaction per call."""
+    """Thread-safe access to the catalog database; each change is durable when its call returns."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writing connection
+        self._changes: GroupCommit[Callable[[sqlite3.Connection], Any], Any] = GroupCommit(self._commit_changes)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._migrate()
+        # Reads have a connection of their own: in WAL mode they see the last
+        # commit without waiting for the one under way (a flush of the disk).
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._reader.execute("PRAGMA query_only=ON")
 
     def _migrate(self) -> None:
         """Catalogs written before the service's state had columns kept it in the driver's details."""
@@ -109,35 +118,51 @@ class Catalog:
         self._tx(move_state)
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 
+    def _rows(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a read (fetched whole: a statement left open would pin an old snapshot)."""
+        with self._read_lock:
+            return self._reader.execute(query, args).fetchall()
+
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` as one all-or-nothing change; returns its result once committed durably."""
+        result: T = self._changes.submit(fn)
+        return result
+
+    def _commit_changes(self, changes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """One transaction for the queued changes, each in a savepoint: a failing change is undone
+        alone (its caller gets the error), the others commit together."""
+        outcomes: list[Any] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(self._db)
+                for change in changes:
+                    self._db.execute("SAVEPOINT change")
+                    try:
+                        outcomes.append(change(self._db))
+                    except Exception as err:  # noqa: BLE001 - its caller gets it, the others commit
+                        self._db.execute("ROLLBACK TO change")
+                        outcomes.append(err)
+                    self._db.execute("RELEASE change")
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
-            return result
+        return outcomes
 
     # volumes
 
     def get(self, name: str) -> VolumeRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {VOLUME_COLUMNS} FROM volumes WHERE name=?", (name,)  # noqa: S608
-            ).fetchone()
-        return _record(row) if row else None
+        rows = self._rows(f"SELECT {VOLUME_COLUMNS} FROM volumes WHERE name=?", (name,))  # noqa: S608
+        return _record(rows[0]) if rows else None
 
     def all(self) -> list[VolumeRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {VOLUME_COLUMNS} FROM volumes ORDER BY name"  # noqa: S608
-            ).fetchall()
-        return [_record(row) for row in rows]
+        return [_record(row) for row in self._rows(f"SELECT {VOLUME_COLUMNS} FROM volumes ORDER BY name")]  # noqa: S608
 
     def put(self, record: VolumeRecord) -> None:
         """Insert or replace a volume record (its mount references stay)."""
@@ -177,17 +202,15 @@ class Catalog:
         self._tx(lambda db: db.execute("UPDATE snapshots SET details=? WHERE name=?", (json.dumps(details), name)))
 
     def get_snapshot(self, name: str) -> SnapshotRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT name, volume, created_at, details FROM snapshots WHERE name=?", (name,)).fetchone()
-        return SnapshotRecord(row[0], row[1], row[2], json.loads(row[3])) if row else None
+        rows = self._rows("SELECT name, volume, created_at, details FROM snapshots WHERE name=?", (name,))
+        return SnapshotRecord(rows[0][0], rows[0][1], rows[0][2], json.loads(rows[0][3])) if rows else None
 
     def snapshots(self, volume: str | None = None) -> list[SnapshotRecord]:
         query = "SELECT name, volume, created_at, details FROM snapshots"
         args: tuple[str, ...] = ()
         if volume is not None:
             query, args = query + " WHERE volume=?", (volume,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY created_at, name", args).fetchall()
+        rows = self._rows(query + " ORDER BY created_at, name", args)
         return [SnapshotRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def remove_snapshot(self, name: str) -> None:
@@ -196,10 +219,7 @@ class Catalog:
     # mount references
 
     def refs(self, name: str) -> list[MountRef]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT ref_id, count, extra_mountpoint FROM mount_refs WHERE volume=? ORDER BY ref_id", (name,)
-            ).fetchall()
+        rows = self._rows("SELECT ref_id, count, extra_mountpoint FROM mount_refs WHERE volume=? ORDER BY ref_id", (name,))
         return [MountRef(*row) for row in rows]
 
     def add_ref(self, name: str, ref_id: str, extra_mountpoint: str | None = None) -> None:

@@ -4,7 +4,8 @@ Reading them is slow where it matters (an NFS server, a cloud API), and
 Docker calls List and Get often. So they are read at start, then every
 `interval` seconds in the background; a Get of a name not seen yet reads
 them again at most once per interval per name. List and Get answer from
-what was read last and never wait on shared storage.
+what was read last and never wait on shared storage; a name not seen yet is
+looked up alone (`StorageDriver.shared_volume`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class SharedVolumeCache:
             return list(self._volumes.values())
 
     def find(self, name: str) -> tuple[str, SharedVolume] | None:
-        """The volume `name`, reading shared storage again if it was not seen and not looked for lately."""
+        """The volume `name`, looked up on shared storage if it was not seen and not looked for lately."""
         with self._lock:
             hit = self._volumes.get(name)
             if hit is not None:
@@ -90,6 +91,15 @@ class SharedVolumeCache:
             if len(self._misses) > 10_000:  # names Docker asked about once: forget the oldest
                 for old in sorted(self._misses, key=self._misses.__getitem__)[:5_000]:
                     del self._misses[old]
-        self.refresh()
-        with self._lock:
-            return self._volumes.get(name)
+        # that one name only: every create asks about a name not seen yet, and
+        # reading every record each time made 1,000 creates take quadratic time
+        for driver_name, driver in self._drivers().items():
+            try:
+                volume = driver.shared_volume(name)
+            except Exception:  # a driver's own errors are logged by it; the create goes on
+                log.exception("could not look up %s among the shared volumes of driver %s", name, driver_name)
+                continue
+            if volume is not None:
+                with self._lock:
+                    return self._volumes.setdefault(name, (driver_name, volume))
+        return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from app.group_commit import GroupCommit
+
 _libc = None
 
 
@@ -26,3 +28,40 @@ def sync_filesystem(path: str) -> None:
             raise OSError(err, os.strerror(err), path)
     finally:
         os.close(fd)
+
+
+class FsyncGroup:
+    """fsync(2) shared by concurrent callers (`app.group_commit`): one flush per group, not per caller.
+
+    Each file or directory in a group is synced once, whichever caller's
+    descriptor names it; a caller returns when everything it named is durable.
+    """
+
+    def __init__(self) -> None:
+        self._group: GroupCommit[tuple[int, ...], None] = GroupCommit(_fsync_each_once)
+
+    def fsync(self, *fds: int) -> None:
+        """Make what `fds` refer to durable; raises the OSError of a failed fsync of one of them."""
+        self._group.submit(fds)
+
+
+def _fsync_each_once(requests: list[tuple[int, ...]]) -> list[OSError | None]:
+    synced: dict[tuple[int, int], OSError | None] = {}  # (device, inode) -> its fsync's error
+    outcomes: list[OSError | None] = []
+    for fds in requests:
+        error: OSError | None = None
+        for fd in fds:
+            try:
+                st = os.fstat(fd)
+                key = (st.st_dev, st.st_ino)
+                if key not in synced:
+                    try:
+                        os.fsync(fd)
+                        synced[key] = None
+                    except OSError as err:
+                        synced[key] = err
+                error = error or synced[key]
+            except OSError as err:  # a bad descriptor: the caller's own mistake, told to it alone
+                error = error or err
+        outcomes.append(error)
+    return outcomes

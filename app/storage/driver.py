@@ -206,6 +206,12 @@ class StorageDriver(ABC):
         path (`app.shared_volumes.SharedVolumeCache`)."""
         return []
 
+    def shared_volume(self, name: str) -> SharedVolume | None:
+        """The volume `name` if shared storage records it (a create asks before making one).
+
+        Reads everything by default; a back-end that can look one name up cheaply overrides it."""
+        return next((volume for volume in self.shared_volumes() if volume.name == name), None)
+
     # What only some back-ends do. The services check `capabilities` first
     # and never reach these defaults, which name the back-end if they are.
 

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -88,8 +88,26 @@ def remove_at(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def write_json_at(dir_fd: int, name: str, data: object) -> None:
-    """Write, fsync, rename inside `dir_fd`: readers see the old or the new file, never half."""
+def fsync_each(*fds: int) -> None:
+    for fd in fds:
+        os.fsync(fd)
+
+
+def write_json_at(
+    dir_fd: int,
+    name: str,
+    data: object,
+    fsync_dirs: Callable[..., None] = fsync_each,
+    durable_with: tuple[int, ...] = (),
+) -> None:
+    """Write, fsync, rename inside `dir_fd`: readers see the old or the new file, never half.
+
+    Durable on return, with the descriptors in `durable_with` (the directory a
+    new volume was made in). `fsync_dirs(*fds)` syncs the directories: an
+    `app.fs.sync.FsyncGroup` shares that flush with concurrent writers. The
+    file's own fsync is not shared: concurrent writers' fsyncs of their files
+    run in parallel, and the file system merges their journal commits.
+    """
     tmp = f".{name}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
@@ -102,7 +120,7 @@ def write_json_at(dir_fd: int, name: str, data: object) -> None:
         with suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
-    os.fsync(dir_fd)
+    fsync_dirs(dir_fd, *durable_with)
 
 
 def read_capped_at(dir_fd: int, name: str, max_bytes: int) -> bytes:

@@ -77,7 +77,11 @@ class SharedRecordReader:
                 if entry.name.startswith(".") or not entry.name.endswith(SUFFIX):
                     continue  # temporary files of a write under way
                 seen.add(entry.name)
-                record = self._read(records_fd, entry)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed meanwhile
+                record = self._read(records_fd, entry.name, st)
                 if record is not None:
                     found.append(record)
         with self._lock:
@@ -85,24 +89,29 @@ class SharedRecordReader:
                 del self._cache[gone]
         return found
 
-    def _read(self, records_fd: int, entry: os.DirEntry[str]) -> SharedRecord | None:
+    def read_one(self, records_fd: int, volume: str) -> SharedRecord | None:
+        """The record of `volume` alone, if there is a valid one."""
+        file_name = record_file(volume)
         try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            return None  # removed meanwhile
+            st = os.stat(file_name, dir_fd=records_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return self._read(records_fd, file_name, st)
+
+    def _read(self, records_fd: int, file_name: str, st: os.stat_result) -> SharedRecord | None:
         key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         with self._lock:
-            cached = self._cache.get(entry.name)
+            cached = self._cache.get(file_name)
         if cached is not None and cached[0] == key:
             return cached[1]
         record = None
         try:
             if not stat.S_ISREG(st.st_mode):
                 raise ConvoyError("it is not a regular file")
-            record = parse_record(entry.name, read_capped_at(records_fd, entry.name, MAX_RECORD_BYTES))
+            record = parse_record(file_name, read_capped_at(records_fd, file_name, MAX_RECORD_BYTES))
         except (ConvoyError, OSError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            log.warning("skipping volume record %s/%s written on shared storage: %s", self.where, entry.name, reason)
+            log.warning("skipping volume record %s/%s written on shared storage: %s", self.where, file_name, reason)
         with self._lock:
-            self._cache[entry.name] = (key, record)
+            self._cache[file_name] = (key, record)
         return record

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +25,7 @@ from typing import ClassVar
 from app import mounts
 from app.errors import Conflict, InvalidInput, Unavailable
 from app.fs.clone import supports_reflink
+from app.fs.sync import FsyncGroup
 from app.private_dirs import fix_mode, make_private
 from app.storage.driver import (
     Capabilities,
@@ -47,7 +48,7 @@ from app.storage.nofollow import (
     remove_at,
     write_json_at,
 )
-from app.storage.shared_records import SharedRecordReader, record_file
+from app.storage.shared_records import SharedRecord, SharedRecordReader, record_file
 from app.storage.vfs_snapshot import snapshot_tree
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class VfsDriver(StorageDriver):
         self._snapshot_method: str | None = None
         self._records = SharedRecordReader(str(self.records_dir))
         self._records_problem: str | None = None
+        self._fsyncs = FsyncGroup()  # concurrent creates share their flushes
 
     @property
     def capabilities(self) -> Capabilities:
@@ -153,10 +155,12 @@ class VfsDriver(StorageDriver):
                         raise planted(directory)  # a link or a file where the volume would be
                     os.mkdir(spec.name, VOLUME_DIR_MODE, dir_fd=base)
                 try:
-                    # the record on the shared path is what lets other hosts list it
+                    # the record on the shared path is what lets other hosts list it; the
+                    # new directory's entry is made durable with the record's, in a sync of
+                    # both directories shared with the creates under way (Docker sends several)
                     with open_dir(self.path, *RECORDS, create=True) as records:
                         record = {"name": spec.name, "size": spec.size, "created_at": spec.created_at, "driver": self.name}
-                        write_json_at(records, record_file(spec.name), record)
+                        write_json_at(records, record_file(spec.name), record, self._fsyncs.fsync, durable_with=(base,))
                 except BaseException:
                     if not adopted:  # undo: a failed create leaves nothing behind
                         os.rmdir(spec.name, dir_fd=base)
@@ -229,28 +233,35 @@ class VfsDriver(StorageDriver):
         return None
 
     def shared_volumes(self) -> list[SharedVolume]:
+        return self._read_records(lambda records: self._records.read_all(records)) or []
+
+    def shared_volume(self, name: str) -> SharedVolume | None:
+        found = self._read_records(lambda records: [r for r in [self._records.read_one(records, name)] if r])
+        return found[0] if found else None
+
+    def _read_records(self, read: Callable[[int], list[SharedRecord]]) -> list[SharedVolume] | None:
+        """The volumes of the records `read` returns from the records directory; None when it cannot be read."""
         try:
             with open_dir(self.path, *RECORDS) as records, open_dir(self.path) as base:
                 found = [
-                    SharedVolume(
-                        name=record.name,
-                        size=record.size,
-                        created_at=record.created_at,
-                        details={"path": str(self.volume_dir(record.name)), "vfs_path": str(self.path)},
-                    )
-                    for record in self._records.read_all(records)
+                    self._volume_of(record)
+                    for record in read(records)
                     if is_real_dir(base, record.name)  # a record without its data is not a volume here
                 ]
             self._records_problem = None
             return found
         except FileNotFoundError:
-            return []
+            return None
         except (Conflict, OSError) as err:  # a planted link, an NFS server that refuses: List must still answer
             problem = str(err)
             if problem != self._records_problem:  # once per new problem, not on every List
                 log.warning("not listing the volume records in %s: %s", self.records_dir, problem)
                 self._records_problem = problem
-            return []
+            return None
+
+    def _volume_of(self, record: SharedRecord) -> SharedVolume:
+        path = f"{self.path}/{record.name}"  # not self.volume_dir(): a Path per record is most of a read of 1,000
+        return SharedVolume(record.name, record.size, record.created_at, {"path": path, "vfs_path": str(self.path)})
 
     # snapshots: a reflink copy of the volume directory where the file
     # system can (XFS, btrfs: instant), a plain copy elsewhere

@@ -128,3 +128,14 @@ def test_a_record_whose_volume_directory_is_a_link_is_not_listed(daemon, tmp_pat
     assert daemon.docker_ok("List")["Volumes"] == []
     status, data = daemon.docker("Get", {"Name": "linked"})
     assert status != 200 and "does not exist" in data["Err"]
+
+
+def test_a_volume_another_host_just_recorded_is_found_by_its_name_before_the_next_read(make_daemon):
+    daemon = make_daemon("--shared-refresh", "3600")  # no background read during the test
+    daemon.wait_ready()
+    vfs = daemon.root / "vfs"
+    (vfs / ".convoy" / "volumes" / "elsewhere.json").write_text(record("elsewhere"))
+    (vfs / "elsewhere").mkdir()
+    assert daemon.docker_ok("Get", {"Name": "elsewhere"})["Volume"]["Status"]["size"] == "1G"
+    daemon.docker_ok("Create", {"Name": "elsewhere"})  # Swarm creates it on every node: the same volume
+    assert [v["Name"] for v in daemon.docker_ok("List")["Volumes"]] == ["elsewhere"]
