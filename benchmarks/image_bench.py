@@ -111,9 +111,14 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+WORK_PREFIX = "convoy-image-bench-"
+
+
 def loop_devices() -> set[str]:
-    """Every attached loop device, to check that none leaks."""
-    return {line.split(":")[0] for line in sh("losetup", "-a").splitlines() if line}
+    """Every loop device attached to a file of this benchmark's, to check that none leaks (other programs'
+    loop devices, attached while it runs, are not its leaks)."""
+    lines = sh("losetup", "-a").splitlines()
+    return {line.split(":")[0] for line in lines if f"/{WORK_PREFIX}" in line}
 
 
 class Convoy:
@@ -341,7 +346,7 @@ def _job_time(jobs: dict[str, float], part: str) -> float:
 
 def one_run(run: int, size_mib: int, workdir: str | None, with_restic: bool, with_s3: bool) -> dict:
     """A fresh XFS, daemon and stores; the same file in an image and a VFS volume, then in restic and on S3."""
-    work = Path(tempfile.mkdtemp(prefix="convoy-image-bench-", dir=workdir))
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=workdir))
     # the moto server (when S3 is measured) outlives the daemon and the clean-up
     with moto_server(work) if with_s3 else nullcontext(None) as endpoint:
         return _one_run(run, size_mib, work, with_restic, endpoint)
