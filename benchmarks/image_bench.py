@@ -575,6 +575,13 @@ def main() -> int:
     if not args.no_peers and not shutil.which("restic"):
         print("restic is missing: apt-get install restic, or pass --no-peers", file=sys.stderr)
         return 2
+    # at most: the XFS image, the file, a vfs:// store, a cp copy or moto's 2 GiB, restic's repository
+    need = 7 * args.size_mib * MIB + (1 << 30)
+    st = os.statvfs(args.workdir or tempfile.gettempdir())
+    if st.f_bavail * st.f_frsize < need:
+        print(f"{args.workdir or tempfile.gettempdir()} has {st.f_bavail * st.f_frsize / (1 << 30):.1f} GiB free; a run "
+              f"needs {need / (1 << 30):.1f} GiB: free some, or pass --workdir on a larger disk", file=sys.stderr)
+        return 2
     before = loop_devices()
     runs = []
     for run in range(1, args.runs + 1):
