@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.backup import SnapshotSource, create_backup, restore_backup, verify_backup
 from app.storage.vfs_snapshot import snapshot_directory
-from benchmarks.benchlib import LoopFS, drop_caches, write_random_file
+from benchmarks.benchlib import LoopFS, Restic, drop_caches, write_random_file
 
 GOALS = {"full": 1.5, "incremental": 0.3, "restore": 1.0, "store_gib": 1.03}
 MIB = 1 << 20
@@ -109,16 +109,17 @@ def run_ours(fs: LoopFS, store: Path, size: int) -> dict:
 
 def run_restic(vol: Path, work: Path, after_writes) -> dict:
     repo = work / "restic-repo"
-    env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_REPOSITORY": str(repo)}
-    sh("restic", "init", env=env)
-    out = {"full": timed(lambda: sh("restic", "backup", "--quiet", str(vol), env=env))}
+    restic = Restic(str(repo), work / "restic-cache")
+    restic.init()
+    out = {"full": timed(lambda: restic.backup(vol))}
     after_writes()
-    out["incremental"] = timed(lambda: sh("restic", "backup", "--quiet", str(vol), env=env))
+    out["incremental"] = timed(lambda: restic.backup(vol))
     out["store_bytes"] = dir_bytes(repo)
     target = work / "restic-restore"
-    out["restore"] = timed(lambda: sh("restic", "restore", "latest", "--target", str(target), env=env))
+    out["restore"] = timed(lambda: restic.restore(target))
     shutil.rmtree(target)
     shutil.rmtree(repo)
+    shutil.rmtree(work / "restic-cache")
     return out
 
 

@@ -56,8 +56,33 @@ class LoopFS:
         self.image.unlink(missing_ok=True)
 
 
-def _run(*cmd: str) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(*cmd: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return done.stdout
+
+
+class Restic:
+    """`restic` on one repository (a directory, or `s3:http://host:port/bucket` with the AWS_* variables in `env`),
+    with its password and its own cache directory, so nothing of the user's is read or left behind."""
+
+    def __init__(self, repo: str, cache: Path, env: dict[str, str] | None = None):
+        self.env = {**os.environ, **(env or {}), "RESTIC_PASSWORD": "bench", "RESTIC_REPOSITORY": repo,
+                    "RESTIC_CACHE_DIR": str(cache)}
+
+    def __call__(self, *args: str) -> str:
+        return _run("restic", *args, env=self.env)
+
+    def version(self) -> str:
+        return self("version").split(" compiled")[0].strip()
+
+    def init(self) -> None:
+        self("init")
+
+    def backup(self, path: Path) -> None:
+        self("backup", "--quiet", str(path))
+
+    def restore(self, target: Path) -> None:
+        """The latest snapshot under `target` (restic recreates each file's full path there)."""
+        self("restore", "latest", "--target", str(target))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Snapshot, incremental backup and restore of an `image` volume, beside a VFS volume (issue 8).
+"""Snapshot, incremental backup and restore of an `image` volume, beside a VFS volume, restic and S3 (issues 8, 12).
 
 It drives a real daemon (`python -m app daemon --drivers image --drivers vfs`,
 its own root and sockets) through the `convoy` CLI, as a user would. Both
@@ -21,6 +21,21 @@ host disk (--workdir), not on that XFS. Per back-end, in each run:
   cp           the reference: `cp` of the volume's data (the image volume's
                .img file, the VFS volume's file) to the store's disk + sync
 
+Then, in the same run, on the same file (skip with --no-peers / --no-s3):
+
+  restic       (apt-get install restic) a copy of the file on the same XFS, its
+               repository on the host disk beside the vfs:// stores: full backup,
+               backup after the same ten writes, restore onto the XFS + sync
+  s3           a moto_server on 127.0.0.1 (the tests' S3), the daemon pointed at it
+               with --s3-endpoint: a VFS volume holding the file, snapshot + full
+               backup to s3://bucket@region/backups, restore into a new volume
+               (sha256 checked); restic backs up and restores the same file to
+               s3:http://127.0.0.1:PORT/bucket2 on the same server; MB/s of each
+
+and prints, beside each figure, issue 12's goal and whether it is met: full and
+restore <= 1.25x cp, incremental <= 0.3 s, restic's full >= 4x convoy's, restic
+to S3 >= 2x convoy's for backup and restore.
+
 Every timed step starts with a cold cache (sync; echo 3 > /proc/sys/vm/drop_caches).
 The sequence runs --runs times, each on a fresh XFS, daemon and stores; it
 prints per step the median, the min-max spread and the median ratio to the
@@ -28,6 +43,7 @@ same run's cp. Everything it made (daemon, mounts, loop devices, files) is
 removed even when a step fails. Needs root.
 
     .venv/bin/python benchmarks/image_bench.py [--size-mib 1024] [--runs 3] [--workdir DIR] [--json FILE]
+                                               [--no-peers] [--no-s3]
 """
 
 from __future__ import annotations
@@ -43,13 +59,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.benchlib import LoopFS, drop_caches, write_random_file  # noqa: E402
+from benchmarks.benchlib import LoopFS, Restic, drop_caches, write_random_file  # noqa: E402
 from tests.daemon_harness import CONVOY, Daemon, mounted_points  # noqa: E402
+from tests.moto_server import moto_server  # noqa: E402
 
 MIB = 1 << 20
 BACKENDS = ("image", "vfs")
@@ -64,6 +83,13 @@ SHOWN = (  # (step, label) in the report; "full" and "incremental" are snapshot 
 FS_ROOM = 16 * MIB  # left free in the volume's file system
 CHANGES = 10  # random 1 MiB writes before the incremental backup
 CLI_TIMEOUT = 1800
+# issue 12's goals: the step's median ratio to the same run's cp, or its median seconds, at most this
+GOALS = {"full": ("x cp", 1.25), "incremental": ("s", 0.30), "restore": ("x cp", 1.25)}
+RESTIC_GOALS = {"full": 4.0}  # restic's seconds / convoy's, at least this (median over runs)
+S3_GOAL = 2.0  # restic's seconds / convoy's to S3, full backup and restore
+S3_REGION = "us-east-1"
+# moto accepts any key; the daemon, boto3 and restic all read these
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": S3_REGION}
 
 
 class BenchError(SystemExit):
@@ -85,9 +111,14 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+WORK_PREFIX = "convoy-image-bench-"
+
+
 def loop_devices() -> set[str]:
-    """Every attached loop device, to check that none leaks."""
-    return {line.split(":")[0] for line in sh("losetup", "-a").splitlines() if line}
+    """Every loop device attached to a file of this benchmark's, to check that none leaks (other programs'
+    loop devices, attached while it runs, are not its leaks)."""
+    lines = sh("losetup", "-a").splitlines()
+    return {line.split(":")[0] for line in lines if f"/{WORK_PREFIX}" in line}
 
 
 class Convoy:
@@ -162,6 +193,38 @@ def timed_pair(first, second) -> tuple[float, object, float, object]:
     return middle - start, r1, time.perf_counter() - middle, r2
 
 
+def snapshot_and_backup(convoy: Convoy, name: str, label: str, dest: str) -> tuple[float, str, float, str]:
+    """`convoy snapshot create` then `convoy backup create` from one cold cache: (snapshot s, snapshot, backup s, URL)."""
+    return timed_pair(lambda: convoy("snapshot", "create", name, "--name", f"{name}-{label}"),
+                      lambda snap: convoy("backup", "create", snap, "--dest", dest))
+
+
+def restore_volume(convoy: Convoy, url: str, restored: str, backend: str) -> float:
+    """Seconds of `convoy create --backup` from a cold cache until the data is on the disk."""
+
+    def restore() -> None:
+        convoy("create", restored, "--backup", url, "--driver", backend)
+        os.sync()  # a restore is done when its data is on the disk
+
+    return timed(restore)[0]
+
+
+def check_restored(convoy: Convoy, restored: str, source: Path, label: str) -> None:
+    """A benchmark that restores wrong data must fail loudly: the restored volume's file must equal `source`."""
+    expected = sha256(source)
+    restored_file = Path(convoy("mount", restored)) / source.name
+    got = sha256(restored_file) if restored_file.is_file() else "missing"
+    if got != expected:
+        raise BenchError(f"{label}: restored data differs: {restored_file} sha256 {got}, source {source} {expected}")
+
+
+def job_seconds(convoy: Convoy, parts: dict[str, str]) -> dict[str, float]:
+    """The daemon's own time of each job, found by a part of its description: the CLI polls a job every 0.2 s,
+    which a fast job shows."""
+    jobs = {job["description"]: job["finished"] - job["started"] for job in convoy.json("job", "list") if job["finished"]}
+    return {step: _job_time(jobs, part) for step, part in parts.items()}
+
+
 def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path, offsets: list[int], work: Path) -> dict:
     """Full backup, incremental backup, restore and the cp reference for one mounted volume."""
     store = work / f"store-{backend}"  # one store per back-end: no block is shared between them
@@ -171,17 +234,11 @@ def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path
     os.sync()
     out: dict = {}
 
-    def snapshot(label: str):
-        return lambda: convoy("snapshot", "create", name, "--name", f"{name}-{label}")
-
-    def backup(snap: str) -> str:
-        return convoy("backup", "create", snap, "--dest", dest)
-
-    out["snapshot_full"], snap1, out["backup_full"], url1 = timed_pair(snapshot("s1"), backup)
+    out["snapshot_full"], snap1, out["backup_full"], url1 = snapshot_and_backup(convoy, name, "s1", dest)
     out["full"] = out["snapshot_full"] + out["backup_full"]
 
     random_writes(target, offsets)
-    out["snapshot_incr"], snap2, out["backup_incr"], url2 = timed_pair(snapshot("s2"), backup)
+    out["snapshot_incr"], snap2, out["backup_incr"], url2 = snapshot_and_backup(convoy, name, "s2", dest)
     out["incremental"] = out["snapshot_incr"] + out["backup_incr"]
     out["full_stats"] = convoy.json("backup", "inspect", url1)["stats"]
     incr = convoy.json("backup", "inspect", url2)
@@ -190,12 +247,7 @@ def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path
     out["touched_bytes"] = touched_bytes(offsets, incr["block_size"])
 
     restored = f"{name}r"
-
-    def restore() -> None:
-        convoy("create", restored, "--backup", url2, "--driver", backend)
-        os.sync()  # a restore is done when its data is on the disk
-
-    out["restore"], _ = timed(restore)
+    out["restore"] = restore_volume(convoy, url2, restored, backend)
 
     # the reference on the same data: the image file itself for `image`, the file for `vfs`
     source = Path(convoy.json("inspect", name)["backend"]["image"]) if backend == "image" else target
@@ -205,20 +257,12 @@ def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path
     out["cp_bytes"] = source.stat().st_size
     shutil.rmtree(copies)
 
-    # the daemon's own time for each job: the CLI polls a job every 0.2 s, which a fast job shows
-    jobs = {job["description"]: job["finished"] - job["started"] for job in convoy.json("job", "list") if job["finished"]}
-    out["jobs"] = {
-        "backup_full": _job_time(jobs, f"backup of snapshot {snap1} "),
-        "backup_incr": _job_time(jobs, f"backup of snapshot {snap2} "),
-        "restore": _job_time(jobs, f"into volume {restored}"),
-    }
-
-    # a benchmark that restores wrong data must fail loudly
-    expected = sha256(target)
-    restored_file = Path(convoy("mount", restored)) / "data.bin"
-    got = sha256(restored_file) if restored_file.is_file() else "missing"
-    if got != expected:
-        raise BenchError(f"{backend}: restored data differs: {restored_file} sha256 {got}, source {target} {expected}")
+    out["jobs"] = job_seconds(convoy, {
+        "backup_full": f"backup of snapshot {snap1} ",
+        "backup_incr": f"backup of snapshot {snap2} ",
+        "restore": f"into volume {restored}",
+    })
+    check_restored(convoy, restored, target, backend)
     out["sha256_ok"] = True
 
     for volume in (restored, name):
@@ -230,6 +274,69 @@ def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path
     return out
 
 
+def measure_convoy_s3(convoy: Convoy, name: str, size_mib: int, data: Path, dest: str) -> dict:
+    """A VFS volume holding the file: snapshot + full backup to S3, then a restore from it, each cold."""
+    convoy("create", name, "--driver", "vfs", "--size", f"{size_mib}M")
+    target = Path(convoy("mount", name)) / data.name
+    shutil.copyfile(data, target)
+    os.sync()
+    out: dict = {}
+    out["snapshot_full"], snap, backup_seconds, url = snapshot_and_backup(convoy, name, "s3", dest)
+    out["full"] = out["snapshot_full"] + backup_seconds
+    restored = f"{name}r"
+    out["restore"] = restore_volume(convoy, url, restored, "vfs")
+    out["jobs"] = job_seconds(convoy, {"backup_full": f"backup of snapshot {snap} ", "restore": f"into volume {restored}"})
+    check_restored(convoy, restored, target, "vfs from S3")
+    for volume in (restored, name):
+        convoy("umount", volume)
+    convoy("snapshot", "delete", snap)
+    convoy("delete", name, restored)
+    return out
+
+
+def stage_file(data: Path, directory: Path) -> Path:
+    """restic's copy of the benchmark's file, on the same XFS as the volumes' (restic reads what convoy reads)."""
+    directory.mkdir()
+    copy = directory / data.name
+    shutil.copyfile(data, copy)
+    os.sync()
+    return copy
+
+
+def durable_backup(restic: Restic, source: Path) -> None:
+    """restic backs up the file's directory; done when on the disk, as convoy's backup is (it syncs its store)."""
+    restic.backup(source.parent)
+    os.sync()
+
+
+def restic_restore(restic: Restic, source: Path, target: Path) -> float:
+    """Seconds of a cold `restic restore` into `target` on the XFS until on the disk, as convoy's restore is
+    timed; the restored file must equal `source`, or the benchmark fails."""
+
+    def restore() -> None:
+        restic.restore(target)
+        os.sync()
+
+    seconds, _ = timed(restore)
+    restored = target / source.relative_to("/")  # restic recreates the file's full path under the target
+    if not restored.is_file() or sha256(restored) != sha256(source):
+        raise BenchError(f"restic: restored data differs: {restored} is not a copy of {source}")
+    shutil.rmtree(target)
+    return seconds
+
+
+def measure_restic(restic: Restic, source: Path, restore_to: Path, offsets: list[int] | None = None) -> dict:
+    """restic on the same file: full backup, then (given `offsets`) a backup after the same random writes,
+    then a restore of the latest; each from a cold cache."""
+    restic.init()
+    out: dict = {"full": timed(lambda: durable_backup(restic, source))[0]}
+    if offsets is not None:
+        random_writes(source, offsets)
+        out["incremental"] = timed(lambda: durable_backup(restic, source))[0]
+    out["restore"] = restic_restore(restic, source, restore_to)
+    return out
+
+
 def _job_time(jobs: dict[str, float], part: str) -> float:
     found = [seconds for description, seconds in jobs.items() if part in description]
     if len(found) != 1:
@@ -237,19 +344,28 @@ def _job_time(jobs: dict[str, float], part: str) -> float:
     return found[0]
 
 
-def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
-    """A fresh XFS, daemon and stores; the same file in an image and a VFS volume."""
+def one_run(run: int, size_mib: int, workdir: str | None, with_restic: bool, with_s3: bool) -> dict:
+    """A fresh XFS, daemon and stores; the same file in an image and a VFS volume, then in restic and on S3."""
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=workdir))
+    # the moto server (when S3 is measured) outlives the daemon and the clean-up
+    with moto_server(work) if with_s3 else nullcontext(None) as endpoint:
+        return _one_run(run, size_mib, work, with_restic, endpoint)
+
+
+def _one_run(run: int, size_mib: int, work: Path, with_restic: bool, endpoint: str | None) -> dict:
     size = size_mib * MIB
-    work = Path(tempfile.mkdtemp(prefix="convoy-image-bench-", dir=workdir))
     xfs = daemon = None
     try:
         # each back-end's volume and its restored copy: four volumes' worth, and slack
         xfs = LoopFS(work, "xfs", 4 * size + (1 << 30))
+        s3_args = ("--s3-endpoint", endpoint) if endpoint else ()
         daemon = Daemon(
             work / "daemon",
             "--drivers", "image", "--drivers", "vfs",
             "--driver-opts", f"image.path={xfs.mnt}/images",
             "--driver-opts", f"vfs.path={xfs.mnt}/vfs",
+            *s3_args,
+            env=S3_CREDENTIALS,
         ).start()
         daemon.wait_ready()
         convoy = Convoy(daemon)
@@ -270,6 +386,22 @@ def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
         results: dict = {"file_bytes": file_size, "cli_floor": floor}
         for backend in BACKENDS:
             results[backend] = measure(convoy, backend, f"{backend}{run}", mountpoints[backend], data, offsets, work)
+        source = stage_file(data, xfs.mnt / "restic-src") if with_restic else None
+        if endpoint:
+            buckets = s3_buckets(endpoint, run)
+            results["s3"] = {"convoy": measure_convoy_s3(convoy, f"s3v{run}", size_mib, data,
+                                                         f"s3://{buckets[0]}@{S3_REGION}/backups")}
+            if source:
+                restic = Restic(f"s3:{endpoint}/{buckets[1]}", work / "restic-cache-s3", S3_CREDENTIALS)
+                results["s3"]["restic"] = measure_restic(restic, source, xfs.mnt / "restic-restore-s3")
+            # moto keeps every object (in memory or its temporary files) until reset: 2 GiB of disk by now
+            reset = urllib.request.Request(endpoint + "/moto-api/reset", method="POST")  # noqa: S310 - our loopback http
+            urllib.request.urlopen(reset, timeout=60).close()  # noqa: S310
+        if source:  # last: its random writes change restic's copy of the file
+            restic = Restic(str(work / "restic-repo"), work / "restic-cache")
+            results["restic"] = measure_restic(restic, source, xfs.mnt / "restic-restore", offsets)
+            results["restic_version"] = restic.version()
+            shutil.rmtree(work / "restic-repo")  # its 1 GiB is not needed any more
         data.unlink()
         results["daemon_errors"] = [line for line in daemon.log_text().splitlines() if "ERROR" in line or "Traceback" in line]
         return results
@@ -281,6 +413,19 @@ def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
         if daemon is not None:
             daemon.stop()
         clean_up(work, xfs)
+
+
+def s3_buckets(endpoint: str, run: int) -> tuple[str, str]:
+    """convoy's bucket and restic's, fresh on the endpoint."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
+                          aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    names = (f"convoy-bench-{run}", f"restic-bench-{run}")
+    for name in names:
+        client.create_bucket(Bucket=name)
+    return names
 
 
 def clean_up(work: Path, xfs: LoopFS | None) -> None:
@@ -317,13 +462,13 @@ def report(runs: list[dict], size_mib: int) -> dict:
         summary[backend] = {}
         what = "the volume's .img" if backend == "image" else "the file"
         print(f"\n== {backend} volume ({'image backup' if backend == 'image' else 'tree backup'}; cp reference: {what})")
-        print(f"{'step':22}{'median':>8}  {'min-max':>13}  {'x cp':>6}")
+        print(f"{'step':22}{'median':>8}  {'min-max':>13}  {'x cp':>6}  goal")
         for step, label in SHOWN:
             stats = summarise([r[step] for r in rows])
             stats["ratio_to_cp"] = statistics.median(r[step] / r["cp"] for r in rows)
             summary[backend][step] = stats
             spread = f"{stats['min']:.2f}-{stats['max']:.2f}"
-            print(f"{label:22}{stats['median']:8.2f}  {spread:>13}  {stats['ratio_to_cp']:6.2f}")
+            print(f"{label:22}{stats['median']:8.2f}  {spread:>13}  {stats['ratio_to_cp']:6.2f}  {cp_goal(step, stats)}")
         jobs = {step: statistics.median(r["jobs"][step] for r in rows) for step in rows[0]["jobs"]}
         summary[backend]["job_seconds"] = jobs
         print("of which the daemon's job (median): " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in jobs.items()))
@@ -338,6 +483,76 @@ def report(runs: list[dict], size_mib: int) -> dict:
         print(f"the {CHANGES} writes changed {CHANGES} MiB, overlapping {touched} MiB of the store's "
               f"{rows[0]['block_size'] / MIB:g} MiB blocks (the floor for a block-level read)")
         print("restored file sha256 equals the source's: " + ("yes" if all(r["sha256_ok"] for r in rows) else "NO"))
+    if "restic" in runs[0]:
+        summary["restic"] = report_restic(runs)
+    if "s3" in runs[0]:
+        summary["s3"] = report_s3(runs)
+    return summary
+
+
+def cp_goal(step: str, stats: dict) -> str:
+    if step not in GOALS:
+        return ""
+    unit, bound = GOALS[step]
+    value = stats["ratio_to_cp"] if unit == "x cp" else stats["median"]
+    return f"<= {bound:.2f} {unit}: {_met(value <= bound)}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _seconds(values: list[float]) -> str:
+    """median [min-max]"""
+    return f"{statistics.median(values):6.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def report_restic(runs: list[dict]) -> dict:
+    """restic's seconds beside each convoy back-end's on the same file, with restic/convoy (how many times faster)."""
+    summary: dict = {}
+    print(f"\n== {runs[0]['restic_version']} on the same file, same XFS, cold cache; its repository on the host disk "
+          f"beside the vfs:// stores; restic/convoy = median over runs of (restic's s / convoy's s), >1: convoy faster")
+    print(f"{'step':22}{'restic s [min-max]':>21}" + "".join(f"{'/ ' + b:>9}" for b in BACKENDS) + "  goal")
+    for step, label in (("full", "full"), ("incremental", "incr. (10 MiB changed)"), ("restore", "restore")):
+        restic = [r["restic"][step] for r in runs]
+        ratios = {b: statistics.median(r["restic"][step] / r[b][step] for r in runs) for b in BACKENDS}
+        summary[step] = {"restic": summarise(restic), "restic_over_convoy": ratios}
+        goal = ""
+        if step in RESTIC_GOALS:
+            bound = RESTIC_GOALS[step]
+            goal = f">= {bound:g}x: " + ", ".join(f"{b} {_met(ratios[b] >= bound)}" for b in BACKENDS)
+        print(f"{label:22}{_seconds(restic):>21}" + "".join(f"{ratios[b]:9.2f}" for b in BACKENDS) + f"  {goal}")
+    return summary
+
+
+def report_s3(runs: list[dict]) -> dict:
+    """convoy (a VFS volume) and restic to the same moto server: seconds, MB/s and restic/convoy."""
+    summary: dict = {}
+    mb = runs[0]["file_bytes"] / 1e6
+    with_restic = "restic" in runs[0]["s3"]
+    print(f"\n== S3: moto_server on 127.0.0.1, the same {mb:.0f} MB file; convoy: a VFS volume, snapshot + full backup "
+          f"to s3://bucket@{S3_REGION}/backups, restore into a new volume"
+          + ("; restic: s3:http://127.0.0.1:PORT/bucket" if with_restic else ""))
+    header = f"{'step':14}{'convoy s [min-max]':>21}{'MB/s':>7}"
+    if with_restic:
+        header += f"{'restic s [min-max]':>21}{'MB/s':>7}{'restic/convoy':>15}  goal"
+    print(header)
+    for step in ("full", "restore"):
+        ours = [r["s3"]["convoy"][step] for r in runs]
+        summary[step] = {"convoy": summarise(ours), "convoy_mb_s": mb / statistics.median(ours)}
+        line = f"{step:14}{_seconds(ours):>21}{summary[step]['convoy_mb_s']:7.1f}"
+        if with_restic:
+            theirs = [r["s3"]["restic"][step] for r in runs]
+            ratio = statistics.median(r["s3"]["restic"][step] / r["s3"]["convoy"][step] for r in runs)
+            summary[step].update(restic=summarise(theirs), restic_mb_s=mb / statistics.median(theirs), restic_over_convoy=ratio)
+            line += f"{_seconds(theirs):>21}{summary[step]['restic_mb_s']:7.1f}{ratio:15.2f}"
+            line += f"  >= {S3_GOAL:g}x: {_met(ratio >= S3_GOAL)}"
+        print(line)
+    jobs = {step: statistics.median(r["s3"]["convoy"]["jobs"][step] for r in runs) for step in runs[0]["s3"]["convoy"]["jobs"]}
+    snapshot = statistics.median(r["s3"]["convoy"]["snapshot_full"] for r in runs)
+    summary["convoy_job_seconds"] = jobs
+    print(f"of convoy's full: snapshot {snapshot:.2f} s; the daemon's job (median): "
+          + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in jobs.items()))
     return summary
 
 
@@ -351,15 +566,27 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="how many times the whole sequence runs (default 3)")
     ap.add_argument("--workdir", default=None, help="where the XFS image, stores and copies go: the host disk (default: $TMPDIR)")
     ap.add_argument("--json", default=None, help="also write every figure to this file")
+    ap.add_argument("--no-peers", action="store_true", help="skip restic (on the local disk and on S3)")
+    ap.add_argument("--no-s3", action="store_true", help="skip the backup and restore to the moto S3 server")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run as root: loop devices, mount and drop_caches need it", file=sys.stderr)
+        return 2
+    if not args.no_peers and not shutil.which("restic"):
+        print("restic is missing: apt-get install restic, or pass --no-peers", file=sys.stderr)
+        return 2
+    # at most: the XFS image, the file, a vfs:// store, a cp copy or moto's 2 GiB, restic's repository
+    need = 7 * args.size_mib * MIB + (1 << 30)
+    st = os.statvfs(args.workdir or tempfile.gettempdir())
+    if st.f_bavail * st.f_frsize < need:
+        print(f"{args.workdir or tempfile.gettempdir()} has {st.f_bavail * st.f_frsize / (1 << 30):.1f} GiB free; a run "
+              f"needs {need / (1 << 30):.1f} GiB: free some, or pass --workdir on a larger disk", file=sys.stderr)
         return 2
     before = loop_devices()
     runs = []
     for run in range(1, args.runs + 1):
         print(f"run {run}/{args.runs}...", file=sys.stderr, flush=True)
-        runs.append(one_run(run, args.size_mib, args.workdir))
+        runs.append(one_run(run, args.size_mib, args.workdir, not args.no_peers, not args.no_s3))
     leaked = sorted(loop_devices() - before)
     summary = report(runs, args.size_mib)
     errors = [line for r in runs for line in r["daemon_errors"]]
