@@ -10,6 +10,7 @@ import pytest
 from app.backup import inspect_backup, list_backups, restore_backup, restore_image, verify_backup
 from app.backup.objectstore import open_store
 from app.errors import Conflict
+from tests.convoy_dm_fixture import expected_values
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copies of shared/fixtures: a clone alone passes
 VFS_FIXTURE = Path(os.environ.get("CONVOY_VFS_FIXTURE", FIXTURES / "convoy-0.5.2-vfs-backup"))
@@ -76,12 +77,7 @@ def test_convoy_vfs_backup_restores_from_s3(tmp_path, s3_endpoint, s3_bucket):
 
 
 def read_expected_dm() -> dict:
-    values = {}
-    for line in (need(DM_FIXTURE) / "expected.txt").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            values[k] = v
-    return values
+    return expected_values(need(DM_FIXTURE))
 
 
 @pytest.mark.parametrize("which", ["backup1", "backup2"])

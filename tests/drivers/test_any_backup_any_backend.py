@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.backup.treecheck import describe, make_sample_tree
+from tests.convoy_dm_fixture import copied_store
 
 pytestmark = pytest.mark.needs_root
 
@@ -129,16 +129,9 @@ def test_a_damaged_image_backup_is_refused_before_any_mount_parses_it(both, tmp_
 @pytest.mark.parametrize("driver", ["image", "vfs"])
 def test_a_convoy_devicemapper_backup_restores_into_an_image_or_a_directory_volume(both, tmp_path, driver):
     """rancher/convoy 0.5.2's device-mapper backups (deltablock) on any back-end, not only to an image file."""
-    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "convoy-0.5.2-devicemapper-backup"
-    store = tmp_path / "convoy-store"
-    shutil.copytree(fixture, store)
-    expected = {}
-    for line in (fixture / "expected.txt").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            expected[key] = value
+    expected = copied_store(tmp_path / "convoy-store")
     for which in ("backup1", "backup2"):
-        url = expected[f"{which}_url_printed"].replace("DEST", str(store))
+        url = expected[f"{which}_url_printed"]
         name = f"{which}-{driver}"
         both.cli("create", name, "--backup", url, "--driver", driver, check=True)
         mountpoint = Path(both.docker_ok("Mount", {"Name": name, "ID": "c1"})["Mountpoint"])

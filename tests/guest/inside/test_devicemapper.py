@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.storage.devicemapper import FAULT_FILE_ENV
+from tests.convoy_dm_fixture import copied_store
 from tests.drivers import dm_host
 from tests.drivers.backends import loop_devices_of
 from tests.guest.inside import dm_daemon
@@ -21,7 +21,6 @@ from tests.guest.inside.dm_daemon import assert_ledger_matches_pool, cli_json
 
 pytestmark = pytest.mark.needs_root
 MIB = 1 << 20
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 @pytest.fixture
@@ -201,16 +200,9 @@ def test_docker_remove_deletes_the_thin_device_and_delete_r_keeps_it(dm, pool_de
 
 
 def test_a_convoy_deltablock_backup_restores_into_a_thin_volume(dm, tmp_path):
-    fixture = FIXTURES / "convoy-0.5.2-devicemapper-backup"
-    store = tmp_path / "convoy-store"
-    shutil.copytree(fixture, store)
-    expected = {}
-    for line in (fixture / "expected.txt").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            expected[key] = value
+    expected = copied_store(tmp_path / "convoy-store")
     for which in ("backup1", "backup2"):
-        url = expected[f"{which}_url_printed"].replace("DEST", str(store))
+        url = expected[f"{which}_url_printed"]
         dm.cli("create", which, "--backup", url, check=True)
         mountpoint = Path(mount(dm, which))
         try:
