@@ -96,7 +96,7 @@ class Daemon:
             self.wait_listening()
         return self
 
-    def wait_listening(self, timeout: float = 10.0) -> float:
+    def wait_listening(self, timeout: float = 30.0) -> float:
         """Seconds until both sockets accept a request."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:

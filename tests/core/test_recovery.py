@@ -46,10 +46,14 @@ def test_kill9_with_mounted_volumes_then_restart_restores_exactly_the_referenced
     assert kept not in mounted_points() and lost not in mounted_points()
 
 
-def test_sockets_listen_within_a_second_and_control_socket_is_private(make_daemon):
+DOCKER_DIALS_FOR = 12.0  # Docker dials a managed plugin's socket for about 12 s, then gives up on it
+
+
+def test_sockets_listen_within_dockers_dial_window_and_control_socket_is_private(make_daemon):
+    """Within Docker's window, not "fast": benchmarks/cli_latency.py measures the start (about 0.6 s)."""
     daemon = make_daemon(start=False)
     daemon.start(wait=False)
-    assert daemon.wait_listening() < 1.0
+    assert daemon.wait_listening(timeout=30) < DOCKER_DIALS_FOR
     assert stat.S_IMODE(os.stat(daemon.socket).st_mode) == 0o600
 
 

@@ -26,7 +26,9 @@ STORE = "s3://bucket@us-east-1/x"
 BACKUP = f"{STORE}?backup=backup-1&volume=vol1"
 HANGING_CALLS = 45
 RESTORE_TIMEOUT = 6.0
-DOCKER_ANSWERS_WITHIN = 2.0
+# Docker-like patience: the store's calls hang for good, so a call stuck behind them never answers; the daemon's
+# speed is not what is measured (benchmarks do that), and a loaded machine must not fail the test
+DOCKER_ANSWERS_WITHIN = 10.0
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ CREATES = 34  # more than the plugin socket's 32 worker threads
 
 def test_docker_answers_while_its_own_creates_from_a_backup_wait(make_daemon, silent_endpoint):
     """More Docker creates from the silent store than Docker has threads: List, Get and Mount still answer."""
-    daemon = make_daemon("--docker-restore-timeout", "12", env=_env(silent_endpoint))
+    daemon = make_daemon("--docker-restore-timeout", "14", env=_env(silent_endpoint))  # 2 x 14 s < the harness's 30 s
     daemon.cli("create", "vol1", check=True)
     answers = []
 
@@ -144,6 +146,7 @@ def test_docker_answers_while_its_own_creates_from_a_backup_wait(make_daemon, si
         seconds, (status, data) = _timed(partial(_docker_call, daemon, path, body))
         assert status == 200 and not data.get("Err"), (path, data)
         assert seconds < DOCKER_ANSWERS_WITHIN, f"{path} took {seconds:.1f} s while Docker's creates wait"
+        assert not answers, f"{path} answered only once Docker's creates gave up"
     for thread in threads:
         thread.join(60)
     assert len(answers) == CREATES and all("did not answer in time" in data["Err"] for _, data in answers)
