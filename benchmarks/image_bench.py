@@ -36,8 +36,6 @@ import argparse
 import json
 import os
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,8 +45,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import volume_bench  # noqa: E402
 from benchmarks.benchlib import LoopFS, write_random_file  # noqa: E402
-from benchmarks.volume_bench import CHANGES, MIB, Convoy, fillable_bytes, loop_devices, measure  # noqa: E402
-from tests.daemon_harness import Daemon, mounted_points  # noqa: E402
+from benchmarks.volume_bench import CHANGES, MIB, Convoy, clean_up, fillable_bytes, loop_devices, measure  # noqa: E402
+from tests.daemon_harness import Daemon  # noqa: E402
 
 BACKENDS = {  # back-end: what its backup and its cp reference are
     "image": "image backup; cp reference: the volume's .img",
@@ -105,23 +103,6 @@ def one_run(run: int, size_mib: int, workdir: str | None) -> dict:
         if daemon is not None:
             daemon.stop()
         clean_up(work, xfs)
-
-
-def clean_up(work: Path, xfs: LoopFS | None) -> None:
-    """Whatever a failed run left: mounts under `work`, loop devices on its images, the XFS, the files."""
-    from app.fs import loop
-
-    prefix = str(work) + "/"
-    for point in sorted(mounted_points(), reverse=True):
-        if point.startswith(prefix) and (xfs is None or point != str(xfs.mnt)):
-            subprocess.run(["umount", point], check=False, capture_output=True)
-    if xfs is not None:
-        images = str(xfs.mnt) + "/"
-        for device, backing in loop.attached().items():
-            if backing.startswith(images):
-                subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
-        xfs.close()
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def report(runs: list[dict], size_mib: int) -> dict:

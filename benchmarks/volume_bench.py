@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.benchlib import drop_caches
-from tests.daemon_harness import CONVOY, REPO, Daemon
+from benchmarks.benchlib import LoopFS, drop_caches
+from tests.daemon_harness import CONVOY, REPO, Daemon, mounted_points
 
 MIB = 1 << 20
 SHOWN = (  # (step, label) in the report; "full" and "incremental" are snapshot + backup
@@ -222,6 +222,23 @@ def _job_time(jobs: dict[str, float], part: str) -> float:
     if len(found) != 1:
         raise BenchError(f"expected one job whose description has {part!r}, found {len(found)}: {sorted(jobs)}")
     return found[0]
+
+
+def clean_up(work: Path, xfs: LoopFS | None) -> None:
+    """Whatever a failed run left: mounts under `work`, loop devices on its images, the XFS, the files."""
+    from app.fs import loop
+
+    prefix = str(work) + "/"
+    for point in sorted(mounted_points(), reverse=True):
+        if point.startswith(prefix) and (xfs is None or point != str(xfs.mnt)):
+            subprocess.run(["umount", point], check=False, capture_output=True)
+    if xfs is not None:
+        images = str(xfs.mnt) + "/"
+        for device, backing in loop.attached().items():
+            if backing.startswith(images):
+                subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+        xfs.close()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def summarise(values: list[float]) -> dict:
