@@ -134,6 +134,9 @@ def main() -> int:
     runs = []
     for run in range(1, args.runs + 1):
         runs.append(one_run(run, args.size_mib, started))
+        progress(f"run {run} done: " + "; ".join(
+            f"{backend} " + " ".join(f"{step} {runs[-1][backend][step]:.1f}" for step, _ in volume_bench.SHOWN)
+            for backend in BACKENDS), started)
     leaked = sorted(loop_devices() - before)
     summary = report(runs, args.size_mib)
     errors = [line for r in runs for line in r["daemon_errors"]]
