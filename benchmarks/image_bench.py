@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -65,21 +64,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import volume_bench  # noqa: E402
-from benchmarks.benchlib import LoopFS, Restic, write_random_file  # noqa: E402
+from benchmarks.benchlib import LoopFS, Restic  # noqa: E402
 from benchmarks.volume_bench import (  # noqa: E402
-    CHANGES,
     MIB,
     BenchError,
     Convoy,
     check_restored,
     clean_up,
-    fillable_bytes,
+    daemon_errors,
+    fill_volumes,
     job_seconds,
     loop_devices,
     measure,
     random_writes,
     restore_volume,
     sha256,
+    show_daemon_log,
     snapshot_and_backup,
     summarise,
     timed,
@@ -196,19 +196,9 @@ def _one_run(run: int, size_mib: int, work: Path, with_restic: bool, endpoint: s
         daemon.wait_ready()
         convoy = Convoy(daemon)
         floor = convoy.floor()
-        # mounted like a running container's volumes, from creation to the end
-        mountpoints = {}
-        for backend in BACKENDS:
-            name = f"{backend}{run}"
-            convoy("create", name, "--driver", backend, "--size", f"{size_mib}M")
-            mountpoints[backend] = convoy("mount", name)
         # the image volume's file system decides how big the file can be; VFS gets the same file
-        file_size = fillable_bytes(mountpoints["image"])
-        data = work / "data.bin"
-        write_random_file(data, file_size)
-        rng = random.Random(run)
-        offsets = [rng.randrange(0, file_size - MIB) for _ in range(CHANGES)]
-        results: dict = {"file_bytes": file_size, "cli_floor": floor}
+        mountpoints, data, offsets = fill_volumes(convoy, {b: f"{b}{run}" for b in BACKENDS}, size_mib, work, run)
+        results: dict = {"file_bytes": data.stat().st_size, "cli_floor": floor}
         for backend in BACKENDS:
             results[backend] = measure(convoy, backend, f"{backend}{run}", mountpoints[backend], data, offsets, work,
                                        reference_of=image_file)
@@ -229,11 +219,10 @@ def _one_run(run: int, size_mib: int, work: Path, with_restic: bool, endpoint: s
             results["restic_version"] = restic.version()
             shutil.rmtree(work / "restic-repo")  # its 1 GiB is not needed any more
         data.unlink()
-        results["daemon_errors"] = [line for line in daemon.log_text().splitlines() if "ERROR" in line or "Traceback" in line]
+        results["daemon_errors"] = daemon_errors(daemon)
         return results
     except BaseException:
-        if daemon is not None:  # the work directory goes below: show what the daemon said first
-            print("daemon log (last lines):\n" + "\n".join(daemon.log_text().splitlines()[-20:]), file=sys.stderr)
+        show_daemon_log(daemon)
         raise
     finally:
         if daemon is not None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import volume_bench  # noqa: E402
-from benchmarks.benchlib import LoopFS, write_random_file  # noqa: E402
-from benchmarks.volume_bench import CHANGES, MIB, BenchError, Convoy, clean_up, fillable_bytes, loop_devices, measure  # noqa: E402
+from benchmarks.benchlib import LoopFS  # noqa: E402
+from benchmarks.volume_bench import MIB, BenchError, Convoy, clean_up, loop_devices, measure  # noqa: E402
 from tests.daemon_harness import Daemon  # noqa: E402
 from tests.guest.inside import dm_daemon, thinpool  # noqa: E402
 
@@ -79,27 +78,18 @@ def one_run(run: int, size_mib: int, started: float) -> dict:
         progress(f"run {run}: daemon ready", started)
         convoy = Convoy(daemon)
         floor = convoy.floor()
-        mountpoints = {}
-        for backend in BACKENDS:
-            name = f"{NAMES[backend]}{run}"
-            convoy("create", name, "--driver", backend, "--size", f"{size_mib}M")
-            mountpoints[backend] = convoy("mount", name)
         # the smaller file system decides how big the file can be; both volumes get the same file
-        file_size = min(fillable_bytes(point) for point in mountpoints.values())
-        data = work / "data.bin"
-        write_random_file(data, file_size)
-        rng = random.Random(run)
-        offsets = [rng.randrange(0, file_size - MIB) for _ in range(CHANGES)]
-        results: dict = {"file_bytes": file_size, "cli_floor": floor}
+        names = {backend: f"{NAMES[backend]}{run}" for backend in BACKENDS}
+        mountpoints, data, offsets = volume_bench.fill_volumes(convoy, names, size_mib, work, run)
+        results: dict = {"file_bytes": data.stat().st_size, "cli_floor": floor}
         for backend in BACKENDS:
             progress(f"run {run}: {backend}", started)
-            results[backend] = measure(convoy, backend, f"{NAMES[backend]}{run}", mountpoints[backend], data, offsets, work)
+            results[backend] = measure(convoy, backend, names[backend], mountpoints[backend], data, offsets, work)
         data.unlink()
-        results["daemon_errors"] = [line for line in daemon.log_text().splitlines() if "ERROR" in line or "Traceback" in line]
+        results["daemon_errors"] = volume_bench.daemon_errors(daemon)
         return results
     except BaseException:
-        if daemon is not None:  # the work directory goes below: show what the daemon said first
-            print("daemon log (last lines):\n" + "\n".join(daemon.log_text().splitlines()[-20:]), file=sys.stderr)
+        volume_bench.show_daemon_log(daemon)
         raise
     finally:
         if daemon is not None:

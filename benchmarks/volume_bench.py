@@ -17,14 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.benchlib import LoopFS, drop_caches
+from benchmarks.benchlib import LoopFS, drop_caches, write_random_file
 from tests.daemon_harness import CONVOY, REPO, Daemon, mounted_points
 
 MIB = 1 << 20
@@ -139,6 +141,34 @@ def fillable_bytes(mountpoint: str) -> int:
     """What one file can take in the volume's file system, leaving FS_ROOM, whole MiB."""
     st = os.statvfs(mountpoint)
     return (st.f_bavail * st.f_frsize - FS_ROOM) // MIB * MIB
+
+
+def fill_volumes(convoy: Convoy, names: dict[str, str], size_mib: int, work: Path,
+                 run: int) -> tuple[dict[str, str], Path, list[int]]:
+    """Create and mount a volume per back-end (`names`: back-end -> volume name), mounted like a running
+    container's from creation to the end; then one file of random data that the smallest file system can
+    take (every volume gets the same file), and this run's offsets of the incremental's writes:
+    (mountpoints, the file, offsets)."""
+    mountpoints = {}
+    for backend, name in names.items():
+        convoy("create", name, "--driver", backend, "--size", f"{size_mib}M")
+        mountpoints[backend] = convoy("mount", name)
+    file_size = min(fillable_bytes(point) for point in mountpoints.values())
+    data = work / "data.bin"
+    write_random_file(data, file_size)
+    rng = random.Random(run)
+    return mountpoints, data, [rng.randrange(0, file_size - MIB) for _ in range(CHANGES)]
+
+
+def daemon_errors(daemon: Daemon) -> list[str]:
+    """The daemon log's error lines, for the report."""
+    return [line for line in daemon.log_text().splitlines() if "ERROR" in line or "Traceback" in line]
+
+
+def show_daemon_log(daemon: Daemon | None) -> None:
+    """On a failed run, before its work directory (and the daemon's log) goes: what the daemon said last."""
+    if daemon is not None:
+        print("daemon log (last lines):\n" + "\n".join(daemon.log_text().splitlines()[-20:]), file=sys.stderr)
 
 
 def copy_reference(source: Path, dest_dir: Path) -> None:
