@@ -2,9 +2,10 @@
 # Runs inside the guest, started by the image's /sbin/convoy-guest-init once /repo (this repository,
 # read-only) and /results (writable, the host's results directory) are mounted. Read fresh from the
 # repository at each boot, so changing it needs no image rebuild. It prepares what the tests need,
-# then does what /results/request asks: mode=pytest runs pytest on the arguments in
-# /results/pytest-args and writes its exit status to /results/exit-status; mode=shell gives a root
-# shell on the console. Either way the guest powers off at the end.
+# then does what /results/request asks: mode=pytest runs pytest on the arguments in /results/args
+# (its output in /results/pytest.log); mode=command runs the command in /results/args (a benchmark:
+# its output in /results/output.log); either writes the exit status to /results/exit-status.
+# mode=shell gives a root shell on the console. Either way the guest powers off at the end.
 export PATH=/opt/convoy-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "CONVOY-GUEST: $*"; }
 say "userspace up at $(cut -d' ' -f1 /proc/uptime)s"
@@ -29,6 +30,17 @@ done
 export DM_DISABLE_UDEV=1
 export CONVOY_GUEST=1 TMPDIR=/scratch/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/root
 
+# run_within_budget LOG COMMAND...: the command's output to the console and /results/LOG, its exit
+# status to /results/exit-status. SIGINT first at the budget's end: pytest then stops like on Ctrl-C
+# and still writes its junit XML and summary (exit status 124).
+run_within_budget() {
+  local log=$1; shift
+  timeout -s INT -k 30 "$budget" "$@" 2>&1 | tee "/results/$log"
+  local status=${PIPESTATUS[0]}
+  echo "$status" > /results/exit-status
+  say "exit status $status at $(cut -d' ' -f1 /proc/uptime)s"
+}
+
 mode=pytest; budget=1100
 # shellcheck disable=SC1091
 [ -f /results/request ] && . /results/request
@@ -39,14 +51,15 @@ case "$mode" in
     setsid -c bash -i </dev/ttyS0 >/dev/ttyS0 2>&1  # not a login shell: /etc/profile would drop the venv from PATH
     ;;
   pytest)
-    mapfile -d '' -t args < /results/pytest-args
+    mapfile -d '' -t args < /results/args
     say "pytest ${args[*]} (budget ${budget}s)"
-    # SIGINT first: pytest then stops like on Ctrl-C and still writes its junit XML and summary.
-    timeout -s INT -k 30 "$budget" python -m pytest -p no:cacheprovider --basetemp=/scratch/pytest \
-      --junitxml=/results/junit.xml -o junit_family=xunit2 "${args[@]}" 2>&1 | tee /results/pytest.log
-    status=${PIPESTATUS[0]}
-    echo "$status" > /results/exit-status
-    say "pytest exit status $status at $(cut -d' ' -f1 /proc/uptime)s"
+    run_within_budget pytest.log python -m pytest -p no:cacheprovider --basetemp=/scratch/pytest \
+      --junitxml=/results/junit.xml -o junit_family=xunit2 "${args[@]}"
+    ;;
+  command)
+    mapfile -d '' -t args < /results/args
+    say "run ${args[*]} (budget ${budget}s)"
+    run_within_budget output.log "${args[@]}"
     ;;
   *) say "unknown mode $mode in /results/request" ;;
 esac

@@ -4,7 +4,8 @@ The host offers the guest three things: the cached root image (copy-on-write: -s
 never changed), a fresh sparse scratch disk for the tests' loop files and temporary directories, and two
 9p shares: the repository read-only at /repo and a results directory writable at /results. The request
 (what to run, how long it may take) goes in through the results directory; pytest's junit XML, its log
-and its exit status come back out through it. A deadline on the whole boot kills QEMU, so a hung guest
+and its exit status (or, for a command such as a benchmark, its output, exit status and the files it
+writes into /results) come back out through it. A deadline on the whole boot kills QEMU, so a hung guest
 never hangs the host's test run.
 """
 
@@ -63,6 +64,8 @@ class GuestRun:
     results: Path
     seconds: float
     failures: list[str] = field(default_factory=list)
+    reported: bool = False  # the guest wrote an exit status
+    outcome: str = ""  # one line for the user: what exited how, after how long
 
     @property
     def junit(self) -> Path:
@@ -99,19 +102,20 @@ def make_scratch(directory: Path, size: str) -> Path:
     return scratch
 
 
-def write_request(results: Path, mode: str, pytest_args: list[str], budget: float) -> None:
-    """What boot-inside.sh reads: the mode, the seconds pytest may take, and pytest's arguments (NUL-ended)."""
+def write_request(results: Path, mode: str, args: list[str], budget: float) -> None:
+    """What boot-inside.sh reads: the mode, the seconds its run may take, and the arguments (NUL-ended):
+    pytest's for mode=pytest, the command line for mode=command."""
     (results / "request").write_text(f"mode={mode}\nbudget={int(budget)}\n")
-    (results / "pytest-args").write_bytes(b"".join(arg.encode() + b"\0" for arg in pytest_args))
+    (results / "args").write_bytes(b"".join(arg.encode() + b"\0" for arg in args))
 
 
-def boot(image: Image, settings: Settings, mode: str, pytest_args: list[str], interactive: bool = False) -> float:
+def boot(image: Image, settings: Settings, mode: str, args: list[str], interactive: bool = False) -> float:
     """Boot once; returns the seconds it took. The serial console lands in results/serial.log."""
     results = settings.results
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     # pytest inside stops (and still writes its junit XML) a minute before QEMU is killed
-    write_request(results, mode, pytest_args, max(settings.timeout - 60, 30))
+    write_request(results, mode, args, max(settings.timeout - 60, 30))
     with tempfile.TemporaryDirectory(prefix="convoy-guest-") as tmp:
         command = qemu_command(image, settings, make_scratch(Path(tmp), settings.scratch_size), results)
         started = time.monotonic()
@@ -183,17 +187,35 @@ def run_pytest(image: Image, pytest_args: list[str], settings: Settings | None =
     """Boot, run pytest inside on `pytest_args` (default: the inside suite), print its summary."""
     settings = settings or Settings.from_env()
     seconds = boot(image, settings, "pytest", with_default_paths(pytest_args))
+    run = collected(settings, seconds, "pytest")
+    if run.reported:
+        run.failures = failures_in(run.junit)
+        print(pytest_summary(settings.results / "pytest.log"))
+    print(f"guest: {run.outcome}; junit, pytest.log and serial.log in {settings.results}")
+    return run
+
+
+def run_command(image: Image, command: list[str], settings: Settings | None = None) -> GuestRun:
+    """Boot, run `command` (paths relative to the repository, which is the guest's working directory)
+    as root inside; its output lands in results/output.log, anything it writes into /results beside it."""
+    settings = settings or Settings.from_env()
+    run = collected(settings, boot(image, settings, "command", command), command[0])
+    print(f"guest: {run.outcome}; output.log and serial.log in {settings.results}")
+    return run
+
+
+def collected(settings: Settings, seconds: float, what: str) -> GuestRun:
+    """The run's exit status from the results directory, or HARNESS_FAILED (with the console's tail printed)."""
     status_file = settings.results / "exit-status"
     run = GuestRun(status=HARNESS_FAILED, results=settings.results, seconds=seconds)
     if status_file.exists():
         run.status = int(status_file.read_text().strip())
-        run.failures = failures_in(run.junit)
-        print(pytest_summary(settings.results / "pytest.log"))
+        run.reported = True
+        run.outcome = f"{what} exit {run.status} after {seconds:.0f}s"
     else:
-        print(f"guest: no exit status from pytest (guest hung, crashed or ran out of time); serial console tail:\n"
+        print(f"guest: no exit status from {what} (guest hung, crashed or ran out of time); serial console tail:\n"
               f"{tail(run.serial_log, 40)}")
-    outcome = f"pytest exit {run.status}" if status_file.exists() else f"exit {run.status}: no status from the guest"
-    print(f"guest: {outcome} after {seconds:.0f}s; junit, pytest.log and serial.log in {settings.results}")
+        run.outcome = f"exit {run.status} after {seconds:.0f}s: no status from the guest"
     return run
 
 

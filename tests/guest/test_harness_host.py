@@ -1,6 +1,15 @@
 """The host side of the guest harness that needs no boot: what it passes to pytest and what it reports back."""
 
-from tests.guest.boot import DEFAULT_ARGS, failures_in, pytest_summary, with_default_paths, write_request
+from tests.guest.boot import (
+    DEFAULT_ARGS,
+    HARNESS_FAILED,
+    Settings,
+    collected,
+    failures_in,
+    pytest_summary,
+    with_default_paths,
+    write_request,
+)
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1" tests="3">
 <testcase classname="tests.guest.inside.test_a" name="test_ok" time="0.1"/>
@@ -37,4 +46,23 @@ def test_the_summary_is_pytests_own_from_its_short_summary_on(tmp_path):
 def test_pytest_arguments_reach_the_guest_intact(tmp_path):
     write_request(tmp_path, "pytest", ["-k", "a and not b", "tests/x y.py"], 540)
     assert (tmp_path / "request").read_text() == "mode=pytest\nbudget=540\n"
-    assert (tmp_path / "pytest-args").read_bytes().split(b"\0") == [b"-k", b"a and not b", b"tests/x y.py", b""]
+    assert (tmp_path / "args").read_bytes().split(b"\0") == [b"-k", b"a and not b", b"tests/x y.py", b""]
+
+
+def test_a_command_reaches_the_guest_as_its_own_mode(tmp_path):
+    write_request(tmp_path, "command", ["python3", "benchmarks/inside_devicemapper.py", "--size-mib", "64"], 900)
+    assert (tmp_path / "request").read_text() == "mode=command\nbudget=900\n"
+    assert (tmp_path / "args").read_bytes() == b"python3\0benchmarks/inside_devicemapper.py\0--size-mib\0" b"64\0"
+
+
+def test_the_guests_exit_status_comes_back_and_none_is_the_harness_failing(tmp_path, capsys):
+    settings = Settings(results=tmp_path)
+    (tmp_path / "exit-status").write_text("2\n")
+    run = collected(settings, 12.4, "python3")
+    assert (run.status, run.reported, run.outcome) == (2, True, "python3 exit 2 after 12s")
+    (tmp_path / "exit-status").unlink()
+    (tmp_path / "serial.log").write_text("Kernel panic - not syncing\n")
+    run = collected(settings, 30, "python3")
+    assert (run.status, run.reported) == (HARNESS_FAILED, False)
+    printed = capsys.readouterr().out
+    assert "no exit status from python3" in printed and "Kernel panic" in printed
