@@ -49,9 +49,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.cli.client import UnixHTTPConnection
 from benchmarks.benchlib import LoopFS, write_random_file
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import Daemon, UnixHTTPConnection
 
 GIB = 1 << 30
 MIB = 1 << 20
