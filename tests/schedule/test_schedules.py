@@ -102,28 +102,38 @@ def test_runs_missed_while_the_daemon_was_down_run_once_at_start(make_daemon):
     assert len(cli_json(daemon, "snapshot", "list", "db")) == 1
 
 
-def test_two_runs_of_one_schedule_never_overlap(make_daemon, s3_bucket):
+def test_two_runs_of_one_schedule_never_overlap_and_a_killed_run_is_made_good(make_daemon, s3_endpoint, s3_bucket):
     from tests.core.silent_endpoint import SilentEndpoint
 
-    daemon = clock_daemon(make_daemon)
-    volume_with_data(daemon, "db")
-    with SilentEndpoint() as silent:  # the backup's store never answers: the first run hangs in it
+    with SilentEndpoint() as silent:  # the daemon's S3 endpoint never answers: the first run hangs in its backup
+        daemon = make_daemon(env={TEST_CLOCK_ENV: START, "S3_ENDPOINT": silent.url})
+        daemon.wait_ready()
+        volume_with_data(daemon, "db")
+        store = f"s3://{s3_bucket}@us-east-1/x"
         daemon.cli(
-            "schedule", "create", "hourly", "--volume", "db", "--every", "1h", "--keep", "last=3",
-            "--dest", f"s3://{s3_bucket}@us-east-1/x", "--s3-endpoint", silent.url, check=True,
+            "schedule", "create", "hourly", "--volume", "db", "--every", "1h", "--keep", "last=1", "--dest", store, check=True
         )
         move_clock(daemon, "2026-10-29T00:00:00Z", wait=False)
         assert silent.wait_for_connections(1, 30)
         by_hand = daemon.cli("schedule", "run", "hourly")
         assert by_hand.returncode == 4, by_hand.stderr
         assert "schedule hourly is running already" in by_hand.stderr
-        move_clock(daemon, "2026-10-29T01:00:00Z", wait=False)  # the next slot comes while the first run hangs
+        move_clock(daemon, "2026-10-29T01:00:00Z", wait=False)  # the next slots come while the first run hangs
         move_clock(daemon, "2026-10-29T02:00:00Z", wait=False)
 
         schedule = cli_json(daemon, "schedule", "inspect", "hourly")
         assert schedule["running"] and schedule["runs"] == 0
         assert len(cli_json(daemon, "snapshot", "list", "db")) == 1  # one run started, not three
-        daemon.kill9()  # the hung run dies with the daemon
+        daemon.kill9()  # mid-run: its snapshot is made, its backup is not
+
+    daemon.env["S3_ENDPOINT"] = s3_endpoint  # the store answers again
+    daemon.start()
+    move_clock(daemon, "2026-10-29T02:00:00Z")  # the interrupted slot is still due: it runs at start
+    schedule = cli_json(daemon, "schedule", "inspect", "hourly")
+    assert (schedule["runs"], schedule["last_success"], schedule["running"]) == (1, "2026-10-29T02:00:00Z", False)
+    # the killed run's snapshot was the schedule's all along: keep last=1 deleted it
+    assert run_times([s["name"] for s in cli_json(daemon, "snapshot", "list", "db")], "hourly") == {"10-29 02"}
+    assert run_times([b["name"] for b in cli_json(daemon, "backup", "list", store)], "hourly") == {"10-29 02"}
 
 
 def test_a_failed_run_shows_its_error_and_is_retried_at_the_next_slot(make_daemon, tmp_path):
