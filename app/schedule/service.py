@@ -115,6 +115,9 @@ class ScheduleService:
 
     def delete(self, name: str) -> None:
         """Forget the schedule; what it made stays, as ordinary snapshots and backups."""
+        check_name("schedule", name)
+        if self.is_running(name):
+            raise Conflict(f"schedule {name} is running; delete it once `convoy schedule inspect {name}` shows it has finished")
         self.records.delete(name)
         log.info("schedule %s deleted", name)
 
@@ -144,10 +147,13 @@ class ScheduleService:
     def _targets(self, schedule: Schedule) -> builtins.list[str]:
         if not schedule.all_volumes:
             return self.records.volumes(schedule.name)
+        takes_snapshots = {
+            name for name, driver in self.volumes.drivers.items() if driver.capabilities.snapshots is not SnapshotKind.NONE
+        }
         return [
             record.name
             for record in self.volumes.catalog.all()
-            if schedule.driver in (None, record.driver) and not record.restoring_from
+            if schedule.driver in (None, record.driver) and record.driver in takes_snapshots and not record.restoring_from
         ]
 
     # runs

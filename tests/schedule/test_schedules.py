@@ -118,6 +118,8 @@ def test_two_runs_of_one_schedule_never_overlap_and_a_killed_run_is_made_good(ma
         by_hand = daemon.cli("schedule", "run", "hourly")
         assert by_hand.returncode == 4, by_hand.stderr
         assert "schedule hourly is running already" in by_hand.stderr
+        deleting = daemon.cli("schedule", "delete", "hourly")
+        assert deleting.returncode == 4 and "schedule hourly is running" in deleting.stderr
         move_clock(daemon, "2026-10-29T01:00:00Z", wait=False)  # the next slots come while the first run hangs
         move_clock(daemon, "2026-10-29T02:00:00Z", wait=False)
 
@@ -174,6 +176,8 @@ def test_a_volume_created_through_docker_joins_a_schedule(make_daemon, tmp_path)
     _, answer = daemon.docker("Create", {"Name": "other", "Opts": {"schedule": "nope"}})
     assert "schedule nope does not exist" in answer["Err"] and "convoy schedule create nope" in answer["Err"]
     assert daemon.cli("inspect", "other").returncode == 3  # nothing was created
+    _, answer = daemon.docker("Create", {"Name": "other", "Opts": {"schedule": "nightly", "backup": f"vfs://{tmp_path}?backup=b1&volume=v1"}})
+    assert "-o schedule is for a volume created empty" in answer["Err"]
 
     move_clock(daemon, "2026-10-29T03:00:00Z")
     assert {s["volume"] for s in cli_json(daemon, "snapshot", "list")} == {"db", "web"}
