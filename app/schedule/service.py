@@ -78,6 +78,8 @@ class ScheduleService:
         rule = parse_keep(keep)
         if volume:
             self._check_takes_snapshots(self.volumes.require(volume).driver, volume)
+        if s3_endpoint and not dest:
+            raise InvalidInput("--s3-endpoint is the endpoint of --dest s3://...: give --dest too, or leave it out")
         if dest:
             from app.backup.urls import parse_store_url
 

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.errors import InvalidInput
 from app.schedule.retention import kept, spare_last_good
@@ -95,3 +97,24 @@ def test_the_last_good_backup_is_never_doomed():
     assert spare_last_good(doomed, good={"old", "newer", "kept-elsewhere"}) == {"old", "newer"}
     assert spare_last_good(doomed, good={"old"}) == {"newer"}  # "newer" is unreadable: "old", the last good one, stays
     assert spare_last_good(doomed, good=set()) == {"old", "newer"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=40 * 24), min_size=1, max_size=60),  # hours between runs
+    counts=st.tuples(*[st.integers(min_value=0, max_value=4)] * 5).filter(any),
+)
+def test_applying_the_rule_after_every_run_keeps_what_applying_it_once_keeps(gaps, counts):
+    """A schedule applies its rule after each run, deleting as it goes; that must keep exactly what one
+    application to every run would, or a run would delete something a later look keeps."""
+    keep = Keep(*counts)
+    moment, items = at("2026-01-01 00:00"), []
+    for number, gap in enumerate(gaps):
+        moment += timedelta(hours=gap)
+        items.append((f"run-{number}", moment))
+    left: list[tuple[str, datetime]] = []
+    for item in items:
+        left.append(item)
+        still = kept(left, keep)
+        left = [entry for entry in left if entry[0] in still]
+    assert {entry[0] for entry in left} == kept(items, keep)

@@ -200,6 +200,7 @@ def test_a_volume_created_through_docker_joins_a_schedule(make_daemon, tmp_path)
         (["--all", "--driver", "nope", "--every", "1h", "--keep", "last=1"], 2, "nope"),
         (["--volume", "db", "--driver", "vfs", "--every", "1h", "--keep", "last=1"], 2, "--driver picks the volumes of --all"),
         (["--volume", "db", "--every", "1h", "--keep", "last=1", "--dest", "ftp://x"], 2, "ftp://x"),
+        (["--volume", "db", "--every", "1h", "--keep", "last=1", "--s3-endpoint", "http://x"], 2, "give --dest too"),
     ],
 )
 def test_bad_schedules_are_refused_with_what_to_do(make_daemon, args, code, says):
