@@ -236,12 +236,8 @@ class ScheduleService:
     def _run_volume(self, schedule: Schedule, volume: str, when: datetime) -> None:
         name = f"{schedule.name[:150]}-{when:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         self._settle_pending(schedule, SNAPSHOT, volume, lambda item: self.volumes.catalog.get_snapshot(item) is not None)
-        self.records.expect(schedule.name, SNAPSHOT, name, volume, when)
-        try:
-            self.snapshots.create(volume, name)
-        except ConvoyError:
-            self.records.forget(SNAPSHOT, name, volume)
-            raise
+        self.records.expect(schedule.name, SNAPSHOT, name, volume, when)  # on a failure it stays pending: settled next run
+        self.snapshots.create(volume, name)
         self.records.confirm(SNAPSHOT, name, volume)
         if schedule.dest:
             # one schedule at a time per store: a delete's exclusive store lock would fail another's backup
@@ -252,12 +248,9 @@ class ScheduleService:
     def _backup(self, schedule: Schedule, volume: str, snapshot: str, when: datetime) -> None:
         """Back the new snapshot up (as `convoy backup create`), then apply the keep rule to the store."""
         assert schedule.dest is not None  # noqa: S101 - called only for a schedule with a store
+        # a failed backup's row stays pending: the next run looks in the store, where a half-failed one may be whole
         self.records.expect(schedule.name, BACKUP, snapshot, volume, when)
-        try:
-            _wait(self.backups.create(snapshot, schedule.dest, schedule.s3_endpoint, snapshot))
-        except ConvoyError:
-            self.records.forget(BACKUP, snapshot, volume)
-            raise
+        _wait(self.backups.create(snapshot, schedule.dest, schedule.s3_endpoint, snapshot))
         self.records.confirm(BACKUP, snapshot, volume)
         self._apply_to_backups(schedule, volume)
 
