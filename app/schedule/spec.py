@@ -102,7 +102,17 @@ class Timing:
         return following.astimezone(UTC)
 
     def __str__(self) -> str:
-        return f"every {self.every}s" if self.every is not None else f"cron {self.cron!r} (UTC)"
+        return f"every {format_interval(self.every)}" if self.every is not None else f"cron {self.cron} (UTC)"
+
+
+def format_interval(seconds: int) -> str:
+    """5400 -> 1h30m: what parse_every reads back."""
+    parts = []
+    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
 
 
 def parse_timing(every: str | None, cron: str | None) -> Timing:

@@ -18,6 +18,7 @@ def at(text: str) -> datetime:
 @pytest.mark.parametrize(("text", "seconds"), [("1h", 3600), ("90m", 5400), ("1d12h", 129600), ("2w", 1209600)])
 def test_every_reads_durations(text, seconds):
     assert parse_every(text) == seconds
+    assert parse_every(str(Timing(every=seconds)).removeprefix("every ")) == seconds  # as shown, read back
 
 
 @pytest.mark.parametrize("text", ["", "1", "h", "1x", "1h 5", "-1h", "30s", "400d", "1.5h"])
