@@ -227,3 +227,19 @@ def test_schedule_commands_on_unknown_or_duplicate_names(make_daemon):
     # without a test clock the daemon does not serve the clock's route
     status, _ = daemon.control("POST", "/test/clock", {"now": START})
     assert status == 404
+
+
+def test_a_schedule_of_all_volumes_takes_those_created_later(make_daemon):
+    daemon = clock_daemon(make_daemon)
+    daemon.cli("create", "first", check=True)
+    daemon.cli("schedule", "create", "every-vfs", "--all", "--driver", "vfs", "--every", "1h", "--keep", "last=1", check=True)
+    daemon.docker_ok("Create", {"Name": "later", "Opts": {"schedule": "every-vfs"}})  # joins anyway: nothing to attach
+    daemon.cli("create", "latest", check=True)
+    _, answer = daemon.docker("Create", {"Name": "img", "Opts": {"schedule": "every-vfs", "driver": "image"}})
+    assert "schedule every-vfs takes the volumes of the vfs back-end" in answer["Err"]
+
+    move_clock(daemon, "2026-10-29T00:00:00Z")
+    move_clock(daemon, "2026-10-29T01:00:00Z")
+    assert sorted(s["volume"] for s in cli_json(daemon, "snapshot", "list")) == ["first", "later", "latest"]  # keep last=1
+    listed = daemon.cli("schedule", "list", check=True).stdout
+    assert "every-vfs" in listed and "all (vfs)" in listed and "2026-10-29T02:00:00Z" in listed
