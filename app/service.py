@@ -49,9 +49,9 @@ BASE_OPTIONS = {
 class ScheduleAttacher(Protocol):
     """`-o schedule=NAME` at create (app.schedule.service): checked before the volume is made, attached after."""
 
-    def attach(self, name: str, volume: str, driver: str) -> None: ...
+    def check_attach(self, name: str, driver: str) -> None: ...
 
-    def attach_created(self, name: str, volume: str) -> None: ...
+    def attach(self, name: str, volume: str) -> None: ...
 
 
 def now_rfc3339() -> str:
@@ -309,7 +309,7 @@ class VolumeService:
             raise InvalidInput("restoring a backup is a job: use the backup service (convoy create NAME --backup URL)")
         schedule = options.pop("schedule", None)
         if schedule is not None:
-            self._schedule_attacher().attach(schedule, name, driver_name)
+            self._schedule_attacher().check_attach(schedule, driver_name)
         with self.volume_lock(name):
             existing = self._lookup(name)
             if existing is not None:
@@ -319,7 +319,7 @@ class VolumeService:
             else:
                 created = self._create_locked(name, driver_name, size, options)
         if schedule is not None:
-            self._schedule_attacher().attach_created(schedule, name)
+            self._schedule_attacher().attach(schedule, name)
         return self.view(created)
 
     def _schedule_attacher(self) -> ScheduleAttacher:

@@ -77,7 +77,7 @@ class ScheduleService:
             )
         rule = parse_keep(keep)
         if volume:
-            self._check_takes_snapshots(self.volumes.require(volume).driver, volume)
+            self._check_takes_snapshots(self.volumes.require(volume).driver, f"volume {volume}")
         if s3_endpoint and not dest:
             raise InvalidInput("--s3-endpoint is the endpoint of --dest s3://...: give --dest too, or leave it out")
         if dest:
@@ -90,12 +90,13 @@ class ScheduleService:
         self.wake_runner()
         return self.inspect(name)
 
-    def _check_takes_snapshots(self, driver: str, volume: str) -> None:
+    def _check_takes_snapshots(self, driver: str, what: str) -> None:
         if self.volumes.driver(driver).capabilities.snapshots is SnapshotKind.NONE:
-            raise InvalidInput(f"volume {volume} is on the {driver} back-end, which takes no snapshots: it cannot be scheduled")
+            raise InvalidInput(f"{what} is on the {driver} back-end, which takes no snapshots: it cannot be scheduled")
 
-    def attach(self, name: str, volume: str, driver: str) -> None:
-        """`docker volume create -o schedule=NAME`: the new volume joins an existing schedule."""
+    def check_attach(self, name: str, driver: str) -> None:
+        """`docker volume create -o schedule=NAME`, before the volume is made: the schedule exists and takes it."""
+        check_name("schedule", name)
         try:
             entry = self.records.get(name)
         except NotFound:
@@ -111,7 +112,8 @@ class ScheduleService:
             )
         self._check_takes_snapshots(driver, "this volume")
 
-    def attach_created(self, name: str, volume: str) -> None:
+    def attach(self, name: str, volume: str) -> None:
+        """The volume, made, joins the schedule (a schedule of --all has it already)."""
         if not self.records.get(name).schedule.all_volumes:
             self.records.attach(name, volume)
 
