@@ -50,6 +50,28 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created_at TEXT NOT NULL,
     details TEXT NOT NULL
 );
+-- schedules (app.schedule.records): the schedule, the volumes it takes, what its runs made
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    next_run TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_volumes (
+    schedule TEXT NOT NULL REFERENCES schedules(name) ON DELETE CASCADE,
+    volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+    PRIMARY KEY (schedule, volume)
+);
+CREATE TABLE IF NOT EXISTS schedule_items (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    schedule TEXT NOT NULL REFERENCES schedules(name) ON DELETE CASCADE,
+    volume TEXT NOT NULL,
+    made_at TEXT NOT NULL,
+    pending INTEGER NOT NULL,
+    PRIMARY KEY (kind, volume, name)
+);
 """
 
 
@@ -245,6 +267,14 @@ class Catalog:
             return True
 
         return self._tx(release)
+
+    # tables other modules own (app.schedule.records): a durable change, and a read
+
+    def change(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._tx(fn)
+
+    def read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        return self._rows(query, args)
 
 
 @dataclass

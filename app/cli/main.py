@@ -201,6 +201,9 @@ def main() -> None:
     app.add_typer(snapshot_app, name="snapshot")
     app.add_typer(backup_app, name="backup")
     app.add_typer(job_app, name="job")
+    from app.cli.schedules import schedule_app  # schedules (issue 13)
+
+    app.add_typer(schedule_app, name="schedule")
     try:
         app()
         code: object = 0
