@@ -84,7 +84,7 @@ def interrupted(record: JSONObject, when: float) -> JSONObject:
         "error": {
             "kind": Unavailable.kind,
             "message": f"job {record.get('id')} ({record.get('description')}) was interrupted: the daemon stopped "
-            f"while it ran (found at its start, {at}); nothing half-done was committed: run the command again{again}",
+            f"while it ran (marked when it started again, {at}); nothing half-done was committed: run the command again{again}",
         },
     }
 
@@ -129,8 +129,9 @@ class JobRunner:
             job.final = job.view()
             try:
                 self._record(job)
-            except Exception:  # the result stays in memory; the next start marks it interrupted
-                log.exception("job %s: could not record its end in the catalog", job.id)
+            except Exception as error:  # noqa: BLE001 - the result stays in memory; the next start marks it interrupted
+                # (a job ending while the daemon stops finds the catalog closed)
+                log.warning("job %s: could not record its end in the catalog: %s", job.id, error)
             job.done.set()
 
     def _record(self, job: Job) -> None:
