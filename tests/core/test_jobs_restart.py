@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import time
 
 import blake3
 import pytest
@@ -47,6 +48,19 @@ def test_jobs_are_shown_after_a_restart(daemon, tmp_path):
     assert job["id"] in daemon.cli("job", "list", check=True).stdout
 
 
+def settled_blocks(dest: str, endpoint: str | None) -> set[str | None]:
+    """The digests of the blocks in the store, once the listing stops changing: an S3 server may still
+    complete a PUT the killed daemon had sent whole."""
+    with open_store(dest, s3_endpoint=endpoint, create=False) as store:
+        listed = None
+        while True:
+            now = {layout.digest_of_block_key(key) for key in store.list(layout.BLOCKS)}
+            if now == listed:
+                return now
+            listed = now
+            time.sleep(0.5)
+
+
 STORES = {"vfs": 512 << 20, "s3": 128 << 20}  # bytes to back up: enough that the job is still running when killed
 
 
@@ -71,8 +85,7 @@ def test_a_backup_killed_mid_way_is_interrupted_and_the_next_one_reuses_what_it_
 
     assert wait_until(some_blocks_stored, 60)
     daemon.kill9()
-    with open_store(dest, s3_endpoint=endpoint, create=False) as store:
-        stored_first = {layout.digest_of_block_key(key) for key in store.list(layout.BLOCKS)}
+    stored_first = settled_blocks(dest, endpoint)
     blocks = [data[i : i + DEFAULT_BLOCK_SIZE] for i in range(0, len(data), DEFAULT_BLOCK_SIZE)]
     left = sum(len(b) for b in blocks if blake3.blake3(b).hexdigest() not in stored_first)
     assert 0 < left < len(data), "the kill came before any block was stored, or after all were"
