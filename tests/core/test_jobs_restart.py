@@ -94,6 +94,8 @@ def test_a_backup_killed_mid_way_is_interrupted_and_the_next_one_reuses_what_it_
     interrupted = cli_json(daemon, "job", "inspect", job["id"])
     assert interrupted["state"] == "interrupted" and interrupted["finished"] >= interrupted["started"]
     assert "run the command again" in interrupted["error"]["message"]
+    [row] = [line for line in daemon.cli("job", "list", check=True).stdout.splitlines() if line.startswith(job["id"])]
+    assert "interrupted" in row and time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(interrupted["finished"])) in row
     assert cli_json(daemon, "backup", "list", dest) == []  # nothing half-committed
 
     backup = cli_json(daemon, "backup", "create", snapshot, "--dest", dest)
