@@ -60,7 +60,7 @@ def serve(
     `when_serving` runs once both servers answer (the daemon's start-up work:
     started earlier, it would hold the interpreter while they get ready).
     """
-    jobs = JobRunner()
+    jobs = JobRunner(service.catalog)  # marks the jobs a stop interrupted, before any request
     snapshots = SnapshotService(service)
     backups = BackupService(service, snapshots, jobs)
     pools = WorkerPools()

@@ -80,15 +80,18 @@ def backup_routes(backups: BackupService, pools: WorkerPools) -> list[Route]:
 
 def job_routes(jobs: JobRunner, pools: WorkerPools) -> list[Route]:
     def list_jobs(request: Request, _: object) -> Reply:
-        return 200, {"jobs": [job.view() for job in jobs.list()]}
+        return 200, {"jobs": jobs.views()}
 
     def inspect(request: Request, _: object) -> Reply:
-        return 200, jobs.get(request.path_params["job_id"]).view()
+        return 200, jobs.view(request.path_params["job_id"])
 
     def cancel(request: Request, _: object) -> Reply:
-        job = jobs.get(request.path_params["job_id"])
-        job.cancel.set()
-        return 202, job.view()
+        view = jobs.view(request.path_params["job_id"])  # a finished one, even from before a restart: nothing to stop
+        if view["state"] == "running":
+            job = jobs.get(view["id"])
+            job.cancel.set()
+            view = job.view()
+        return 202, view
 
     endpoint = partial(json_endpoint, pool=pools.control)
     return [
