@@ -229,6 +229,11 @@ class BackupService:
         """Everything about a restore request that can be checked without asking the store."""
         parsed = parse_backup_url(url)
         options = {k: v for k, v in (options or {}).items() if k != "backup"}
+        if "schedule" in options:
+            raise InvalidInput(
+                "-o schedule is for a volume created empty; a restored volume joins a schedule with "
+                f"`convoy schedule create NAME --volume {name} ...` once the restore is done"
+            )
         driver_name, size, backend_options = self.volumes.parse_create_options(name, options)
         return _RestoreRequest(name, url, parsed, driver_name, size, backend_options, self._endpoint(s3_endpoint))
 

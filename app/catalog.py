@@ -50,6 +50,36 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created_at TEXT NOT NULL,
     details TEXT NOT NULL
 );
+-- schedules (app.schedule.records): the schedule, the volumes it takes, what its runs made
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    next_run TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_volumes (
+    schedule TEXT NOT NULL REFERENCES schedules(name) ON DELETE CASCADE,
+    volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+    PRIMARY KEY (schedule, volume)
+);
+CREATE TABLE IF NOT EXISTS schedule_items (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    schedule TEXT NOT NULL REFERENCES schedules(name) ON DELETE CASCADE,
+    volume TEXT NOT NULL,
+    made_at TEXT NOT NULL,
+    pending INTEGER NOT NULL,
+    PRIMARY KEY (kind, volume, name)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    record TEXT NOT NULL  -- the job as the control API shows it (app.jobs), JSON
+);
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs(state, finished);
 """
 
 
@@ -216,6 +246,49 @@ class Catalog:
     def remove_snapshot(self, name: str) -> None:
         self._tx(lambda db: db.execute("DELETE FROM snapshots WHERE name=?", (name,)))
 
+    # jobs: their history, written when each starts and ends (app.jobs)
+
+    def put_job(self, job_id: str, state: str, started: float, finished: float | None, record: dict[str, Any], keep: int) -> None:
+        """Insert or replace a job; of the finished ones, only the newest `keep` stay."""
+
+        def put(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO jobs(id, state, started, finished, record) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET state=excluded.state, finished=excluded.finished, record=excluded.record",
+                (job_id, state, started, finished, json.dumps(record)),
+            )
+            if finished is not None:
+                db.execute(
+                    "DELETE FROM jobs WHERE state != 'running' AND id NOT IN "
+                    "(SELECT id FROM jobs WHERE state != 'running' ORDER BY finished DESC LIMIT ?)",
+                    (keep,),
+                )
+
+        self._tx(put)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT record FROM jobs WHERE id=?", (job_id,))
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job kept, oldest first."""
+        return [json.loads(row[0]) for row in self._rows("SELECT record FROM jobs ORDER BY started, id")]
+
+    def end_running_jobs(self, end: Callable[[dict[str, Any]], dict[str, Any]], finished: float) -> list[str]:
+        """Replace each job still recorded as running by `end(record)`; their ids."""
+
+        def mark(db: sqlite3.Connection) -> list[str]:
+            ended = []
+            for job_id, record in db.execute("SELECT id, record FROM jobs WHERE state='running'").fetchall():
+                new = end(json.loads(record))
+                db.execute(
+                    "UPDATE jobs SET state=?, finished=?, record=? WHERE id=?", (new["state"], finished, json.dumps(new), job_id)
+                )
+                ended.append(job_id)
+            return ended
+
+        return self._tx(mark)
+
     # mount references
 
     def refs(self, name: str) -> list[MountRef]:
@@ -245,6 +318,14 @@ class Catalog:
             return True
 
         return self._tx(release)
+
+    # tables other modules own (app.schedule.records): a durable change, and a read
+
+    def change(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._tx(fn)
+
+    def read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        return self._rows(query, args)
 
 
 @dataclass

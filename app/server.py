@@ -10,12 +10,17 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 from app.backup_service import BackupService
 from app.control.api import WorkerPools
 from app.control.api import build_app as build_control_app
 from app.control.jobs import backup_routes, job_routes, snapshot_routes
+from app.control.schedules import schedule_routes, test_clock_routes
 from app.jobs import JobRunner
+from app.schedule.clock import ManualClock, clock_from_env
+from app.schedule.runner import ScheduleRunner
+from app.schedule.service import ScheduleService
 from app.service import VolumeService
 from app.snapshot_service import SnapshotService
 from app.volumedriver.api import build_app as build_plugin_app
@@ -55,11 +60,13 @@ def serve(
     `when_serving` runs once both servers answer (the daemon's start-up work:
     started earlier, it would hold the interpreter while they get ready).
     """
-    jobs = JobRunner()
+    jobs = JobRunner(service.catalog)  # marks the jobs a stop interrupted, before any request
     snapshots = SnapshotService(service)
     backups = BackupService(service, snapshots, jobs)
     pools = WorkerPools()
     extra_routes = snapshot_routes(snapshots, pools) + backup_routes(backups, pools) + job_routes(jobs, pools)
+    schedule_runner, more_routes = _schedules(service, snapshots, backups, pools)
+    extra_routes += more_routes
     waiting = 2  # servers not serving yet
 
     def one_serving() -> None:
@@ -87,4 +94,22 @@ def serve(
             servers[1].serve(sockets=[control_socket]),
         )
 
-    asyncio.run(main())
+    schedule_runner.start()
+    try:
+        asyncio.run(main())
+    finally:
+        schedule_runner.stop()
+
+
+def _schedules(
+    service: VolumeService, snapshots: SnapshotService, backups: BackupService, pools: WorkerPools
+) -> tuple[ScheduleRunner, list[Route]]:
+    """Schedules, run by a runner on the system clock (a test's hand-moved one under CONVOY_TEST_CLOCK)."""
+    clock = clock_from_env()
+    schedules = ScheduleService(service, snapshots, backups, clock.now)
+    service.schedules = schedules
+    runner = ScheduleRunner(schedules, clock, service.wait_started)
+    routes = schedule_routes(schedules, pools)
+    if isinstance(clock, ManualClock):
+        routes += test_clock_routes(clock, runner, pools)
+    return runner, routes

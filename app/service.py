@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app import mounts
 from app.catalog import Catalog, MountRef, VolumeRecord
@@ -42,7 +42,16 @@ BASE_OPTIONS = {
     "size": "volume size, e.g. 10G",
     "driver": "back-end for this volume",
     "backup": "restore the new volume from this backup URL",
+    "schedule": "attach the new volume to this schedule (convoy schedule create)",
 }
+
+
+class ScheduleAttacher(Protocol):
+    """`-o schedule=NAME` at create (app.schedule.service): checked before the volume is made, attached after."""
+
+    def check_attach(self, name: str, driver: str) -> None: ...
+
+    def attach(self, name: str, volume: str) -> None: ...
 
 
 def now_rfc3339() -> str:
@@ -61,6 +70,7 @@ class VolumeService:
         self._drivers_started = threading.Event()  # before it, a driver may not know where its storage is
         self._driver_errors: dict[str, str] = {}
         self.shared = SharedVolumeCache(self._started_drivers, settings.shared_refresh)
+        self.schedules: ScheduleAttacher | None = None  # set by the server once the schedule service exists
 
     def _started_drivers(self) -> dict[str, StorageDriver]:
         if not self._ready.is_set():
@@ -179,6 +189,10 @@ class VolumeService:
                 "finished (`convoy job list` shows it), or cancel the restore, which removes the volume"
             )
 
+    def wait_started(self) -> None:
+        """Until start-up recovery has run (however long it takes): work that needs the volumes waits here."""
+        self._ready.wait()
+
     def _wait_ready(self) -> None:
         if not self._ready.wait(READY_TIMEOUT):
             raise Unavailable("convoy is still recovering mounts after a restart; try again in a minute")
@@ -293,13 +307,25 @@ class VolumeService:
         driver_name, size, options = self.parse_create_options(name, options)
         if "backup" in options:
             raise InvalidInput("restoring a backup is a job: use the backup service (convoy create NAME --backup URL)")
+        schedule = options.pop("schedule", None)
+        if schedule is not None:
+            self._schedule_attacher().check_attach(schedule, driver_name)
         with self.volume_lock(name):
             existing = self._lookup(name)
             if existing is not None:
                 if not exist_ok:
                     raise Conflict(f"volume {name} already exists; pick another name or delete it first")
-                return self.view(existing)
-            return self.view(self._create_locked(name, driver_name, size, options))
+                created = existing
+            else:
+                created = self._create_locked(name, driver_name, size, options)
+        if schedule is not None:
+            self._schedule_attacher().attach(schedule, name)
+        return self.view(created)
+
+    def _schedule_attacher(self) -> ScheduleAttacher:
+        if self.schedules is None:
+            raise Unavailable("schedules are not available in this process; create the volume through the daemon")
+        return self.schedules
 
     def _create_locked(
         self, name: str, driver_name: str, size: int | None, options: dict[str, str], restoring_from: str | None = None

@@ -21,11 +21,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"convoy {version('convoy-py')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("convoy (version unknown: not installed; `pip install -e .` in the checkout)")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     socket: str | None = typer.Option(
         None, "--socket", envvar="CONVOY_SOCKET", help=f"control socket of the daemon [default: {DEFAULT_CONTROL_SOCKET}]"
     ),
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"),
 ) -> None:
     state["socket"] = socket
 
@@ -192,8 +204,10 @@ def daemon(
     raise SystemExit(daemon_module.main(settings))
 
 
-def main() -> None:
+def assemble() -> typer.Typer:
+    """The whole command tree (its sub-commands load only here: `convoy list` pays for none of them)."""
     from app.cli import text_params
+    from app.cli.schedules import schedule_app
     from app.cli.snapshots import backup_app, job_app, snapshot_app
 
     text_params.install()
@@ -201,6 +215,12 @@ def main() -> None:
     app.add_typer(snapshot_app, name="snapshot")
     app.add_typer(backup_app, name="backup")
     app.add_typer(job_app, name="job")
+    app.add_typer(schedule_app, name="schedule")
+    return app
+
+
+def main() -> None:
+    assemble()
     try:
         app()
         code: object = 0

@@ -69,7 +69,7 @@ def run_job(client: ControlClient, path: str, body: JSONObject, show_bar: bool |
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if show_bar:
         print("\r" + render({**job["progress"], "eta": 0}), file=sys.stderr, flush=True)
-    if job["state"] == "failed":
+    if job["state"] != "done":  # failed, or interrupted by a restart of the daemon while we waited
         raise error_from(job["error"]["kind"], job["error"]["message"])
     result: JSONObject = job["result"]  # a done job's result is an object
     return result

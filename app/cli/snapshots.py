@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 import typer
@@ -140,7 +141,13 @@ def job_list(as_json: bool = JsonFlag) -> None:
     jobs = _client().request("GET", "/jobs")["jobs"]
     if as_json:
         return print_json(jobs)
-    print_table(["ID", "KIND", "STATE", "DESCRIPTION"], [[j["id"], j["kind"], j["state"], j["description"]] for j in jobs])
+    rows = [[j["id"], j["kind"], j["state"], _utc(j["started"]), _utc(j.get("finished")), j["description"]] for j in jobs]
+    print_table(["ID", "KIND", "STATE", "STARTED", "ENDED", "DESCRIPTION"], rows)
+
+
+def _utc(epoch: float | None) -> str:
+    """A job's time as the table shows it (an interrupted job ended when the next start found it)."""
+    return "-" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 @job_app.command("inspect")

@@ -85,19 +85,25 @@ def backup_routes(backups: BackupService, pools: WorkerPools) -> list[Route]:
 
 def job_routes(jobs: JobRunner, pools: WorkerPools) -> list[Route]:
     def list_jobs(request: Request, _: object) -> Reply:
-        return 200, {"jobs": [job.view() for job in jobs.list()]}
+        return 200, {"jobs": jobs.views()}
 
     async def inspect(request: Request) -> Response:
-        """The job; with `?wait=S`, once it has ended or S seconds have passed, whichever is first."""
+        """The job; with `?wait=S` while it runs, once it has ended or S seconds have passed, whichever is first."""
         query = read_query(request, schema.JobInspectQuery, f"the GET {request.url.path} request")
-        job = jobs.get(request.path_params["job_id"])
-        await _until_done(job, query.get("wait", 0.0))
-        return JSONResponse(job.view())
+        job_id = request.path_params["job_id"]
+        view = await anyio.to_thread.run_sync(jobs.view, job_id, limiter=pools.control)  # may read the catalog
+        if view["state"] == "running" and query.get("wait", 0.0) > 0:
+            await _until_done(jobs.get(job_id), query["wait"])
+            view = jobs.get(job_id).view()
+        return JSONResponse(view)
 
     def cancel(request: Request, _: object) -> Reply:
-        job = jobs.get(request.path_params["job_id"])
-        job.cancel.set()
-        return 202, job.view()
+        view = jobs.view(request.path_params["job_id"])  # a finished one, even from before a restart: nothing to stop
+        if view["state"] == "running":
+            job = jobs.get(view["id"])
+            job.cancel.set()
+            view = job.view()
+        return 202, view
 
     endpoint = partial(json_endpoint, pool=pools.control)
     return [

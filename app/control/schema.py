@@ -90,3 +90,25 @@ class JobInspectQuery(TypedDict):
 class RestoreCreate(VolumeCreate):
     url: Text
     s3_endpoint: NotRequired[Text | None]
+
+
+# schedules (app.control.schedules)
+
+
+class ScheduleCreate(TypedDict):
+    name: Text
+    volume: NotRequired[Text | None]
+    all: NotRequired[bool]
+    driver: NotRequired[Text | None]
+    every: NotRequired[Text | None]
+    cron: NotRequired[Text | None]
+    dest: NotRequired[Text | None]
+    s3_endpoint: NotRequired[Text | None]
+    keep: NotRequired[Text | None]
+
+
+class TestClockMove(TypedDict):
+    """Only served when the daemon runs on a test clock (CONVOY_TEST_CLOCK)."""
+
+    now: Text
+    wait: NotRequired[bool]
