@@ -242,11 +242,13 @@ def upload_and_commit(
             "stored_bytes": uploader.stored_bytes,
         },
     }
+    volume_hints = {"size": doc.get("volume_size"), "driver": doc.get("driver", "")}
+    # volume.json is rewritten before and after the manifest: an index that saw
+    # neither write cannot be trusted (index.py), also when this process dies between
+    manifest.write_volume(store, doc["volume"], **volume_hints, last_backup=None)
     manifest.write_backup(store, doc)
     store.sync()
-    manifest.write_volume(
-        store, doc["volume"], size=doc.get("volume_size"), driver=doc.get("driver", ""), last_backup=doc["name"]
-    )
+    manifest.write_volume(store, doc["volume"], **volume_hints, last_backup=doc["name"])
     summary = manifest.summary(doc)
     index.update(store, doc["volume"], known={doc["name"]: summary})
     progress.finish()

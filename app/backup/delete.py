@@ -34,8 +34,11 @@ def delete_backup(store: ObjectStore, volume: str, backup: str) -> JSONObject:
             raise NotFound(f"backup {backup} of volume {volume} is not in {store.url}")
         referenced, unreadable = _referenced_blocks(store, skip=(volume, backup))
         lock.check_held()
+        manifest.touch_volume(store, volume)  # before the change, for the index (index.py)
         store.delete(key)
-        if not manifest.list_backup_names(store, volume):
+        if manifest.list_backup_names(store, volume):
+            manifest.touch_volume(store, volume)
+        else:
             store.delete(layout.volume_key(volume))
         index.update(store, volume)  # drops the entry (and the index with the last backup)
         result = {"deleted": backup, "volume": volume}

@@ -13,6 +13,18 @@ reading 10,000 manifests is not. Against that listing:
 - a missing, damaged, oversized, newer or foreign index (another volume's)
   is ignored: every manifest of the volume is read, as without an index.
 
+Listing is what costs on S3 (10,000 manifest names take seconds, and a
+list request is billed as ten reads), so there (`ObjectStore.costly_listing`)
+an index is also trusted without a listing while the volume's `volume.json`
+is unchanged: every backup and delete writes it, with a new random
+`generation`, before and after it adds or removes a manifest, and the
+index records the generation it read before the listing it was checked
+against. Equal generations mean no backup or delete has touched the
+volume since. A manifest changed by hand (not through convoy) does not
+change it; an index is therefore checked against a listing again when it
+was last checked more than REVALIDATE_AFTER ago, or when `volume.json` is
+missing or has no generation (written by a Convoy before it).
+
 Whoever finds the index stale writes it back: backup create and delete
 after their manifest, `backup list` after it has read what was missing.
 No lock is taken: two hosts writing at once may each drop the other's new
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +57,8 @@ R = TypeVar("R")
 
 INDEX_FORMAT = "convoy-py-index"
 INDEX_VERSION = 1
+#: seconds an index is trusted on volume.json's generation alone before a listing checks it again
+REVALIDATE_AFTER = 3600.0
 
 #: a backup's summary, or why its manifest cannot be read
 Outcome = JSONObject | ConvoyError
@@ -58,9 +73,19 @@ class _Volume:
     has_index: bool = False
     cached: dict[str, schemas.IndexEntry] = field(default_factory=dict)  # the index as read
     entries: dict[str, schemas.IndexEntry] = field(default_factory=dict)  # the index as it should be
+    generation: str | None = None  # of volume.json, read before the listing
+    #: the index's own record of the check its entries passed: (generation, when), or None
+    checked: tuple[str | None, float] | None = None
+    listed: bool = True  # False: the index was trusted on the generation, no listing made
 
     def stale(self) -> bool:
-        return self.entries != self.cached or (self.has_index and not self.entries)
+        """Whether the index must be written: its entries are wrong, or they were
+        listed against a generation it does not record (then the next list trusts it)."""
+        if not self.listed:
+            return False
+        if self.entries != self.cached or (self.has_index and not self.entries):
+            return True
+        return bool(self.entries) and self.generation is not None and not _current(self)
 
 
 def list_summaries(store: ObjectStore, volume: str | None = None, *, repair: bool = True) -> dict[tuple[str, str], Outcome]:
@@ -69,7 +94,7 @@ def list_summaries(store: ObjectStore, volume: str | None = None, *, repair: boo
     `repair`: write back the indexes found stale (best effort: a read-only
     store lists all the same, only without the speed-up).
     """
-    return _refresh(store, volume, {}, repair)
+    return _refresh(store, volume, {}, repair, trust=True)
 
 
 def update(store: ObjectStore, volume: str, known: dict[str, JSONObject] | None = None) -> None:
@@ -77,17 +102,22 @@ def update(store: ObjectStore, volume: str, known: dict[str, JSONObject] | None 
     `known`, so it is not read back) or a delete. Never fails the operation
     that calls it: a stale index only costs the next reader some reads."""
     try:
-        _refresh(store, volume, known or {}, True)
+        _refresh(store, volume, known or {}, True, trust=False)
     except ConvoyError as e:
         log.warning("the backup index of volume %s in %s was not updated (%s); the next list repairs it", volume, store.url, e)
 
 
-def _refresh(store: ObjectStore, only: str | None, known: dict[str, JSONObject], write: bool) -> dict[tuple[str, str], Outcome]:
+def _refresh(
+    store: ObjectStore, only: str | None, known: dict[str, JSONObject], write: bool, *, trust: bool
+) -> dict[tuple[str, str], Outcome]:
+    """`trust`: an index whose generation is current is believed without a listing
+    where listing costs (a writer, which has just changed the volume, never trusts one)."""
+    trust = trust and store.costly_listing
     workers = max(1, store.lookups)
     folders = [only] if only else list(store.list_folders(layout.VOLUMES))
-    # each volume listed apart, in parallel with the others: a store that lists
+    # each volume looked at apart, in parallel with the others: a store that lists
     # key by key (S3) takes as long for 10,000 keys in one listing
-    volumes = [v for v in _map(workers, lambda name: _scan(store, name), folders) if v.manifests or v.has_index]
+    volumes = [v for v in _map(workers, lambda name: _scan(store, name, trust), folders) if v.manifests or v.has_index]
     outcomes: dict[tuple[str, str], Outcome] = {}
     to_read: list[tuple[_Volume, str, str]] = []
     for vol in volumes:
@@ -111,16 +141,36 @@ def _refresh(store: ObjectStore, only: str | None, known: dict[str, JSONObject],
     return outcomes
 
 
-def _scan(store: ObjectStore, volume: str) -> _Volume:
-    """One volume: its manifests with their stamps (one listing), and what its index says."""
+def _scan(store: ObjectStore, volume: str, trust: bool) -> _Volume:
+    """One volume: what its index says and, unless the index can be trusted as it
+    is, its manifests with their stamps (one listing)."""
     vol = _Volume(volume)
+    doc = manifest.read_volume(store, volume)  # before the listing: a change after it shows as a new generation
+    vol.generation = doc.get("generation") if doc else None
+    if trust:
+        vol.has_index = True  # to be seen: reading it costs what listing to find it would
+        vol.cached, vol.checked = _read_index(store, vol)
+        if _current(vol):
+            vol.has_index, vol.listed, vol.entries = bool(vol.cached), False, dict(vol.cached)
+            vol.manifests = {name: entry["stamp"] for name, entry in vol.cached.items()}
+            return vol
+    vol.has_index = False
     for key, stamp in store.list_stamped(layout.volume_prefix(volume)):
         if parsed := layout.parse_backup_key(key):
             vol.manifests[parsed[1]] = stamp
         elif layout.parse_index_key(key):
             vol.has_index = True
-    vol.cached = _read_index(store, vol)
+    if not trust:
+        vol.cached, vol.checked = _read_index(store, vol)
     return vol
+
+
+def _current(vol: _Volume) -> bool:
+    """Whether no backup or delete has changed the volume since its index was checked."""
+    if vol.checked is None or vol.generation is None or not vol.cached:
+        return False
+    generation, checked_at = vol.checked
+    return generation == vol.generation and 0 <= time.time() - checked_at < REVALIDATE_AFTER
 
 
 def _read_summary(store: ObjectStore, volume: str, backup: str) -> Outcome:
@@ -130,10 +180,11 @@ def _read_summary(store: ObjectStore, volume: str, backup: str) -> Outcome:
         return e
 
 
-def _read_index(store: ObjectStore, vol: _Volume) -> dict[str, schemas.IndexEntry]:
-    """The entries of `vol`'s index; none when it is missing or cannot be trusted (then it is rebuilt)."""
+def _read_index(store: ObjectStore, vol: _Volume) -> tuple[dict[str, schemas.IndexEntry], tuple[str | None, float] | None]:
+    """The entries of `vol`'s index and the check they passed (generation, when);
+    none when it is missing or cannot be trusted (then it is rebuilt)."""
     if not vol.has_index:
-        return {}
+        return {}, None
     key = layout.index_key(vol.name)
     where = f"{store.url}: {key}"
     try:
@@ -147,11 +198,12 @@ def _read_index(store: ObjectStore, vol: _Volume) -> dict[str, schemas.IndexEntr
             raise Damaged(f"{where} says format version {doc['version']}, its name {INDEX_VERSION}")
         _check_owner(doc, vol.name, where)
     except NotFound:
-        return {}  # removed since the listing
+        return {}, None  # none, or removed since the listing
     except (Damaged, Conflict) as e:
         log.warning("%s; it is ignored and rebuilt from the manifests", e)
-        return {}
-    return doc["backups"]
+        return {}, None
+    checked = (doc.get("volume_generation"), doc["checked_at"]) if "checked_at" in doc else None
+    return doc["backups"], checked
 
 
 def _check_owner(doc: schemas.IndexDoc, volume: str, where: str) -> None:
@@ -173,7 +225,14 @@ def _write_index(store: ObjectStore, vol: _Volume) -> None:
         if not vol.entries:
             store.delete(key)
             return
-        doc = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "volume": vol.name, "backups": vol.entries}
+        doc = {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "volume": vol.name,
+            "backups": vol.entries,
+            "volume_generation": vol.generation,
+            "checked_at": time.time(),
+        }
         text = json.dumps(doc, separators=(",", ":")).encode()
         if len(text) > limits.MAX_INDEX:
             log.warning("volume %s has too many backups in %s for an index: they list from their manifests", vol.name, store.url)

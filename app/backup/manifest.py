@@ -13,6 +13,7 @@ import contextlib
 import gc
 import json
 import logging
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -158,7 +159,13 @@ def read_volume(store: ObjectStore, volume: str) -> schemas.VolumeDoc | None:
         return None
 
 
-def write_volume(store: ObjectStore, volume: str, *, size: int | None, driver: str, last_backup: str) -> None:
+def write_volume(store: ObjectStore, volume: str, *, size: int | None, driver: str, last_backup: str | None) -> None:
+    """Write the per-volume manifest (`last_backup` None keeps the one it names).
+
+    Every write changes its stamp (a new `generation`): a backup or a delete
+    writes it before and after changing the volume's manifests, so an index
+    that saw its stamp knows no manifest changed since (index.py).
+    """
     old = read_volume(store, volume)
     doc = {
         "format": VOLUME_FORMAT,
@@ -167,9 +174,18 @@ def write_volume(store: ObjectStore, volume: str, *, size: int | None, driver: s
         "driver": driver,
         "size": size,
         "created_at": (old and old.get("created_at")) or now_rfc3339(),
-        "last_backup": last_backup,  # a hint; the backups/ listing is the truth
+        "last_backup": last_backup or (old and old.get("last_backup")),  # a hint; the backups/ listing is the truth
+        "generation": secrets.token_hex(8),
     }
     store.put(layout.volume_key(volume), json.dumps(doc, indent=1).encode())
+
+
+def touch_volume(store: ObjectStore, volume: str) -> None:
+    """A new generation of the per-volume manifest, saying the same: before a
+    manifest of the volume is added or removed (see write_volume)."""
+    old = read_volume(store, volume)
+    size, driver = (old.get("size"), old.get("driver") or "") if old else (None, "")
+    write_volume(store, volume, size=size, driver=driver, last_backup=None)
 
 
 # -- per-backup manifest -----------------------------------------------------

@@ -67,6 +67,9 @@ class VolumeDoc(TypedDict):
     name: Name
     created_at: NotRequired[Str | None]
     last_backup: NotRequired[Str | None]
+    driver: NotRequired[Str]
+    size: NotRequired[Offset | None]
+    generation: NotRequired[Str]  # new at every write, so the object's stamp changes (index.py)
 
 
 class _Meta(TypedDict):
@@ -149,6 +152,10 @@ class IndexDoc(TypedDict):
     version: Annotated[int, Strict()]
     volume: Name
     backups: dict[Name, IndexEntry]
+    #: the generation of the volume's volume.json read before the listing the
+    #: entries were checked against (None: it had none), and when (Unix seconds)
+    volume_generation: NotRequired[Str | None]
+    checked_at: NotRequired[Number]
 
 
 @with_config(_KEEP_EXTRA)

@@ -10,7 +10,8 @@ from app.cli.client import ControlClient
 from app.errors import error_from
 from app.json_types import JSONObject
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.2  # how often a progress bar is redrawn
+QUIET_WAIT_SECONDS = 10.0  # without a bar, the daemon holds each answer until the job ends, up to this
 
 
 def _human(n: float) -> str:
@@ -44,11 +45,15 @@ def run_job(client: ControlClient, path: str, body: JSONObject, show_bar: bool |
     try:
         job = client.request("POST", path, body)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C held back arrives here
+        wait = POLL_SECONDS if show_bar else QUIET_WAIT_SECONDS
         while job["state"] == "running":
             if show_bar:
                 print("\r" + render(job["progress"]), end="", file=sys.stderr, flush=True)
-            time.sleep(POLL_SECONDS)
-            job = client.request("GET", f"/jobs/{job['id']}")
+            asked = time.monotonic()
+            # the daemon answers as soon as the job ends: a short job costs no poll interval
+            job = client.request("GET", f"/jobs/{job['id']}", query={"wait": str(wait)})
+            if job["state"] == "running" and time.monotonic() - asked < POLL_SECONDS / 2:
+                time.sleep(POLL_SECONDS)  # a daemon older than `wait` answers at once: poll, do not spin
     except KeyboardInterrupt:
         if job is None:
             raise

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
+import anyio
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.backup_service import BackupService
 from app.control import schema
 from app.control.api import API_VERSION, Reply, WorkerPools, create_options, json_endpoint
-from app.jobs import JobRunner
+from app.http_errors import read_query
+from app.jobs import Job, JobRunner
 from app.snapshot_service import SnapshotService
 
 PREFIX = f"/{API_VERSION}"
+WAIT_STEP = 0.005  # seconds between looks at a job a client waits on: the latency it adds
 
 
 def snapshot_routes(snapshots: SnapshotService, pools: WorkerPools) -> list[Route]:
@@ -82,8 +87,15 @@ def job_routes(jobs: JobRunner, pools: WorkerPools) -> list[Route]:
     def list_jobs(request: Request, _: object) -> Reply:
         return 200, {"jobs": jobs.views()}
 
-    def inspect(request: Request, _: object) -> Reply:
-        return 200, jobs.view(request.path_params["job_id"])
+    async def inspect(request: Request) -> Response:
+        """The job; with `?wait=S` while it runs, once it has ended or S seconds have passed, whichever is first."""
+        query = read_query(request, schema.JobInspectQuery, f"the GET {request.url.path} request")
+        job_id = request.path_params["job_id"]
+        view = await anyio.to_thread.run_sync(jobs.view, job_id, limiter=pools.control)  # may read the catalog
+        if view["state"] == "running" and query.get("wait", 0.0) > 0:
+            await _until_done(jobs.get(job_id), query["wait"])
+            view = jobs.get(job_id).view()
+        return JSONResponse(view)
 
     def cancel(request: Request, _: object) -> Reply:
         view = jobs.view(request.path_params["job_id"])  # a finished one, even from before a restart: nothing to stop
@@ -96,6 +108,14 @@ def job_routes(jobs: JobRunner, pools: WorkerPools) -> list[Route]:
     endpoint = partial(json_endpoint, pool=pools.control)
     return [
         Route(f"{PREFIX}/jobs", endpoint(list_jobs), methods=["GET"]),
-        Route(f"{PREFIX}/jobs/{{job_id}}", endpoint(inspect), methods=["GET"]),
+        Route(f"{PREFIX}/jobs/{{job_id}}", inspect, methods=["GET"]),
         Route(f"{PREFIX}/jobs/{{job_id}}/cancel", endpoint(cancel, body=schema.NoFields), methods=["POST"]),
     ]
+
+
+async def _until_done(job: Job, wait: float) -> None:
+    """Sleep on the event loop, not in a worker thread: any number of clients may wait at
+    once, and one that goes away costs nothing."""
+    deadline = time.monotonic() + wait
+    while not job.done.is_set() and time.monotonic() < deadline:
+        await anyio.sleep(WAIT_STEP)

@@ -21,6 +21,7 @@ from typing_extensions import TypedDict
 Text = Annotated[str, StringConstraints(max_length=4096)]
 OptionKey = Annotated[str, StringConstraints(max_length=128)]
 Options = Annotated[dict[OptionKey, Text], Field(max_length=64)]
+MAX_JOB_WAIT = 30.0  # seconds; longer than any client's poll, shorter than its timeout
 
 
 class NoFields(TypedDict):
@@ -78,6 +79,12 @@ class BackupAction(TypedDict):
 
     url: Text
     s3_endpoint: NotRequired[Text | None]
+
+
+class JobInspectQuery(TypedDict):
+    #: seconds to hold the answer while the job runs: it comes as soon as the job ends
+    #: (a CLI waiting for a job learns of its end at once, without polling faster)
+    wait: NotRequired[Annotated[float, Field(ge=0, le=MAX_JOB_WAIT)]]
 
 
 class RestoreCreate(VolumeCreate):

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from app.backup import SnapshotSource, create_backup, delete_backup, layout, limits, list_backups, manifest
+from app.backup import SnapshotSource, create_backup, delete_backup, index, layout, limits, list_backups, manifest
 from app.backup.objectstore import open_store
+from app.backup.objectstore.s3 import S3Store
+from app.backup.objectstore.vfs import VfsStore
 from app.errors import InvalidInput
 from tests.backup.manifest_listing import list_from_manifests
 from tests.backup.test_crash import start, wait_for
@@ -122,15 +124,91 @@ def test_a_stale_index_drops_deleted_backups_and_adds_missing_ones(store, tmp_pa
     assert store.indexed_names("vol1") == sorted([b2["name"], b3["name"]])  # repaired
 
 
-def test_a_manifest_replaced_under_its_entry_is_read_again(store, tmp_path):
+def test_a_manifest_replaced_under_its_entry_is_read_again(store, tmp_path, monkeypatch):
+    """Replaced by hand, volume.json untouched: read at once where listing is cheap (vfs);
+    on S3 the index is believed until it is REVALIDATE_AFTER old. Replaced with volume.json
+    rewritten (as every backup and delete does): read at once everywhere."""
     b1 = store.back_up("vol1", tmp_path / "a", "one")
     key = layout.backup_key("vol1", b1["name"])
-    doc = json.loads(zstandard.ZstdDecompressor().decompress(store.raw.get(key)))
-    doc["snapshot"] = "restored-from-a-copy"
-    store.raw.put(key, manifest.encode_manifest(doc))
 
+    def replace_snapshot_name(name: str) -> None:
+        doc = json.loads(zstandard.ZstdDecompressor().decompress(store.raw.get(key)))
+        store.raw.put(key, manifest.encode_manifest({**doc, "snapshot": name}))
+
+    replace_snapshot_name("restored-from-a-copy")
+    [row] = store.listing()
+    believed = store.raw.costly_listing  # within the hour (docs/backup-format.md)
+    assert row["snapshot"] == ("snap-one" if believed else "restored-from-a-copy")
+    monkeypatch.setattr(index, "REVALIDATE_AFTER", 0.0)  # an hour later
     [row] = store.listing()
     assert row["snapshot"] == "restored-from-a-copy" and store.listing() == store.reference()
+    monkeypatch.undo()
+    [row] = store.listing()
+    assert row["snapshot"] == "restored-from-a-copy", "the index must have been repaired"
+
+    replace_snapshot_name("second-copy")
+    manifest.touch_volume(store.raw, "vol1")
+    [row] = store.listing()
+    assert row["snapshot"] == "second-copy" and store.listing() == store.reference()
+
+
+class CountedListings:
+    """Counts the listings of volume prefixes that `backup list` makes (the cost the index saves)."""
+
+    def __init__(self, monkeypatch):
+        self.prefixes: list[str] = []
+        for cls in (VfsStore, S3Store):
+            real = cls.list_stamped
+
+            def counted(obj, prefix, real=real):
+                self.prefixes.append(prefix)
+                return real(obj, prefix)
+
+            monkeypatch.setattr(cls, "list_stamped", counted)
+
+    def take(self) -> list[str]:
+        """The volume prefixes listed since the last take (not Convoy 0.5.2's, which have no index)."""
+        taken, self.prefixes = self.prefixes, []
+        return [p for p in taken if p.startswith(layout.VOLUMES)]
+
+
+def test_a_list_believes_an_index_that_backups_and_deletes_kept_current_without_listing_its_manifests(
+    store, tmp_path, monkeypatch
+):
+    made = [store.back_up(vol, tmp_path / vol, f"{vol}-{i}") for vol in ("vol1", "vol2") for i in range(3)]
+    delete_backup(made[0]["url"], s3_endpoint=store.endpoint)
+    every_volume = [layout.volume_prefix("vol1"), layout.volume_prefix("vol2")]
+    listings = CountedListings(monkeypatch)
+    assert names(store.listing()) == sorted(b["name"] for b in made[1:])
+    # S3: current indexes need no listing; vfs lists always (a directory costs microseconds)
+    assert sorted(listings.take()) == ([] if store.raw.costly_listing else every_volume)
+    assert store.listing() == store.reference()
+
+    store.raw.delete(layout.index_key("vol2"))
+    listings.take()
+    assert names(store.listing()) == sorted(b["name"] for b in made[1:])
+    assert sorted(listings.take()) == ([every_volume[1]] if store.raw.costly_listing else every_volume)
+
+
+def test_a_writer_killed_before_its_volume_json_follows_its_manifest_is_listed_at_once(store, tmp_path, monkeypatch):
+    """The crash falls between the manifest and volume.json's second write: the first write,
+    made before the manifest, has already told every index it is out of date."""
+    store.back_up("vol1", tmp_path / "a", "one")
+    real_write_volume = manifest.write_volume
+    writes = []
+
+    def dies_after_the_manifest(*args, **kwargs):
+        writes.append(kwargs.get("last_backup"))
+        if kwargs.get("last_backup"):  # the write that names the new backup: its manifest is stored
+            raise KeyboardInterrupt("killed")  # nothing after it runs, as after kill -9
+        real_write_volume(*args, **kwargs)
+
+    monkeypatch.setattr(manifest, "write_volume", dies_after_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        store.back_up("vol1", tmp_path / "a", "two")
+    monkeypatch.undo()
+    assert writes == [None, writes[1]] and len(store.indexed_names("vol1")) == 1
+    assert len(store.listing()) == 2 and store.listing() == store.reference()
 
 
 def _zst(data: bytes) -> bytes:
@@ -162,7 +240,6 @@ CORRUPT = [
     ("entries-a-list", _doc_with(lambda d: d.update(backups=[1]))),
     ("summary-wrong-type", _doc_with(lambda d: next(iter(d["backups"].values()))["summary"].update(block_size="1M"))),
     ("stamp-missing", _doc_with(lambda d: next(iter(d["backups"].values())).pop("stamp"))),
-    ("entry-of-a-backup-without-manifest", _doc_with(_plant_entry)),
     ("decompresses-past-the-cap", lambda doc: _zst(b" " * (limits.MAX_INDEX + 1))),
 ]
 
@@ -174,6 +251,17 @@ def test_a_corrupt_index_is_ignored_and_rebuilt(store, tmp_path, case, corrupt):
 
     assert store.listing() == store.reference()
     assert names(store.listing()) == sorted(b["name"] for b in made)
+    assert store.indexed_names("vol1") == sorted(b["name"] for b in made)  # rebuilt
+
+
+def test_an_entry_planted_in_a_current_index_is_dropped_at_its_next_check_against_the_listing(store, tmp_path, monkeypatch):
+    """An index edited by hand is like a manifest edited by hand: volume.json does not change,
+    so it is believed until it is REVALIDATE_AFTER old (a restore of the phantom says it is missing)."""
+    made = [store.back_up("vol1", tmp_path / "a", f"v{i}") for i in range(2)]
+    store.put_index("vol1", _doc_with(_plant_entry)(store.index("vol1")))
+    monkeypatch.setattr(index, "REVALIDATE_AFTER", 0.0)
+
+    assert store.listing() == store.reference()
     assert store.indexed_names("vol1") == sorted(b["name"] for b in made)  # rebuilt
 
 
@@ -277,3 +365,21 @@ def test_convoy_backups_list_beside_ours(tmp_path):
         [(ours["name"], "convoy-py-backup"), ("backup-90df2b1db9084d50", "convoy-0.5.2")]
     )
     assert [r for r in rows if r["name"] == ours["name"]] == store.reference()
+
+
+def test_a_delete_killed_right_after_removing_the_manifest_is_listed_at_once(store, tmp_path, monkeypatch):
+    """volume.json's write before the removal has already told the index it is out of date."""
+    made = [store.back_up("vol1", tmp_path / "a", f"v{i}") for i in range(3)]
+    real_delete = type(store.raw).delete
+
+    def dies_after_removing_a_manifest(obj, key):
+        real_delete(obj, key)
+        if layout.parse_backup_key(key):
+            raise KeyboardInterrupt("killed")  # nothing after it runs, as after kill -9
+
+    monkeypatch.setattr(type(store.raw), "delete", dies_after_removing_a_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        delete_backup(made[1]["url"], s3_endpoint=store.endpoint)
+    monkeypatch.undo()
+    assert len(store.indexed_names("vol1")) == 3  # killed before the index was written
+    assert names(store.listing()) == sorted([made[0]["name"], made[2]["name"]]) and store.listing() == store.reference()

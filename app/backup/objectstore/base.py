@@ -29,6 +29,9 @@ class ObjectStore(ABC):
     #: how many small objects (manifests, indexes) to read or list at once: one where
     #: a read costs microseconds and its parsing holds the GIL, many over a network
     lookups: int = 3
+    #: listing is slow and billed (S3: one request per 1000 names, each priced as ten
+    #: reads): `backup list` then believes a current index without listing (index.py)
+    costly_listing: bool = False
 
     @abstractmethod
     def put(self, key: str, data: Stored) -> None:

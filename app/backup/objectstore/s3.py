@@ -48,6 +48,7 @@ def _attempts() -> int:
 class S3Store(ObjectStore):
     parallelism = 12  # requests in flight hide the round trips
     lookups = 12
+    costly_listing = True
 
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
         import boto3
