@@ -3,6 +3,7 @@ copy of its store for a test to restore from (the fixture itself is never writte
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -25,3 +26,15 @@ def copied_store(dest: Path) -> dict[str, str]:
     values = expected_values()
     return {key: value.replace("DEST", str(dest)) if key.endswith("_url_printed") else value
             for key, value in values.items()}
+
+
+def assert_restored(mountpoint: Path, expected: dict[str, str], which: str) -> None:
+    """The volume restored from backup `which` ("backup1", "backup2") holds the files expected.txt lists, with
+    their sha256, and not the one that backup had deleted."""
+    for key, digest in expected.items():
+        if key.startswith(f"{which}_file_sha256 "):
+            file = key.split(" ", 1)[1]
+            assert hashlib.sha256((mountpoint / file).read_bytes()).hexdigest() == digest, file
+    absent = expected.get(f"{which}_file_absent")
+    if absent:
+        assert not (mountpoint / absent).exists(), f"{absent} was deleted before {which} and must not be restored"
