@@ -15,6 +15,7 @@ from app.backup_service import BackupService
 from app.control.api import WorkerPools
 from app.control.api import build_app as build_control_app
 from app.control.jobs import backup_routes, job_routes, snapshot_routes
+from app.control.stores import store_routes
 from app.jobs import JobRunner
 from app.service import VolumeService
 from app.snapshot_service import SnapshotService
@@ -60,6 +61,7 @@ def serve(
     backups = BackupService(service, snapshots, jobs)
     pools = WorkerPools()
     extra_routes = snapshot_routes(snapshots, pools) + backup_routes(backups, pools) + job_routes(jobs, pools)
+    extra_routes += store_routes(backups, pools)  # convoy store init (issue 13, encrypted stores)
     waiting = 2  # servers not serving yet
 
     def one_serving() -> None:

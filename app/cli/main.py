@@ -201,6 +201,9 @@ def main() -> None:
     app.add_typer(snapshot_app, name="snapshot")
     app.add_typer(backup_app, name="backup")
     app.add_typer(job_app, name="job")
+    from app.cli.stores import store_app  # issue 13: encrypted stores
+
+    app.add_typer(store_app, name="store")
     try:
         app()
         code: object = 0

@@ -83,3 +83,13 @@ class BackupAction(TypedDict):
 class RestoreCreate(VolumeCreate):
     url: Text
     s3_endpoint: NotRequired[Text | None]
+
+
+# -- encrypted stores (issue 13) ----------------------------------------------
+
+class StoreInit(TypedDict):
+    dest: Text
+    encrypt: NotRequired[bool]
+    passphrase: NotRequired[Text | None]
+    key: NotRequired[Text | None]  # base64 of the key's bytes
+    s3_endpoint: NotRequired[Text | None]

@@ -29,6 +29,9 @@ class ObjectStore(ABC):
     #: how many small objects (manifests, indexes) to read or list at once: one where
     #: a read costs microseconds and its parsing holds the GIL, many over a network
     lookups: int = 3
+    #: the key of the keyed BLAKE3 that names blocks in an encrypted store
+    #: (`encrypted.EncryptedStore`); None: plain BLAKE3, as every plain store
+    block_id_key: bytes | None = None
 
     @abstractmethod
     def put(self, key: str, data: Stored) -> None:
