@@ -130,5 +130,5 @@ def fetch(store: ObjectStore, expected_digest: str, expected_length: int) -> byt
         return store.get_at_most(
             layout.block_key(expected_digest), limits.compress_bound(expected_length), "block", view=True
         )
-    except limits.ObjectTooLarge as e:
+    except Damaged as e:  # too big, or (encrypted store) failing authentication: this block, not the backup
         raise BlockDamaged(f"block {expected_digest} is corrupted: {e}") from None
