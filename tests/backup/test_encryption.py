@@ -41,7 +41,7 @@ def test_config_fields_are_bound_to_the_wrapped_key(store, tmp_path):
         edit(doc)
         config_path.write_text(json.dumps(doc))
         encryption._masters.clear()
-        with pytest.raises(crypto.WrongKey, match="or its config.json was altered"):
+        with pytest.raises(crypto.WrongKey, match=r"or its config\.json was altered"):
             encryption.unlock(store, env_key())
     config_path.write_text(json.dumps(original))
     with pytest.raises(crypto.WrongKey):
