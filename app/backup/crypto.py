@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -148,6 +149,23 @@ def unwrap(wrapping: bytes, wrapped: bytes, header: bytes, where: str) -> bytes:
     return master
 
 
+class _Scratch(threading.local):
+    """Per-thread buffers reused block after block: a fresh 1 MiB object per block
+    costs more in page faults here than AES-GCM itself (346 against 1,500 MB/s)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, bytearray] = {}
+
+    def get(self, name: str, size: int) -> memoryview:
+        buf = self.buffers.get(name)
+        if buf is None or len(buf) < size:
+            buf = self.buffers[name] = bytearray(size)
+        return memoryview(buf)[:size]
+
+
+_scratch = _Scratch()
+
+
 class ObjectCipher:
     """Seals and opens the objects of one store, under keys derived from its master key."""
 
@@ -162,19 +180,48 @@ class ObjectCipher:
     def _aad(self, key: str) -> bytes:
         return b"convoy-py object\0" + self._store_id + b"\0" + key.encode()
 
-    def seal(self, key: str, data: bytes | memoryview) -> bytes:
+    def seal(self, key: str, parts: list[bytes | memoryview]) -> memoryview:
+        """The sealed form of `parts` (stored concatenated), in a per-thread buffer
+        that stays valid until this thread's next `seal`."""
+        views = [memoryview(p).cast("B") for p in parts]
+        length = sum(len(v) for v in views)
+        plain = _scratch.get("plain", length)
+        pos = 0
+        for v in views:
+            plain[pos : pos + len(v)] = v
+            pos += len(v)
+        out = _scratch.get("sealed", OVERHEAD + length)
         nonce = os.urandom(NONCE)
-        return MAGIC + nonce + self._aead.encrypt(nonce, data, self._aad(key))
+        out[: len(MAGIC)] = MAGIC
+        out[len(MAGIC) : len(MAGIC) + NONCE] = nonce
+        self._aead.encrypt_into(nonce, plain, self._aad(key), out[len(MAGIC) + NONCE :])
+        return out
 
-    def open(self, key: str, data: bytes | memoryview, where: str) -> bytes:
-        view = memoryview(data)
+    def _split(self, data: bytes | memoryview, where: str) -> tuple[memoryview, memoryview]:
+        view = memoryview(data).cast("B")
         if len(view) < OVERHEAD or bytes(view[: len(MAGIC)]) != MAGIC:
             raise Damaged(f"{where} is not an encrypted object of this store (no Convoy wrote it); the store is damaged")
-        nonce = view[len(MAGIC) : len(MAGIC) + NONCE]
+        return view[len(MAGIC) : len(MAGIC) + NONCE], view[len(MAGIC) + NONCE :]
+
+    def _failed(self, where: str) -> Damaged:
+        return Damaged(
+            f"{where} fails authentication: it was altered, or moved from another name or store; "
+            "it is not used. Restore it from a copy or delete the backup"
+        )
+
+    def open(self, key: str, data: bytes | memoryview, where: str) -> bytes:
+        nonce, sealed = self._split(data, where)
         try:
-            return self._aead.decrypt(nonce, view[len(MAGIC) + NONCE :], self._aad(key))
+            return self._aead.decrypt(nonce, sealed, self._aad(key))
         except InvalidTag:
-            raise Damaged(
-                f"{where} fails authentication: it was altered, or moved from another name or store; "
-                "it is not used. Restore it from a copy or delete the backup"
-            ) from None
+            raise self._failed(where) from None
+
+    def open_view(self, key: str, data: bytes | memoryview, where: str) -> memoryview:
+        """`open` into a per-thread buffer valid until this thread's next `open_view` (blocks)."""
+        nonce, sealed = self._split(data, where)
+        out = _scratch.get("opened", len(sealed) - TAG)
+        try:
+            self._aead.decrypt_into(nonce, sealed, self._aad(key), out)
+        except InvalidTag:
+            raise self._failed(where) from None
+        return out

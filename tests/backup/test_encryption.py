@@ -74,7 +74,7 @@ def test_a_passphrase_store_wants_a_passphrase(store):
 
 def test_sealed_objects_are_bound_to_their_name_and_store():
     cipher = crypto.ObjectCipher(b"m" * 32, b"store-a")
-    sealed = cipher.seal("convoy-store/volumes/v/volume.json", b"{}")
+    sealed = bytes(cipher.seal("convoy-store/volumes/v/volume.json", [b"{}"]))
     assert cipher.open("convoy-store/volumes/v/volume.json", sealed, "w") == b"{}"
     with pytest.raises(Damaged, match="moved from another name"):
         cipher.open("convoy-store/volumes/w/volume.json", sealed, "w")

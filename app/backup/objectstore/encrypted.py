@@ -42,8 +42,7 @@ class EncryptedStore(ObjectStore):
     def put(self, key: str, data: Stored) -> None:
         if _plain(key):
             return self.inner.put(key, data)
-        plain = b"".join(data) if isinstance(data, list) else data  # a raw block frame comes in pieces
-        self.inner.put(key, self.cipher.seal(key, plain))
+        self.inner.put(key, self.cipher.seal(key, data if isinstance(data, list) else [data]))
 
     def get(self, key: str) -> bytes:
         data = self.inner.get(key)
@@ -51,7 +50,7 @@ class EncryptedStore(ObjectStore):
 
     def get_view(self, key: str) -> bytes | memoryview:
         data = self.inner.get_view(key)
-        return data if _plain(key) else self.cipher.open(key, data, self._where(key))
+        return data if _plain(key) else self.cipher.open_view(key, data, self._where(key))
 
     def open(self, key: str) -> BinaryIO:
         return io.BytesIO(self.get(key))  # only Convoy 0.5.2's archives are streamed; none live here
