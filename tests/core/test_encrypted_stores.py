@@ -238,3 +238,24 @@ def test_restart_mid_backup(make_daemon, tmp_path, monkeypatch):
     restored = host.root / "vfs" / "big-restored" / "data.bin"
     assert blake3.blake3(restored.read_bytes()).digest() == blake3.blake3(data.read_bytes()).digest()
     assert json.loads(json.dumps(cli_json(host, "backup", "list", dest)))[0]["url"] == result["url"]
+
+
+def test_store_init_says_what_it_needs(make_daemon, tmp_path, monkeypatch):
+    host = make_daemon()  # no secret of its own
+    for var in ("CONVOY_STORE_PASSPHRASE", "CONVOY_STORE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    no_secret = host.cli("store", "init", f"vfs://{tmp_path / 'a'}", "--encrypt")  # stdin is no terminal
+    assert no_secret.returncode == 2 and "needs a secret" in no_secret.stderr
+    assert not (tmp_path / "a" / "convoy-store").exists()
+    stray = host.cli("store", "init", f"vfs://{tmp_path / 'a'}", "--key-file", "/nonexistent")
+    assert stray.returncode == 2 and "--key-file goes with --encrypt" in stray.stderr
+
+    made = init_store(host, f"vfs://{tmp_path / 'b'}", monkeypatch)
+    assert "the daemon has no passphrase for it" in made.stderr  # backups would fail: said now
+
+    plain = host.cli("store", "init", f"vfs://{tmp_path / 'c'}", check=True)
+    assert plain.stdout.startswith("made store")
+    volume_with_marker(host, "vol")
+    url = backup(host, "vol", f"vfs://{tmp_path / 'c'}")["url"]
+    assert backup(host, "vol", f"vfs://{tmp_path / 'c'}")["block_hash"] == "blake3"
+    assert "intact" in host.cli("backup", "verify", url, check=True).stdout
