@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from functools import partial
 
 from starlette.requests import Request
@@ -21,7 +20,7 @@ def store_routes(backups: BackupService, pools: WorkerPools) -> list[Route]:
         if body.get("key") is not None:
             try:
                 key = base64.b64decode(body["key"] or "", validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, and non-ASCII text
                 raise InvalidInput("key: not base64 (the CLI sends a key file's bytes in base64)") from None
         passphrase = body.get("passphrase")
         if body.get("encrypt") and passphrase is None and key is None:
