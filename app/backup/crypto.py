@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from app.errors import ConfigurationError, Damaged, InvalidInput
 
+from . import layout
+
 CIPHER = "aes-256-gcm"
 KDF_PASSPHRASE = "scrypt"  # noqa: S105 - the name of a KDF, not a password
 KDF_KEY = "hkdf-sha256"
@@ -44,7 +46,7 @@ SCRYPT_MAX_P = 16
 MIN_KEY_BYTES = 32  # a key (not a passphrase) is used as is: it must hold 256 bits
 NONCE = 12
 TAG = 16
-MAGIC = b"CPE1"  # "convoy-py encrypted, version 1": what every encrypted object starts with
+MAGIC = layout.SEALED_MAGIC  # "CPE1": convoy-py encrypted, version 1
 OVERHEAD = len(MAGIC) + NONCE + TAG
 
 

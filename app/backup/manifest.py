@@ -211,9 +211,21 @@ def encode_manifest(doc: JSONObject) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(json.dumps(doc, separators=(",", ":")).encode())
 
 
+class SealedInPlainStore(Conflict):
+    """An encrypted object read through a store whose config says it is plain."""
+
+
 def decode_manifest(data: bytes | memoryview, where: str) -> schemas.BackupDoc:
     """A stored backup manifest, checked: size, JSON, schema, and the block map."""
     what = f"backup manifest {where}"
+    if bytes(data[: len(layout.SEALED_MAGIC)]) == layout.SEALED_MAGIC:
+        # an encrypted store whose config.json was replaced by a plain one, or removed: a backup
+        # must not go on and write plaintext beside the encrypted backups
+        raise SealedInPlainStore(
+            f"{what} is encrypted, but the store's {layout.CONFIG} says (or, missing, means) a plain store: "
+            "the config was replaced or removed. Nothing was backed up or restored; put back the "
+            "encrypted store's config.json from a copy"
+        )
     frame = limits.zstd_frame_size(data, what)
     if frame != len(data):
         raise Damaged(
@@ -306,12 +318,16 @@ def latest_backup(store: ObjectStore, volume: str) -> schemas.BackupDoc | None:
     if hint and _is_backup_name(hint):
         try:
             return read_backup(store, volume, hint)
+        except SealedInPlainStore:
+            raise
         except (NotFound, Damaged, Conflict):
             pass  # deleted, damaged or of a newer format: look at them all
     best = None
     for vol, name in list_backup_names(store, volume):
         try:
             doc = read_backup(store, vol, name)
+        except SealedInPlainStore:
+            raise
         except (NotFound, Damaged, Conflict):
             continue
         if best is None or (doc["created_at"], doc["name"]) > (best["created_at"], best["name"]):

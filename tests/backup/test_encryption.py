@@ -110,3 +110,26 @@ def test_image_backup_round_trip_on_an_encrypted_store(tmp_path, monkeypatch):
     assert engine.verify_backup(result["url"])["ok"]
     engine.restore_image(result["url"], str(tmp_path / "restored.img"))
     assert (tmp_path / "restored.img").read_bytes() == image.read_bytes()
+
+
+@pytest.mark.parametrize("config", ["plain", "removed"])
+def test_a_replaced_config_never_makes_a_backup_write_plaintext(tmp_path, monkeypatch, config):
+    """Who holds the store swaps config.json for a plain one (or deletes it): the next
+    backup of a volume backed up before refuses, and writes no data."""
+    monkeypatch.setenv(encryption.KEY_ENV, KEY.decode())
+    dest = f"vfs://{tmp_path / 'store'}"
+    engine.init_store(dest, secret=crypto.Secret.key(KEY, "test"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"secret data" * 1000)
+    engine.create_backup(dest, "vol", SnapshotSource("s1", str(tmp_path / "src")))
+    config_path = tmp_path / "store" / "convoy-store" / "config.json"
+    if config == "plain":
+        config_path.write_text(json.dumps({"format": "convoy-py-store", "version": 1, "block_size": 1 << 20,
+                                           "block_hash": "blake3", "compression": "zstd"}))
+    else:
+        config_path.unlink()
+    blocks_before = sorted((tmp_path / "store" / "convoy-store" / "blocks").rglob("*"))
+    with pytest.raises(Conflict, match="the config was replaced or removed"):
+        engine.create_backup(dest, "vol", SnapshotSource("s2", str(tmp_path / "src")))
+    assert sorted((tmp_path / "store" / "convoy-store" / "blocks").rglob("*")) == blocks_before
+    assert not any(b"secret data" in p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
