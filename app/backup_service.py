@@ -208,6 +208,19 @@ class BackupService:
             "verify", f"verify of {url}", lambda progress: engine.verify_backup(url, s3_endpoint=endpoint, progress=progress)
         )
 
+    def init_store(
+        self, dest: str, *, passphrase: str | None = None, key: bytes | None = None, s3_endpoint: str | None = None
+    ) -> JSONObject:
+        """`convoy store init`: a new store, encrypted under the passphrase or key given, else plain."""
+        from app.backup import crypto, engine
+
+        if passphrase is not None and key is not None:
+            raise InvalidInput("give a passphrase or a key for the store, not both")
+        secret = crypto.Secret.passphrase(passphrase) if passphrase is not None else None
+        if key is not None:
+            secret = crypto.Secret.key(key, "the key given")
+        return engine.init_store(dest, secret=secret, s3_endpoint=self._endpoint(s3_endpoint))
+
     # restores
 
     def restore(self, name: str, url: str, options: dict[str, str] | None = None, s3_endpoint: str | None = None) -> Job:

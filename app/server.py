@@ -17,6 +17,7 @@ from app.control.api import WorkerPools
 from app.control.api import build_app as build_control_app
 from app.control.jobs import backup_routes, job_routes, snapshot_routes
 from app.control.schedules import schedule_routes, test_clock_routes
+from app.control.stores import store_routes
 from app.jobs import JobRunner
 from app.schedule.clock import ManualClock, clock_from_env
 from app.schedule.runner import ScheduleRunner
@@ -67,6 +68,7 @@ def serve(
     extra_routes = snapshot_routes(snapshots, pools) + backup_routes(backups, pools) + job_routes(jobs, pools)
     schedule_runner, more_routes = _schedules(service, snapshots, backups, pools)
     extra_routes += more_routes
+    extra_routes += store_routes(backups, pools)  # convoy store init (issue 13, encrypted stores)
     waiting = 2  # servers not serving yet
 
     def one_serving() -> None:

@@ -28,6 +28,7 @@ _LAZY = {
             "create_backup",
             "create_image_backup",
             "delete_backup",
+            "init_store",
             "inspect_backup",
             "list_backups",
             "restore_backup",

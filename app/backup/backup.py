@@ -77,14 +77,14 @@ class _Uploader:
         self.known = known
         self.progress = progress
         self.lock = threading.Lock()
-        self.zero_digest = blocks.digest(bytes(block_size))
+        self.zero_digest = blocks.digest(bytes(block_size), store.block_id_key)
         self.block_size = block_size
         self.new_blocks = 0
         self.new_bytes = 0
         self.stored_bytes = 0
 
     def __call__(self, slots: list[Block | None], index: int, offset: int, data: bytes | memoryview) -> None:
-        digest = blocks.digest(data)
+        digest = blocks.digest(data, self.store.block_id_key)
         length = len(data)
         if length == self.block_size and digest == self.zero_digest:
             slots[index] = None  # written zeros: stored as a hole
@@ -231,7 +231,7 @@ def upload_and_commit(
         "format": manifest.BACKUP_FORMAT,
         "version": manifest.FORMAT_VERSION,
         "created_at": manifest.now_rfc3339(),
-        "block_hash": "blake3",
+        "block_hash": manifest.block_hash_of(store),
         "compression": "zstd",
         **doc,
         "stats": {

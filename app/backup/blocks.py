@@ -40,8 +40,9 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def digest(data: bytes | memoryview) -> str:
-    return blake3.blake3(data).hexdigest()
+def digest(data: bytes | memoryview, key: bytes | None = None) -> str:
+    """A block's name: BLAKE3, keyed in an encrypted store (`ObjectStore.block_id_key`)."""
+    return (blake3.blake3(data, key=key) if key else blake3.blake3(data)).hexdigest()
 
 
 SAMPLE = 64 * 1024
@@ -98,8 +99,11 @@ class Block:
     length: int
 
 
-def decode_into(stored: bytes | memoryview, expected_digest: str, expected_length: int, out: memoryview) -> memoryview:
-    """`decode` into the caller's buffer `out` (at least `expected_length` bytes)."""
+def decode_into(
+    stored: bytes | memoryview, expected_digest: str, expected_length: int, out: memoryview, key: bytes | None = None
+) -> memoryview:
+    """Decompress a block into the caller's buffer `out` (at least `expected_length`
+    bytes) and check it against its name (`key`: the store's `block_id_key`)."""
     try:
         reader = _decompressor().stream_reader(stored, read_across_frames=False)
         got = 0
@@ -114,7 +118,7 @@ def decode_into(stored: bytes | memoryview, expected_digest: str, expected_lengt
     if got != expected_length or extra:
         raise BlockDamaged(f"block {expected_digest} is corrupted: it does not hold {expected_length} bytes")
     data = out[:expected_length]
-    if digest(data) != expected_digest:
+    if digest(data, key) != expected_digest:
         raise BlockDamaged(f"block {expected_digest} is corrupted: its content does not match its hash")
     return data
 
@@ -126,5 +130,5 @@ def fetch(store: ObjectStore, expected_digest: str, expected_length: int) -> byt
         return store.get_at_most(
             layout.block_key(expected_digest), limits.compress_bound(expected_length), "block", view=True
         )
-    except limits.ObjectTooLarge as e:
+    except Damaged as e:  # too big, or (encrypted store) failing authentication: this block, not the backup
         raise BlockDamaged(f"block {expected_digest} is corrupted: {e}") from None

@@ -15,16 +15,43 @@ from app.errors import Conflict, ConvoyError, Damaged, NotFound
 from app.json_types import JSONObject
 from app.names import check_name
 
-from . import image, index, legacy_convoy, manifest
+from . import crypto, encryption, image, index, legacy_convoy, manifest
 from .backup import SnapshotSource
 from .backup import create_backup as _create_backup
 from .delete import collect_garbage as _collect_garbage
 from .delete import delete_backup as _delete_backup
-from .objectstore import ObjectStore, open_store
+from .encryption import unlock
+from .objectstore import ObjectStore
+from .objectstore import open_store as _open_plain
 from .progress import Progress
 from .restore import restore_tree
 from .urls import BackupURL, StoreURL, parse_backup_url, parse_store_url
 from .verify import verify_tree
+
+
+def open_store(url: StoreURL, *, s3_endpoint: str | None, create: bool) -> ObjectStore:
+    """The store a URL names, unlocked with the daemon's secret when it is encrypted."""
+    store = _open_plain(url, s3_endpoint=s3_endpoint, create=create)
+    try:
+        return unlock(store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def init_store(dest: str, *, secret: crypto.Secret | None, s3_endpoint: str | None = None) -> JSONObject:
+    """`convoy store init`: a new store at `dest`, encrypted under `secret` unless it is None."""
+    store_url = parse_store_url(dest)
+    with _open_plain(store_url, s3_endpoint=s3_endpoint, create=True) as store:
+        result = encryption.init_store(store, secret)
+        if secret is not None:
+            try:  # the daemon backs up with its own secret (encryption.py): say now whether it can
+                unlock(store)
+                result["daemon_can_open"] = True
+            except ConvoyError as e:
+                result["daemon_can_open"] = False
+                result["warning"] = str(e).replace(". Nothing was read or written", "")
+    return {**result, "url": str(store_url)}
 
 
 def backup_url(store_url: StoreURL, volume: str, backup: str) -> str:

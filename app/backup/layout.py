@@ -20,6 +20,7 @@ BLOCKS = f"{ROOT}/blocks/"
 LOCKS = f"{ROOT}/locks/"
 MANIFEST_SUFFIX = ".json.zst"
 INDEX_NAME = "index.v1.json.zst"  # the version is in the name: a newer format's index is another object
+SEALED_MAGIC = b"CPE1"  # what every object of an encrypted store starts with (crypto.py)
 
 
 def volume_key(volume: str) -> str:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FORMAT_VERSION = 1
+# the store config of an encrypted store says 2: a Convoy that knows only
+# version 1 then refuses the store rather than write plaintext into it
+STORE_VERSION_ENCRYPTED = 2
 STORE_FORMAT = "convoy-py-store"
 VOLUME_FORMAT = "convoy-py-volume"
 BACKUP_FORMAT = "convoy-py-backup"
@@ -51,12 +54,13 @@ class StoreConfig:
     block_hash: str = "blake3"
     compression: str = "zstd"
     created_at: str = field(default_factory=now_rfc3339)
+    encryption: JSONObject | None = None  # see encryption.py; None: a plain store
 
     def to_json(self) -> JSONObject:
-        return {"format": STORE_FORMAT, **self.__dict__}
+        return {"format": STORE_FORMAT, **{k: v for k, v in self.__dict__.items() if v is not None}}
 
 
-def _check_version(kind: str, version: object, where: str) -> None:
+def _check_version(kind: str, version: object, where: str, known: int = FORMAT_VERSION) -> None:
     """Only a newer version is fixed by upgrading Convoy; a missing, non-integer
     or pre-1 version was never written by any Convoy: the object is damaged."""
     damaged = "the store is damaged: restore this object from a copy" + (
@@ -68,14 +72,16 @@ def _check_version(kind: str, version: object, where: str) -> None:
         raise Damaged(f"{where}: format version {version!r} is not an integer; {damaged}")
     if version < 1:
         raise Damaged(f"{where}: format version {version} does not exist (versions start at 1); {damaged}")
-    if version > FORMAT_VERSION:
+    if version > known:
         raise Conflict(
             f"{where} is a {kind} of format version {version}; this Convoy reads format versions "
-            f"up to {FORMAT_VERSION}: upgrade Convoy to use it"
+            f"up to {known}: upgrade Convoy to use it"
         )
 
 
-def parse_document(data: bytes | bytearray, schema: type[T], *, kind: str, format: str, where: str) -> T:
+def parse_document(
+    data: bytes | bytearray, schema: type[T], *, kind: str, format: str, where: str, known: int = FORMAT_VERSION
+) -> T:
     """Parse one of our JSON documents: its format and version first (so a
     newer format says "upgrade", not "invalid"), then the whole schema.
 
@@ -93,7 +99,7 @@ def parse_document(data: bytes | bytearray, schema: type[T], *, kind: str, forma
         header: schemas.Header = validate(schemas.Header, raw, what=where, error=Damaged)
         if header["format"] != format:
             raise Damaged(f"{where} is not a Convoy {kind} (its format is {header['format']!r})")
-        _check_version(kind, header.get("version"), where)
+        _check_version(kind, header.get("version"), where, known)
         return validate(schema, raw, what=where, error=Damaged)
 
 
@@ -111,30 +117,57 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_config(store: ObjectStore) -> StoreConfig | None:
+def read_config(store: ObjectStore) -> tuple[schemas.StoreConfigDoc, bytes] | None:
+    """The store config, checked, with its bytes as stored (an encrypted store's
+    wrapped key is bound to them); None when the store has none yet."""
     try:
-        data = store.get_at_most(layout.CONFIG, limits.MAX_SMALL_DOC, "store config")
+        data = bytes(store.get_at_most(layout.CONFIG, limits.MAX_SMALL_DOC, "store config"))
     except NotFound:
         return None
+    where = f"{store.url}: {layout.CONFIG}"
     doc = parse_document(
-        bytes(data), schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=f"{store.url}: {layout.CONFIG}"
+        data, schemas.StoreConfigDoc, kind="store config", format=STORE_FORMAT, where=where, known=STORE_VERSION_ENCRYPTED
     )
+    if ("encryption" in doc) != (doc["version"] == STORE_VERSION_ENCRYPTED):
+        raise Damaged(f"{where}: only a version {STORE_VERSION_ENCRYPTED} store config has an encryption section; it is damaged")
+    return doc, data
+
+
+def load_config(store: ObjectStore) -> StoreConfig | None:
+    found = read_config(store)
+    if found is None:
+        return None
+    doc = found[0]
     return StoreConfig(
         version=doc["version"],
         block_size=doc["block_size"],
         block_hash=doc["block_hash"],
         compression=doc["compression"],
         created_at=doc.get("created_at") or now_rfc3339(),
+        encryption=dict(doc["encryption"]) if "encryption" in doc else None,
     )
 
 
+def block_hash_of(store: ObjectStore) -> str:
+    """What names the blocks of `store`: BLAKE3, keyed in an encrypted store."""
+    return "blake3-keyed" if store.block_id_key else "blake3"
+
+
+def write_config(store: ObjectStore, config: StoreConfig) -> None:
+    store.put(layout.CONFIG, json.dumps(config.to_json(), indent=1).encode())
+
+
 def ensure_config(store: ObjectStore, block_size: int = DEFAULT_BLOCK_SIZE) -> StoreConfig:
-    """Read the store config, creating the store on first use."""
+    """Read the store config, creating a plain store on first use."""
     config = load_config(store)
     if config is None:
         config = StoreConfig(block_size=block_size)
-        store.put(layout.CONFIG, json.dumps(config.to_json(), indent=1).encode())
-    if config.block_hash != "blake3" or config.compression != "zstd":
+        write_config(store, config)
+    if config.encryption is not None and store.block_id_key is None:
+        # the engine unlocks encrypted stores when it opens them (encryption.unlock): never reached
+        # through it, but nothing may ever write plaintext into an encrypted store
+        raise Conflict(f"{store.url} is an encrypted store opened without its key; nothing was written")
+    if config.block_hash != block_hash_of(store) or config.compression != "zstd":
         raise Conflict(f"{store.url} uses {config.block_hash}/{config.compression}, which this Convoy cannot write")
     return config
 
@@ -194,9 +227,21 @@ def encode_manifest(doc: JSONObject) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(json.dumps(doc, separators=(",", ":")).encode())
 
 
+class SealedInPlainStore(Conflict):
+    """An encrypted object read through a store whose config says it is plain."""
+
+
 def decode_manifest(data: bytes | memoryview, where: str) -> schemas.BackupDoc:
     """A stored backup manifest, checked: size, JSON, schema, and the block map."""
     what = f"backup manifest {where}"
+    if bytes(data[: len(layout.SEALED_MAGIC)]) == layout.SEALED_MAGIC:
+        # an encrypted store whose config.json was replaced by a plain one, or removed: a backup
+        # must not go on and write plaintext beside the encrypted backups
+        raise SealedInPlainStore(
+            f"{what} is encrypted, but the store's {layout.CONFIG} says (or, missing, means) a plain store: "
+            "the config was replaced or removed. Nothing was backed up or restored; put back the "
+            "encrypted store's config.json from a copy"
+        )
     frame = limits.zstd_frame_size(data, what)
     if frame != len(data):
         raise Damaged(
@@ -289,12 +334,16 @@ def latest_backup(store: ObjectStore, volume: str) -> schemas.BackupDoc | None:
     if hint and _is_backup_name(hint):
         try:
             return read_backup(store, volume, hint)
+        except SealedInPlainStore:
+            raise
         except (NotFound, Damaged, Conflict):
             pass  # deleted, damaged or of a newer format: look at them all
     best = None
     for vol, name in list_backup_names(store, volume):
         try:
             doc = read_backup(store, vol, name)
+        except SealedInPlainStore:
+            raise
         except (NotFound, Damaged, Conflict):
             continue
         if best is None or (doc["created_at"], doc["name"]) > (best["created_at"], best["name"]):

@@ -55,7 +55,7 @@ class _BlockWriter:
             ) from None
         try:
             out = memoryview(aligned_buffer(length + ALIGN, "decoded"))
-            view = blocks.decode_into(stored, digest, length, out)
+            view = blocks.decode_into(stored, digest, length, out, self.store.block_id_key)
         except blocks.BlockDamaged as e:
             raise blocks.BlockDamaged(f"{e} (in {rel} at offset {offset}); this backup cannot be restored completely") from None
         try:

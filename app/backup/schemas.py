@@ -50,6 +50,26 @@ class Header(TypedDict):
     version: NotRequired[object]
 
 
+# base64 of at most a few dozen bytes (salts, ids, a wrapped key)
+B64 = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=256)]
+
+
+@with_config(_KEEP_EXTRA)
+class KdfDoc(TypedDict):
+    """How the wrapping key is derived; scrypt's n, r, p are checked by `crypto.check_kdf`."""
+
+    name: Str
+    salt: B64
+
+
+@with_config(_KEEP_EXTRA)
+class EncryptionDoc(TypedDict):
+    cipher: Literal["aes-256-gcm"]
+    store_id: B64
+    kdf: KdfDoc
+    wrapped_key: B64
+
+
 @with_config(_KEEP_EXTRA)
 class StoreConfigDoc(TypedDict):
     format: Literal["convoy-py-store"]
@@ -58,6 +78,7 @@ class StoreConfigDoc(TypedDict):
     block_hash: Str
     compression: Str
     created_at: NotRequired[Str]
+    encryption: NotRequired[EncryptionDoc]  # version 2: an encrypted store
 
 
 @with_config(_KEEP_EXTRA)

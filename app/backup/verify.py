@@ -83,7 +83,7 @@ def verify_tree(
         def check(digest: str, length: int, files: list[str]) -> None:
             try:
                 out = memoryview(aligned_buffer(length + ALIGN, "decoded"))
-                blocks.decode_into(blocks.fetch(store, digest, length), digest, length, out)
+                blocks.decode_into(blocks.fetch(store, digest, length), digest, length, out, store.block_id_key)
             except NotFound:
                 with lock:
                     report.missing.append({"block": digest, "files": files})

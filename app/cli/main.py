@@ -209,6 +209,7 @@ def assemble() -> typer.Typer:
     from app.cli import text_params
     from app.cli.schedules import schedule_app
     from app.cli.snapshots import backup_app, job_app, snapshot_app
+    from app.cli.stores import store_app
 
     text_params.install()
 
@@ -216,6 +217,7 @@ def assemble() -> typer.Typer:
     app.add_typer(backup_app, name="backup")
     app.add_typer(job_app, name="job")
     app.add_typer(schedule_app, name="schedule")
+    app.add_typer(store_app, name="store")
     return app
 
 

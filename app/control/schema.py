@@ -112,3 +112,12 @@ class TestClockMove(TypedDict):
 
     now: Text
     wait: NotRequired[bool]
+
+# -- encrypted stores (issue 13) ----------------------------------------------
+
+class StoreInit(TypedDict):
+    dest: Text
+    encrypt: NotRequired[bool]
+    passphrase: NotRequired[Text | None]
+    key: NotRequired[Text | None]  # base64 of the key's bytes
+    s3_endpoint: NotRequired[Text | None]

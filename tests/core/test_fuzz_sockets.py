@@ -84,6 +84,7 @@ class World:
     def __init__(self, base):
         self.store = f"vfs://{base}/store"
         self.other_store = f"vfs://{base}/other-store"
+        self.init_store = f"vfs://{base}/init-store"
         self.mount_dir = base / "extra-mounts"
         self.backup_url = ""
 
@@ -169,6 +170,16 @@ def control_requests(world: World):
             bodies(name=names(), url=world.backup_urls(), size=sizes, options=options(world)),
         ),
         st.tuples(st.sampled_from(["GET", "POST"]), plain_text.map(lambda j: f"/v1/jobs/{quote(j, safe='')}"), st.just(None)),
+        st.tuples(  # convoy store init, into a store of its own (the others' backups stay plain)
+            st.just("POST"),
+            st.just("/v1/stores"),
+            bodies(
+                dest=st.sampled_from([world.init_store, *BAD_URLS]) | plain_text,
+                encrypt=st.booleans(),
+                passphrase=plain_text,
+                key=st.sampled_from(["", "not base64!", "c2hvcnQ=", "a2V5" * 12]) | plain_text,
+            ),
+        ),
         st.tuples(
             st.sampled_from(["GET", "POST", "PUT", "DELETE"]), plain_text.map(lambda p: "/" + quote(p, safe="/")), garbage_bodies
         ),

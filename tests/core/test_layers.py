@@ -9,7 +9,7 @@ import pytest
 
 from tests.daemon_harness import REPO
 
-ENGINE = ("app.backup.engine", "blake3", "zstandard")
+ENGINE = ("app.backup.engine", "blake3", "zstandard", "cryptography")
 
 
 def modules_after(imports: str) -> set[str]:
