@@ -10,6 +10,7 @@ CLI is told the job is gone and to run the command again.
 from __future__ import annotations
 
 import builtins
+import contextvars
 import logging
 import secrets
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from app import logs
 from app.backup.progress import Progress
 from app.errors import ConvoyError, NotFound
 from app.http_errors import describe
@@ -26,6 +28,7 @@ from app.json_types import JSONObject
 
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 200
+Work = Callable[[Progress], JSONObject]
 
 
 class JobError(TypedDict):
@@ -62,9 +65,10 @@ class Job:
 
 
 class JobRunner:
-    def __init__(self) -> None:
+    def __init__(self, instrument: Callable[[str, Work], Work] | None = None) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        self._instrument = instrument  # wraps each job's work (the daemon's metrics)
 
     def submit(self, kind: str, description: str, work: Callable[[Progress], JSONObject]) -> Job:
         cancel = threading.Event()
@@ -72,10 +76,15 @@ class JobRunner:
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()
-        threading.Thread(target=self._run, args=(job, work), name=f"job-{kind}-{job.id}", daemon=True).start()
+        if self._instrument is not None:
+            work = self._instrument(kind, work)
+        # the job's log lines carry the volume and request id of the request that started it
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._run, job, work), name=f"job-{kind}-{job.id}", daemon=True).start()
         return job
 
     def _run(self, job: Job, work: Callable[[Progress], JSONObject]) -> None:
+        logs.job_id.set(job.id)
         log.info("job %s started: %s", job.id, job.description)
         try:
             job.result = work(job.progress)
