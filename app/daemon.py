@@ -181,7 +181,8 @@ def main(settings: Settings) -> int:
         run(settings)
     except ConvoyError as error:
         log.error("%s", error)
-        print(f"convoy daemon: {error}", flush=True, file=sys.stderr)
+        if settings.log_format != "json":  # a json log stays one object a line: the line above says it
+            print(f"convoy daemon: {error}", flush=True, file=sys.stderr)
         _leave_start_error(settings, error)
         return 1
     return 0

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -167,11 +168,46 @@ def test_a_taken_metrics_port_stops_the_start(make_daemon):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        daemon = make_daemon("--metrics-addr", f"127.0.0.1:{port}", start=False)
+        daemon = make_daemon("--metrics-addr", f"127.0.0.1:{port}", "--log-format", "json", start=False)
         daemon.start(wait=False)
         assert daemon.process.wait(60) != 0
-    assert f"--metrics-addr 127.0.0.1:{port}: cannot listen there (Address already in use)" in daemon.log_text()
-    assert "choose another port" in daemon.log_text()
+    lines = [json.loads(line) for line in daemon.log_text().splitlines()]  # the error too is one JSON line
+    assert lines[-1]["level"] == "error"
+    assert f"--metrics-addr 127.0.0.1:{port}: cannot listen there (Address already in use)" in lines[-1]["message"]
+    assert "choose another port" in lines[-1]["message"]
+    assert not daemon.socket.exists() and not daemon.plugin_socket.exists()
+
+
+def test_metrics_address_forms():
+    from app.settings import load_settings
+
+    assert load_settings(metrics_addr="[::1]:9100", env={}).metrics_addr == ("::1", 9100)
+    every = "0.0.0.0"  # noqa: S104 - the setting an operator writes to serve every interface
+    assert load_settings(env={"METRICS_ADDR": f"{every}:9100"}).metrics_addr == (every, 9100)
+    assert load_settings(metrics_addr="127.0.0.1:9200", env={"METRICS_ADDR": f"{every}:9100"}).metrics_addr == ("127.0.0.1", 9200)
+    assert load_settings(env={"METRICS_ADDR": ""}).metrics_addr is None  # the plugin's empty default
+    assert load_settings(env={"LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_json_lines_carry_the_context_and_the_traceback():
+    import logging
+
+    from app import logs
+
+    formatter, context = logs.JsonFormatter(), logs.ContextFilter()
+    with logs.bound(volume="web", job_id="0a1b2c", request_id=None):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            record = logging.LogRecord("app.x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info())
+        context.filter(record)
+    text = formatter.format(record)
+    assert "\n" not in text  # the traceback too stays on the one line
+    line = json.loads(text)
+    assert line["message"] == "failed here" and line["level"] == "error" and line["logger"] == "app.x"
+    assert line["volume"] == "web" and line["job_id"] == "0a1b2c" and "request_id" not in line
+    assert "ValueError: boom" in line["exception"]
+    assert logs.volume.get() is None  # the context ends with its block
 
 
 def test_the_cli_never_imports_prometheus_client(tmp_path):
