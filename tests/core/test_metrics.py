@@ -59,10 +59,19 @@ def test_metrics_and_json_logs_after_real_operations(make_daemon, tmp_path):
     # a container's life: Docker creates and mounts the volume, the container writes into it
     daemon.docker_ok("Create", {"Name": "web"})
     mountpoint = daemon.docker_ok("Mount", {"Name": "web", "ID": "container-1"})["Mountpoint"]
+    data = os.urandom(DATA_BYTES)
     with open(os.path.join(mountpoint, "data.bin"), "wb") as out:
-        out.write(os.urandom(DATA_BYTES))
+        out.write(data)
     snapshot = daemon.cli("snapshot", "create", "web", check=True).stdout.strip()
     url = daemon.cli("backup", "create", snapshot, "--dest", store, check=True).stdout.strip()
+    # a second volume holding the same data: its backup reads it all and uploads none of it (dedup)
+    daemon.docker_ok("Create", {"Name": "copy"})
+    copy_mountpoint = daemon.docker_ok("Mount", {"Name": "copy", "ID": "container-3"})["Mountpoint"]
+    with open(os.path.join(copy_mountpoint, "same.bin"), "wb") as out:
+        out.write(data)
+    daemon.docker_ok("Unmount", {"Name": "copy", "ID": "container-3"})
+    copy_snapshot = daemon.cli("snapshot", "create", "copy", check=True).stdout.strip()
+    copy_url = daemon.cli("backup", "create", copy_snapshot, "--dest", store, check=True).stdout.strip()
     daemon.cli("create", "restored", "--backup", url, check=True)
     # and calls that fail: a volume nobody created, through Docker and through the CLI
     status, reply = daemon.docker("Mount", {"Name": "missing", "ID": "container-2"})
@@ -70,31 +79,34 @@ def test_metrics_and_json_logs_after_real_operations(make_daemon, tmp_path):
     assert daemon.cli("inspect", "missing").returncode == 3
 
     stats = cli_json(daemon, "backup", "inspect", url)["stats"]
+    copy_stats = cli_json(daemon, "backup", "inspect", copy_url)["stats"]
+    assert copy_stats["read_bytes"] == DATA_BYTES and copy_stats["stored_bytes"] == 0
     over_socket = scrape_control(daemon)
     over_tcp = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
     for text in (over_socket, over_tcp):
         scraped = samples(text)
         ops = "convoy_operations_total"
-        assert value(scraped, ops, interface="docker", operation="Create", result="ok") == 1
-        assert value(scraped, ops, interface="docker", operation="Mount", result="ok") == 1
+        assert value(scraped, ops, interface="docker", operation="Create", result="ok") == 2
+        assert value(scraped, ops, interface="docker", operation="Mount", result="ok") == 2
         assert value(scraped, ops, interface="docker", operation="Mount", result="not_found") == 1
         assert value(scraped, ops, interface="control", operation="GET /v1/volumes/{name}", result="not_found") == 1
-        assert value(scraped, ops, interface="control", operation="POST /v1/snapshots", result="ok") == 1
-        assert value(scraped, ops, interface="control", operation="POST /v1/backups", result="ok") == 1
+        assert value(scraped, ops, interface="control", operation="POST /v1/snapshots", result="ok") == 2
+        assert value(scraped, ops, interface="control", operation="POST /v1/backups", result="ok") == 2
         durations = "convoy_operation_duration_seconds_count"
-        assert value(scraped, durations, interface="docker", operation="Mount") == 2  # the failed one too
+        assert value(scraped, durations, interface="docker", operation="Mount") == 3  # the failed one too
         assert value(scraped, "convoy_operation_duration_seconds_sum", interface="docker", operation="Mount") > 0
 
-        assert value(scraped, "convoy_jobs_total", kind="backup", result="done") == 1
+        assert value(scraped, "convoy_jobs_total", kind="backup", result="done") == 2
         assert value(scraped, "convoy_jobs_total", kind="restore", result="done") == 1
-        assert value(scraped, "convoy_job_duration_seconds_count", kind="backup") == 1
+        assert value(scraped, "convoy_job_duration_seconds_count", kind="backup") == 2
         assert value(scraped, "convoy_jobs_running", kind="backup") == 0
-        # what `backup inspect` says the backup read and stored; the restore wrote the file back
-        assert value(scraped, "convoy_backup_bytes_total") == stats["read_bytes"] == DATA_BYTES
+        # what `backup inspect` says the backups read and stored (the copy's blocks were there already);
+        # the restore wrote the file back
+        assert value(scraped, "convoy_backup_bytes_total") == stats["read_bytes"] + copy_stats["read_bytes"] == 2 * DATA_BYTES
         assert value(scraped, "convoy_backup_uploaded_bytes_total") == stats["stored_bytes"] > 0
         assert value(scraped, "convoy_restore_bytes_total") == DATA_BYTES
 
-        assert value(scraped, "convoy_volumes", driver="vfs") == 2
+        assert value(scraped, "convoy_volumes", driver="vfs") == 3
         assert value(scraped, "convoy_volumes_mounted", driver="vfs") == 1  # web; the restore's mount is released
         assert value(scraped, "convoy_mount_references", driver="vfs") == 1
         assert ("convoy_volumes", (("driver", "image"),)) in scraped  # an enabled back-end without volumes: 0
@@ -128,8 +140,9 @@ def test_metrics_and_json_logs_after_real_operations(make_daemon, tmp_path):
 
     # a job's lines carry its id, the volume, and the request that started it
     started = [line for line in lines if " started: " in line["message"] and line["message"].startswith("job ")]
-    kinds = {line["message"].split(": ", 1)[1].split(" ")[0]: line for line in started}
-    assert kinds["backup"]["volume"] == "web" and kinds["restore"]["volume"] == "restored"
+    volumes_of = {kind: sorted(line["volume"] for line in started if line["message"].split(": ", 1)[1].startswith(kind))
+                  for kind in ("backup", "restore")}  # fmt: skip
+    assert volumes_of == {"backup": ["copy", "web"], "restore": ["restored"]}
     for line in started:
         job = line["message"].split(" ")[1]
         assert line["job_id"] == job and line["request_id"]
