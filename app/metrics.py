@@ -34,7 +34,16 @@ from app.catalog import Catalog
 from app.errors import ConvoyError
 from app.json_types import JSONObject
 
-__all__ = ["CONTENT_TYPE_LATEST", "exposition", "job_finished", "operation", "schedule_removed", "schedule_succeeded"]
+__all__ = [  # what the daemon calls
+    "CONTENT_TYPE_LATEST",
+    "error_kind",
+    "exposition",
+    "metered_job",
+    "operation",
+    "schedule_removed",
+    "schedule_succeeded",
+    "watch",
+]
 
 # a *_created series beside each counter doubles the scrape and tells an operator nothing
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -106,7 +115,7 @@ def operation(interface: str, name: str) -> Iterator[None]:
 Work = Callable[[Progress], JSONObject]
 
 
-def job_finished(kind: str, work: Work) -> Work:
+def metered_job(kind: str, work: Work) -> Work:
     """`work` of a job of `kind`, counted, timed and its bytes added when it returns: before the job
     shows as done, so a scrape after `convoy backup create` returned sees its bytes."""
 

@@ -74,7 +74,7 @@ def serve(
     `when_serving` runs once both servers answer (the daemon's start-up work:
     started earlier, it would hold the interpreter while they get ready).
     """
-    jobs = JobRunner(instrument=metrics.job_finished)
+    jobs = JobRunner(instrument=metrics.metered_job)
     metrics.watch(service.catalog, service.drivers, lambda: [job.kind for job in jobs.running()])
     snapshots = SnapshotService(service)
     backups = BackupService(service, snapshots, jobs)
