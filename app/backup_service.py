@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from app import logs
 from app.backup.progress import Progress
 from app.backup.urls import BackupURL, parse_backup_url, parse_store_url
 from app.errors import Conflict, ConvoyError, InvalidInput, NotFound, Unavailable, error_from
@@ -81,6 +82,7 @@ class BackupService:
         native = self._native(dest)
         record = self.snapshots.require(snapshot)
         volume = self.volumes.require(record.volume)
+        logs.bind_volume(volume.name)  # the request named only the snapshot; the job's log lines name the volume
         if native is not None:
             driver_name = native[0]
             if volume.driver != driver_name:
@@ -195,14 +197,14 @@ class BackupService:
                 return {"url": url}
 
             return self.jobs.submit("delete", f"delete of {url}", delete_native)
-        parse_backup_url(url)
+        logs.bind_volume(parse_backup_url(url).volume)
         endpoint = self._endpoint(s3_endpoint)
         return self.jobs.submit("delete", f"delete of {url}", lambda progress: engine.delete_backup(url, s3_endpoint=endpoint))
 
     def verify(self, url: str, s3_endpoint: str | None = None) -> Job:
         from app.backup import engine
 
-        parse_backup_url(url)
+        logs.bind_volume(parse_backup_url(url).volume)
         endpoint = self._endpoint(s3_endpoint)
         return self.jobs.submit(
             "verify", f"verify of {url}", lambda progress: engine.verify_backup(url, s3_endpoint=endpoint, progress=progress)

@@ -327,6 +327,17 @@ class Catalog:
     def read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
         return self._rows(query, args)
 
+    # metrics
+
+    def volume_counts(self) -> list[tuple[str, int, int, int]]:
+        """(driver, volumes, volumes mounted, mount references held) for each driver with volumes: one query,
+        read at every metrics scrape."""
+        return self._rows(
+            "SELECT v.driver, COUNT(*), COUNT(r.volume), COALESCE(SUM(r.refs), 0) FROM volumes v "
+            "LEFT JOIN (SELECT volume, SUM(count) AS refs FROM mount_refs GROUP BY volume) r ON r.volume = v.name "
+            "GROUP BY v.driver"
+        )
+
 
 @dataclass
 class SnapshotRecord:

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from app import logs
 from app.catalog import Catalog, VolumeRecord
 from app.errors import ConfigurationError, ConvoyError
 from app.private_dirs import make_private
@@ -78,6 +79,29 @@ def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     return sock
 
 
+def bind_tcp_socket(address: tuple[str, int], setting: str) -> socket.socket:
+    """Listen on a TCP address (its first resolution); a name that does not resolve or a port
+    already taken stops the start with the setting to change."""
+    host, port = address
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ConfigurationError(f"{setting} {host}:{port}: cannot resolve {host} ({err.strerror}); give an IP address") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(64)
+    except OSError as err:
+        sock.close()
+        raise ConfigurationError(
+            f"{setting} {host}:{port}: cannot listen there ({os.strerror(err.errno or errno.EIO)}); "
+            "choose another port or address, or leave it unset to serve /metrics on the control socket only"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
 def build_drivers(settings: Settings, records: list[VolumeRecord]) -> dict[str, StorageDriver]:
     """The enabled drivers, plus any driver existing volumes use, so none of them disappears."""
     names = list(settings.drivers)
@@ -120,21 +144,22 @@ def check_mount_root_apart(settings: Settings, drivers: dict[str, StorageDriver]
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(
-        level=os.environ.get("CONVOY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_format, os.environ.get("CONVOY_LOG_LEVEL", "INFO"))
     lock_fd = acquire_root_lock(settings.root)
     catalog = Catalog(settings.root / CATALOG_FILE)
     records = catalog.all()  # read once: thousands of volumes are checked before the sockets listen
     drivers = build_drivers(settings, records)
     check_volumes_reachable(records, drivers)
     check_mount_root_apart(settings, drivers)
+    # first: a bad address stops the start before any socket file is made
+    metrics_socket = bind_tcp_socket(settings.metrics_addr, "--metrics-addr") if settings.metrics_addr else None
     # Docker connects as root: no group (not even root's) needs the socket
     plugin_socket = bind_unix_socket(settings.plugin_socket, 0o600)
     control_socket = bind_unix_socket(settings.socket, 0o600)
     start_error_file(settings.socket).unlink(missing_ok=True)
     log.info("listening on %s (Docker) and %s (control)", settings.plugin_socket, settings.socket)
+    if settings.metrics_addr:
+        log.info("serving /metrics on %s:%d too", *settings.metrics_addr)
 
     from app.server import serve  # imports the web stack after the sockets listen
     from app.service import VolumeService
@@ -142,7 +167,7 @@ def run(settings: Settings) -> None:
     service = VolumeService(settings, drivers, catalog)
     start_up = threading.Thread(target=service.start, name="start-up", daemon=True)
     try:
-        serve(service, plugin_socket, control_socket, when_serving=start_up.start)
+        serve(service, plugin_socket, control_socket, when_serving=start_up.start, metrics_socket=metrics_socket)
     finally:
         for path in (settings.plugin_socket, settings.socket):
             path.unlink(missing_ok=True)
@@ -156,7 +181,8 @@ def main(settings: Settings) -> int:
         run(settings)
     except ConvoyError as error:
         log.error("%s", error)
-        print(f"convoy daemon: {error}", flush=True, file=sys.stderr)
+        if settings.log_format != "json":  # a json log stays one object a line: the line above says it
+            print(f"convoy daemon: {error}", flush=True, file=sys.stderr)
         _leave_start_error(settings, error)
         return 1
     return 0

@@ -17,6 +17,7 @@ again reuses every block the interrupted one stored.
 from __future__ import annotations
 
 import builtins
+import contextvars
 import logging
 import secrets
 import threading
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from app import logs
 from app.backup.progress import Progress
 from app.catalog import Catalog
 from app.errors import ConvoyError, NotFound, Unavailable
@@ -35,6 +37,7 @@ from app.json_types import JSONObject
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 200  # finished jobs kept in memory, with their live objects
 KEEP_HISTORY = 1000  # finished jobs kept in the catalog
+Work = Callable[[Progress], JSONObject]
 
 
 class JobError(TypedDict):
@@ -92,9 +95,10 @@ def interrupted(record: JSONObject, when: float) -> JSONObject:
 class JobRunner:
     """Runs jobs; `catalog` keeps their history across restarts (None: in memory only)."""
 
-    def __init__(self, catalog: Catalog | None = None) -> None:
+    def __init__(self, catalog: Catalog | None = None, instrument: Callable[[str, Work], Work] | None = None) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        self._instrument = instrument  # wraps each job's work (the daemon's metrics)
         self._catalog = catalog
         if catalog is not None:
             now = time.time()
@@ -109,10 +113,15 @@ class JobRunner:
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()
-        threading.Thread(target=self._run, args=(job, work), name=f"job-{kind}-{job.id}", daemon=True).start()
+        if self._instrument is not None:
+            work = self._instrument(kind, work)
+        # the job's log lines carry the volume and request id of the request that started it
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._run, job, work), name=f"job-{kind}-{job.id}", daemon=True).start()
         return job
 
     def _run(self, job: Job, work: Callable[[Progress], JSONObject]) -> None:
+        logs.job_id.set(job.id)
         log.info("job %s started: %s", job.id, job.description)
         try:
             job.result = work(job.progress)

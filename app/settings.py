@@ -38,6 +38,9 @@ ENV_VARS = {
     "s3_endpoint": "S3_ENDPOINT",
     "docker_restore_timeout": "DOCKER_RESTORE_TIMEOUT",
     "shared_refresh": "SHARED_REFRESH",
+    # metrics and logs
+    "metrics_addr": "METRICS_ADDR",
+    "log_format": "LOG_FORMAT",
 }
 # Docker gives a volume create 2 minutes; a restore through it must answer before
 DEFAULT_DOCKER_RESTORE_TIMEOUT = 100.0
@@ -62,6 +65,9 @@ class Settings:
     s3_endpoint: str | None = None  # default endpoint for s3:// (MinIO, Ceph); None: AWS
     docker_restore_timeout: float = DEFAULT_DOCKER_RESTORE_TIMEOUT
     shared_refresh: float = DEFAULT_SHARED_REFRESH  # seconds
+    # metrics and logs
+    metrics_addr: tuple[str, int] | None = None  # (host, port) that also serves /metrics over TCP
+    log_format: str = "text"  # or json: one object a line
 
     @property
     def default_driver(self) -> str:
@@ -128,6 +134,8 @@ def load_settings(
     s3_endpoint: str | None = None,
     docker_restore_timeout: float | None = None,
     shared_refresh: float | None = None,
+    metrics_addr: str | None = None,
+    log_format: str | None = None,
     env: dict[str, str] | None = None,
 ) -> Settings:
     """Merge flags (arguments that are not None) over env vars over defaults."""
@@ -163,6 +171,8 @@ def load_settings(
         s3_endpoint=pick(s3_endpoint, "s3_endpoint"),
         docker_restore_timeout=_parse_seconds(pick(docker_restore_timeout, "docker_restore_timeout")),
         shared_refresh=_parse_interval(pick(shared_refresh, "shared_refresh")),
+        metrics_addr=_parse_host_port(pick(metrics_addr, "metrics_addr")),
+        log_format=_parse_log_format(pick(log_format, "log_format")),
     )
 
 
@@ -199,3 +209,25 @@ def _parse_interval(value: object) -> float:
     if not 0.1 <= seconds <= 3600:
         raise InvalidInput(f"shared refresh interval {value} must be between 0.1 and 3600 seconds")
     return seconds
+
+
+def _parse_host_port(value: str | None) -> tuple[str, int] | None:
+    """`HOST:PORT` (an IPv6 address in brackets: `[::1]:9100`); the host is required, so that serving
+    metrics to every interface (0.0.0.0) is a choice written down, never a default."""
+    if value is None:
+        return None
+    example = "give HOST:PORT, e.g. 127.0.0.1:9100 (0.0.0.0:9100 for every interface)"
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(f"metrics address {value!r} ({ENV_VARS['metrics_addr']} or --metrics-addr) is not valid: {example}")
+    return host, int(port)
+
+
+def _parse_log_format(value: str | None) -> str:
+    if value is None:
+        return "text"
+    from app.logs import check_format
+
+    return check_format(value.strip().lower(), f"{ENV_VARS['log_format']} or --log-format")

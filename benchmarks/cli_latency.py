@@ -19,7 +19,9 @@ Then the daemon is stopped and started --starts times: seconds from the
 process start to both sockets answering (Docker's Capabilities and the
 control API's info), median and spread. After that --volumes volumes are
 created through Docker's plugin socket, 8 at a time, and `convoy list` and
-the start are measured again with them in the catalog.
+the start are measured again with them in the catalog, and a Prometheus
+scrape of /metrics (which counts the volumes from the catalog) with and
+without them, beside curl of the same list request.
 
     .venv/bin/python benchmarks/cli_latency.py [--repeat 7] [--starts 5] [--volumes 1000] [--workdir DIR]
 
@@ -82,6 +84,11 @@ def curl(socket: Path, method: str, path: str, body: str | None = None) -> list[
     if body is not None:
         cmd += ["-H", "Content-Type: application/json", "-d", body]
     return cmd
+
+
+def scrape(socket: Path) -> list[str] | None:
+    """A Prometheus scrape of the control socket's /metrics; None without curl."""
+    return ["curl", "-sf", "--unix-socket", str(socket), "http://convoy/metrics"] if shutil.which("curl") else None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -152,12 +159,15 @@ def bench(work: Path, repeat: int, starts: int, volumes: int) -> None:
             ("convoy snapshot create v1", ["snapshot", "create", "v1"], curl(sock, "POST", "/snapshots", '{"volume": "v1"}')),
         ]
         rows = [(label, measure([*cli, *args], repeat), measure(raw, repeat) if raw else None) for label, args, raw in commands]
+        scrape_cmd = scrape(sock)
+        few_scrape = measure(scrape_cmd, repeat) if scrape_cmd else None
         started_empty = start_seconds(daemon, starts)
 
         create_seconds = create_volumes(daemon, volumes) if volumes else 0.0
         many_list = measure([*cli, "list"], repeat)
         many_curl_cmd = curl(sock, "GET", "/volumes")
         many_curl = measure(many_curl_cmd, repeat) if many_curl_cmd else None
+        many_scrape = measure(scrape_cmd, repeat) if scrape_cmd else None
         started_many = start_seconds(daemon, starts)
         errors = [entry for entry in daemon.log_text().splitlines() if "ERROR" in entry or "Traceback" in entry]
     except BaseException:
@@ -181,11 +191,13 @@ def bench(work: Path, repeat: int, starts: int, volumes: int) -> None:
     for label, figures, raw in rows:
         print(line(label, figures))
         print(line("  curl, same request (ref.)", raw))
+    print(line("curl /metrics (a scrape)", few_scrape, "curl of list above: the reference"))
     print(line("daemon start to both sockets", started_empty, f"(median of {starts})"))
     print(f"\nwith {volumes} more volumes (created through the plugin socket, {CREATORS} at a time, "
           f"in {create_seconds:.1f} s: {volumes / create_seconds if create_seconds else 0:.0f}/s)")
     print(line("convoy list", many_list))
     print(line("  curl, same request (ref.)", many_curl))
+    print(line("curl /metrics (a scrape)", many_scrape, "curl of list above: the reference"))
     print(line("daemon start to both sockets", started_many, f"(median of {starts})"))
     if errors:
         print("\ndaemon log errors:\n  " + "\n  ".join(errors[:20]))

@@ -179,6 +179,10 @@ def daemon(
     shared_refresh: float | None = typer.Option(
         None, "--shared-refresh", help="seconds between reads of volumes other hosts recorded [env SHARED_REFRESH; 30]"
     ),
+    metrics_addr: str | None = typer.Option(
+        None, "--metrics-addr", help="HOST:PORT that also serves /metrics over TCP [env METRICS_ADDR]"
+    ),
+    log_format: str | None = typer.Option(None, "--log-format", help="text or json (one object a line) [env LOG_FORMAT; text]"),
 ) -> None:
     """Run the daemon: the Docker volume plugin and the control API."""
     from app import daemon as daemon_module
@@ -198,6 +202,8 @@ def daemon(
             s3_endpoint=s3_endpoint,
             docker_restore_timeout=docker_restore_timeout,
             shared_refresh=shared_refresh,
+            metrics_addr=metrics_addr,
+            log_format=log_format,
         )
     except ConvoyError as error:
         fail(error)

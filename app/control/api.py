@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app import logs, metrics
 from app.control import schema
 from app.http_errors import exception_handlers, read_query, read_request
 from app.json_types import JSONObject
@@ -60,6 +61,11 @@ def json_endpoint(
     """
 
     async def endpoint(request: Request) -> Response:
+        route = getattr(request.scope.get("route"), "path", request.url.path)  # /v1/volumes/{name}, not each name
+        with metrics.operation("control", f"{request.method} {route}"), logs.bound(request_id=logs.new_request_id()):
+            return await answer(request)
+
+    async def answer(request: Request) -> Response:
         what = f"the {request.method} {request.url.path} request"
         data: T
         if body is not None:
@@ -68,10 +74,24 @@ def json_endpoint(
             data = read_query(request, query, what)
         else:
             data = cast(T, {})  # an endpoint without a schema declares its data as `object`
-        status, payload = await anyio.to_thread.run_sync(partial(work, request, data), limiter=pool)
+        with logs.bound(volume=_volume_named(request, data)):
+            status, payload = await anyio.to_thread.run_sync(partial(work, request, data), limiter=pool)
         return JSONResponse(payload, status_code=status)
 
     return endpoint
+
+
+def _volume_named(request: Request, data: object) -> str | None:
+    """The volume a request names, for its log lines: in the path (/v1/volumes/NAME/...), as the new
+    volume of a create or restore, or as a `volume` field; a backup's request names it later, in the service."""
+    path = request.url.path
+    if path.startswith(f"/{API_VERSION}/volumes/"):
+        return str(request.path_params.get("name") or "") or None
+    if not isinstance(data, dict):
+        return None
+    creates = request.method == "POST" and path in (f"/{API_VERSION}/volumes", f"/{API_VERSION}/restores")
+    value = data.get("name") if creates else data.get("volume")
+    return value if isinstance(value, str) and value else None
 
 
 def _error_reply(status: int, kind: str, message: str) -> JSONResponse:

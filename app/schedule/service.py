@@ -123,6 +123,7 @@ class ScheduleService:
         if self.is_running(name):
             raise Conflict(f"schedule {name} is running; delete it once `convoy schedule inspect {name}` shows it has finished")
         self.records.delete(name)
+        events.on_deleted(name)
         log.info("schedule %s deleted", name)
 
     def list(self) -> list[JSONObject]:

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app import logs, metrics
 from app.backup_service import BackupService
 from app.http_errors import exception_handlers, read_request
 from app.json_types import JSONObject
@@ -38,6 +39,8 @@ from app.volumedriver import schema
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+# calls that change something are logged at info (with their request id); look-ups at debug
+CHANGES = frozenset({"Create", "Remove", "Mount", "Unmount"})
 WORKER_THREADS = 32  # Docker calls Get for every volume at once after a restart
 RESTORE_THREADS = 32  # creates from a backup (-o backup=URL), each waiting on a store
 
@@ -89,18 +92,29 @@ def build_app(service: VolumeService, backups: BackupService) -> Starlette:
         what = f"Docker's {method} request"
 
         async def endpoint(request: Request) -> Response:
+            with metrics.operation("docker", method), logs.bound(request_id=logs.new_request_id()):
+                return await answer(request)
+
+        async def answer(request: Request) -> Response:
             started = time.perf_counter()
             body = await read_request(request, request_schema, what)
-            try:
-                if not blocking:
-                    return _reply(work(body))
-                limiter = pool(body) if pool else workers
-                return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=limiter))
-            finally:
-                # How long each of Docker's calls took, failed ones too (CONVOY_LOG_LEVEL=debug shows it; the
-                # parallel-containers benchmark reads Mount's from here)
-                name = body.get("Name", "") if isinstance(body, dict) else ""
-                log.debug("Docker %s %s: %.1f ms", method, name, 1000 * (time.perf_counter() - started))
+            name = body.get("Name", "") if isinstance(body, dict) else ""
+            with logs.bound(volume=name):
+                failed = ""
+                try:
+                    if not blocking:
+                        return _reply(work(body))
+                    limiter = pool(body) if pool else workers
+                    return _reply(await anyio.to_thread.run_sync(partial(work, body), limiter=limiter))
+                except BaseException as error:
+                    failed = f" (failed: {metrics.error_kind(error)})"
+                    raise
+                finally:
+                    # How long each of Docker's calls took, failed ones too, with the call's request id (the
+                    # parallel-containers benchmark reads Mount's from here, at CONVOY_LOG_LEVEL=debug)
+                    level = logging.INFO if method in CHANGES or failed else logging.DEBUG
+                    elapsed_ms = 1000 * (time.perf_counter() - started)
+                    log.log(level, "Docker %s %s: %.1f ms%s request=%s", method, name, elapsed_ms, failed, logs.request_id.get())
 
         return Route(f"/{'Plugin' if method == 'Activate' else 'VolumeDriver'}.{method}", endpoint, methods=["POST"])
 

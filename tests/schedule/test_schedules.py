@@ -8,6 +8,7 @@ import pytest
 
 from app.schedule.clock import TEST_CLOCK_ENV
 from app.schedule.spec import iso
+from tests.core.test_metrics import samples, scrape_control, value
 
 pytestmark = pytest.mark.needs_root
 
@@ -243,3 +244,23 @@ def test_a_schedule_of_all_volumes_takes_those_created_later(make_daemon):
     assert sorted(s["volume"] for s in cli_json(daemon, "snapshot", "list")) == ["first", "later", "latest"]  # keep last=1
     listed = daemon.cli("schedule", "list", check=True).stdout
     assert "every-vfs" in listed and "all (vfs)" in listed and "2026-10-29T02:00:00Z" in listed
+
+
+def test_each_schedules_last_success_is_a_metric_that_outlives_a_restart_and_goes_with_the_schedule(make_daemon):
+    daemon = clock_daemon(make_daemon)
+    volume_with_data(daemon, "db")
+    daemon.cli("schedule", "create", "snaps", "--volume", "db", "--every", "1h", "--keep", "last=3", check=True)
+    gauge = "convoy_schedule_last_success_timestamp_seconds"
+    assert (gauge, (("schedule", "snaps"),)) not in samples(scrape_control(daemon)), "no run has succeeded yet"
+
+    move_clock(daemon, "2026-10-29T00:00:00Z")  # the clock stands still during the run: it ends at the slot
+    slot = datetime(2026, 10, 29, tzinfo=UTC).timestamp()
+    assert value(samples(scrape_control(daemon)), gauge, schedule="snaps") == slot
+
+    daemon.stop()
+    daemon.start()
+    daemon.wait_ready()
+    assert value(samples(scrape_control(daemon)), gauge, schedule="snaps") == slot, "read back from the catalog at start"
+
+    daemon.cli("schedule", "delete", "snaps", check=True)
+    assert (gauge, (("schedule", "snaps"),)) not in samples(scrape_control(daemon))
