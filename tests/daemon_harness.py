@@ -180,3 +180,10 @@ def in_process_service(base: Path):
     service.start()
     service.shared.stop()  # no background reads of shared records behind a test's back
     return service, driver, catalog, settings
+
+
+def cli_json(daemon, *args: str):
+    """`convoy ARGS --json` against `daemon` (anything with a `cli` like Daemon's), which must succeed: its document."""
+    result = daemon.cli(*args, "--json")
+    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
+    return json.loads(result.stdout)

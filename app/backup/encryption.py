@@ -26,6 +26,7 @@ from typing import Any
 
 from app.errors import ConfigurationError, Conflict, Damaged, NotFound
 from app.json_types import JSONObject
+from app.key_file import read_key_file
 
 from . import crypto, layout, manifest
 from .objectstore import ObjectStore
@@ -34,7 +35,6 @@ from .objectstore.encrypted import EncryptedStore
 PASSPHRASE_ENV = "CONVOY_STORE_PASSPHRASE"  # noqa: S105 - where the passphrase is, not one
 KEY_FILE_ENV = "CONVOY_STORE_KEY_FILE"
 KEY_ENV = "CONVOY_STORE_KEY"
-MAX_KEY_FILE = 1024  # a key is 32 bytes or its text; this is room enough
 
 
 class MissingKey(ConfigurationError):
@@ -48,21 +48,10 @@ def secret_from_env(kind: str, env: Mapping[str, str] | None = None) -> crypto.S
         text = env.get(PASSPHRASE_ENV)
         return crypto.Secret.passphrase(text) if text else None
     if path := env.get(KEY_FILE_ENV):
-        return crypto.Secret.key(read_key_file(path), f"{KEY_FILE_ENV}={path}")
+        return crypto.Secret.key(read_key_file(path, ConfigurationError), f"{KEY_FILE_ENV}={path}")
     if text := env.get(KEY_ENV):
         return crypto.Secret.key(text.encode(), KEY_ENV)
     return None
-
-
-def read_key_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-    except OSError as e:
-        raise ConfigurationError(f"cannot read the store key file {path}: {e.strerror}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise ConfigurationError(f"the store key file {path} is bigger than {MAX_KEY_FILE} bytes: is it a key file?")
-    return data
 
 
 def _header(raw: Mapping[str, Any]) -> bytes:

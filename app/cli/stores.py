@@ -23,22 +23,14 @@ from app.cli.context import user_errors as _guard
 from app.cli.output import print_json
 from app.errors import InvalidInput
 from app.json_types import JSONObject
+from app.key_file import read_key_file
 
 store_app = typer.Typer(help="Backup stores: make one, plain or encrypted.", no_args_is_help=True)
-
-MAX_KEY_FILE = 1024
 
 
 def _secret_fields(key_file: str | None) -> dict[str, str]:
     if key_file:
-        try:
-            with open(key_file, "rb") as f:
-                key = f.read(MAX_KEY_FILE + 1)
-        except OSError as e:
-            raise InvalidInput(f"cannot read the key file {key_file}: {e.strerror}") from None
-        if len(key) > MAX_KEY_FILE:
-            raise InvalidInput(f"the key file {key_file} is bigger than {MAX_KEY_FILE} bytes: is it a key file?")
-        return {"key": base64.b64encode(key).decode()}
+        return {"key": base64.b64encode(read_key_file(key_file, InvalidInput)).decode()}
     if passphrase := os.environ.get("CONVOY_STORE_PASSPHRASE"):
         return {"passphrase": passphrase}
     if key_text := os.environ.get("CONVOY_STORE_KEY"):

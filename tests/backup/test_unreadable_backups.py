@@ -18,6 +18,7 @@ import zstandard
 from app.backup import layout, manifest
 from app.backup.legacy_convoy import backup_cfg_key
 from app.cli.output import EXIT_CODES
+from tests.daemon_harness import cli_json
 
 pytestmark = pytest.mark.needs_root
 
@@ -25,10 +26,6 @@ DM_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "convoy-0.5.2-de
 DM_BACKUP = "backup-a0cff4ada769456c"
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def back_up(daemon, volume: str, store: str, content: str) -> str:

@@ -1,6 +1,5 @@
 """Snapshots, backups and restores through a running daemon, as users drive them."""
 
-import json
 import os
 import time
 from pathlib import Path
@@ -9,15 +8,11 @@ import pytest
 
 from app.mounts import filesystem_type
 from tests.backup.treecheck import describe, make_sample_tree
-from tests.daemon_harness import mounted_points
+from tests.daemon_harness import cli_json, mounted_points
 
 pytestmark = pytest.mark.needs_root
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def fill_volume(daemon, name, **tree_options) -> Path:

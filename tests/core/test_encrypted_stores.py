@@ -14,7 +14,8 @@ import blake3
 import pytest
 
 from tests.backup.treecheck import describe
-from tests.core.test_backups import cli_json, fill_volume
+from tests.core.test_backups import fill_volume
+from tests.daemon_harness import cli_json
 
 pytestmark = pytest.mark.needs_root
 

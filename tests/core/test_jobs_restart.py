@@ -1,7 +1,6 @@
 """Jobs survive a restart of the daemon, and a backup cut short by kill -9 resumes where it stopped."""
 
 import hashlib
-import json
 import os
 import time
 
@@ -11,15 +10,11 @@ import pytest
 from app.backup import layout
 from app.backup.manifest import DEFAULT_BLOCK_SIZE
 from app.backup.objectstore import open_store
-from tests.daemon_harness import wait_until
+from tests.daemon_harness import cli_json, wait_until
 
 pytestmark = pytest.mark.needs_root
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def volume_with_random_file(daemon, name: str, size: int) -> bytes:

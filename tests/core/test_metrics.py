@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon_harness import CONVOY, REPO, UnixHTTPConnection
+from tests.daemon_harness import CONVOY, REPO, UnixHTTPConnection, cli_json
 
 pytestmark = pytest.mark.needs_root
 
@@ -45,10 +45,6 @@ def value(scraped: dict, name: str, **labels) -> float:
     return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def test_metrics_and_json_logs_after_real_operations(make_daemon, tmp_path):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from tests.daemon_harness import cli_json
 from tests.dolab.fixture import DROPLET_A, DROPLET_B
 
 __all__ = ["DROPLET_A", "DROPLET_B", "cli_json", "volume_of"]
@@ -29,10 +28,6 @@ def do_host(make_daemon, dolab):
     return make
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def volume_of(dolab, daemon, name: str) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.digitalocean.conftest import cli_json
+from tests.daemon_harness import cli_json
 
 pytestmark = pytest.mark.needs_root
 

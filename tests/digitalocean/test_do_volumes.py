@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import mounted_points
-from tests.digitalocean.conftest import DROPLET_A, DROPLET_B, cli_json, volume_of
+from tests.daemon_harness import cli_json, mounted_points
+from tests.digitalocean.conftest import DROPLET_A, DROPLET_B, volume_of
 
 pytestmark = pytest.mark.needs_root
 

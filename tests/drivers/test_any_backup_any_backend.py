@@ -7,7 +7,6 @@ with its metadata.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,14 +15,11 @@ import pytest
 
 from tests.backup.treecheck import describe, make_sample_tree
 from tests.convoy_dm_fixture import assert_restored, copied_store
+from tests.daemon_harness import cli_json
 
 pytestmark = pytest.mark.needs_root
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 @pytest.fixture

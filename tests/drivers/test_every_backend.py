@@ -7,22 +7,17 @@ all of this unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.backup.treecheck import describe, make_sample_tree
-from tests.daemon_harness import mounted_points, wait_until
+from tests.daemon_harness import cli_json, mounted_points, wait_until
 
 pytestmark = pytest.mark.needs_root
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def mount(daemon, name: str, ref: str) -> str:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import mounted_points
+from tests.daemon_harness import cli_json, mounted_points
 from tests.ebs.conftest import INSTANCE_A, INSTANCE_B
 
 pytestmark = pytest.mark.needs_root
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def described(ec2lab, volume_id: str) -> dict:

@@ -1,6 +1,5 @@
 """Schedules through a real daemon, on a clock the test moves (CONVOY_TEST_CLOCK): no sleeping through hours."""
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +8,7 @@ import pytest
 from app.schedule.clock import TEST_CLOCK_ENV
 from app.schedule.spec import iso
 from tests.core.test_metrics import samples, scrape_control, value
+from tests.daemon_harness import cli_json
 
 pytestmark = pytest.mark.needs_root
 
@@ -27,10 +27,6 @@ def move_clock(daemon, moment, wait=True):
     assert status == 200, body
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def volume_with_data(daemon, name):

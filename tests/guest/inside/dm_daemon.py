@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -62,10 +61,6 @@ def deactivate(name: str) -> None:
     dm_host.sh("dmsetup", "remove", "--retry", name)
 
 
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def fsck_clean(device: str) -> subprocess.CompletedProcess:

@@ -14,10 +14,11 @@ import pytest
 
 from app.storage.devicemapper import FAULT_FILE_ENV
 from tests.convoy_dm_fixture import assert_restored, copied_store
+from tests.daemon_harness import cli_json
 from tests.drivers import dm_host
 from tests.drivers.backends import loop_devices_of
 from tests.guest.inside import dm_daemon
-from tests.guest.inside.dm_daemon import assert_ledger_matches_pool, cli_json
+from tests.guest.inside.dm_daemon import assert_ledger_matches_pool
 
 pytestmark = pytest.mark.needs_root
 MIB = 1 << 20

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon_harness import cli_json
 from tests.drivers import dm_host
-from tests.guest.inside.dm_daemon import cli_json
 
 pytestmark = pytest.mark.needs_root
 MIB = 1 << 20

@@ -3,7 +3,6 @@ mount of one kernel-NFS export. The VFS driver must see NFS as shared storage by
 so that volumes are listed across hosts, Docker's remove keeps the data, snapshots and backups use
 copies (NFS has no reflink), and a host killed mid-backup leaves the other's view intact."""
 
-import json
 import os
 import time
 from pathlib import Path
@@ -11,13 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.backup.treecheck import describe
-from tests.daemon_harness import wait_until
-
-
-def cli_json(daemon, *args):
-    result = daemon.cli(*args, "--json")
-    assert result.returncode == 0, f"convoy {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout)
+from tests.daemon_harness import cli_json, wait_until
 
 
 def fill(directory: Path, big: int = 3 << 20) -> Path:
