@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -85,6 +86,10 @@ def disks(tmp_path):
             subprocess.run(["losetup", "-d", device], check=False)
         for image in tmp_path.glob("*.img"):
             image.unlink()
+    # a lazily unmounted file system lets go of its device when the kernel gets to it (seconds under load)
+    deadline = time.monotonic() + 10
+    while ours(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert ours(tmp_path) == [], "a loop device was left attached"
 
 
