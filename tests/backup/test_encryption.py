@@ -11,7 +11,10 @@ import pytest
 
 from app.backup import crypto, encryption, engine
 from app.backup.backup import SnapshotSource
-from app.backup.objectstore import VfsStore
+from app.backup.objectstore import VfsStore, open_store
+from app.backup.objectstore.base import ObjectStore
+from app.backup.objectstore.encrypted import EncryptedStore
+from app.backup.urls import parse_store_url
 from app.errors import Conflict, Damaged, InvalidInput
 
 KEY = b"k" * 32
@@ -133,3 +136,15 @@ def test_a_replaced_config_never_makes_a_backup_write_plaintext(tmp_path, monkey
         engine.create_backup(dest, "vol", SnapshotSource("s2", str(tmp_path / "src")))
     assert sorted((tmp_path / "store" / "convoy-store" / "blocks").rglob("*")) == blocks_before
     assert not any(b"secret data" in p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+
+
+def test_an_encrypted_store_has_the_traits_of_the_store_it_wraps(s3_endpoint, s3_bucket):
+    """How many requests to make at once and whether listing costs are the S3 store's, not a plain
+    default: with costly_listing lost, an encrypted S3 store's `backup list` listed every manifest."""
+    inner = open_store(parse_store_url(f"s3://{s3_bucket}@us-east-1/p"), s3_endpoint=s3_endpoint)
+    cipher = crypto.ObjectCipher(b"m" * 32, b"store-a")
+    wrapped = EncryptedStore(inner, cipher)
+    for trait in ObjectStore.__annotations__:
+        expected = cipher.block_id_key if trait == "block_id_key" else getattr(inner, trait)
+        assert getattr(wrapped, trait) == expected, trait
+    assert (wrapped.costly_listing, wrapped.lookups) == (True, 12)

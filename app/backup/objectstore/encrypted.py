@@ -30,11 +30,10 @@ class EncryptedStore(ObjectStore):
     def __init__(self, inner: ObjectStore, cipher: crypto.ObjectCipher):
         self.inner = inner
         self.cipher = cipher
-        self.url = inner.url
-        self.parallelism = inner.parallelism
-        self.lookups = inner.lookups
-        self.costly_listing = inner.costly_listing
-        self.warms = inner.warms
+        # every trait the engine reads of a store (url, parallelism, lookups, costly_listing, warms, ...)
+        # is the inner store's: one added to ObjectStore later cannot be forgotten here
+        for trait in ObjectStore.__annotations__:
+            setattr(self, trait, getattr(inner, trait))
         self.block_id_key = cipher.block_id_key
 
     def _where(self, key: str) -> str:
