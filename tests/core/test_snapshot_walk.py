@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,14 +25,14 @@ from app.storage.vfs_snapshot import MAX_DEPTH, snapshot_directory
 SECRET = "HOST SECRET: must never be touched"
 
 
-def open_fds() -> set[str]:
-    """What this process holds open under /tmp, where the tests' trees are: the descriptors a walk could leak.
-    (Other threads of the test process, a lab's or a server's, open and close their own meanwhile.)"""
+def open_fds(under: Path) -> set[str]:
+    """What this process holds open under `under` (the test's own directory, where its tree is): the
+    descriptors a walk could leak. (Other tests' objects, collected meanwhile, close theirs elsewhere in /tmp.)"""
     held = set()
     for fd in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):  # closed since the listing
             target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith(tempfile.gettempdir()):
+            if target.startswith(str(under)):
                 held.add(f"{fd} -> {target}")
     return held
 
@@ -67,23 +66,23 @@ def canary_state(path: Path) -> dict:
 def test_a_tree_deeper_than_the_limit_gets_a_clear_conflict_and_leaves_no_descriptor(tmp_path, depth):
     volume = tmp_path / "vol"
     (nested(volume, depth) / "f").write_text("deep")
-    before = open_fds()
+    before = open_fds(tmp_path)
     with pytest.raises(Conflict) as caught:
         snapshot_directory(str(volume), str(tmp_path / "snaps" / "s1"))
     message = str(caught.value)
     assert f"more than {MAX_DEPTH} directories deep" in message, message
     assert str(volume.joinpath(*["d"] * (MAX_DEPTH + 1))) in message, message
     assert "move" in message and "take the snapshot again" in message, message
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     assert not (tmp_path / "snaps" / "s1").exists(), "no half snapshot kept"
 
 
 def test_a_tree_at_the_limit_is_copied(tmp_path):
     volume = tmp_path / "vol"
     (nested(volume, MAX_DEPTH) / "f").write_text("deep")
-    before = open_fds()
+    before = open_fds(tmp_path)
     snapshot_directory(str(volume), str(tmp_path / "s1"))
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     assert (tmp_path / "s1").joinpath(*["d"] * MAX_DEPTH, "f").read_text() == "deep"
 
 
@@ -122,10 +121,10 @@ def test_a_failure_mid_walk_leaves_no_descriptor_open(tmp_path, monkeypatch, fai
     (deepest / "a").write_text("copied first")
     (deepest / "fail-here").write_text("the copy fails here")
     expected = failure(monkeypatch, volume)
-    before = open_fds()
+    before = open_fds(tmp_path)
     with pytest.raises(expected):
         snapshot_directory(str(volume), str(tmp_path / "s1"))
-    assert open_fds() == before, "descriptors of the walk left open"
+    assert open_fds(tmp_path) == before, "descriptors of the walk left open"
     assert not (tmp_path / "s1").exists()
 
 
@@ -157,10 +156,10 @@ def test_a_special_file_removed_before_its_metadata_is_copied_is_not_in_the_snap
         return real_read(target)
 
     monkeypatch.setattr(vfs_snapshot.xattrs, "read", read)
-    before = open_fds()
+    before = open_fds(tmp_path)
     assert snapshot_directory(str(volume), str(tmp_path / "s1")) in ("copy", "reflink")
     assert sorted(os.listdir(tmp_path / "s1")) == ["kept"]
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
 
 
 # leftovers of a crashed snapshot
@@ -263,10 +262,10 @@ def test_a_storage_failure_mid_snapshot_is_reported_as_unavailable(tmp_path, mon
         return real(src_dir, dst_dir, name, seen, tree, rel)
 
     monkeypatch.setattr(vfs_snapshot, "_copy_file", copy_file)
-    before = open_fds()
+    before = open_fds(tmp_path)
     with pytest.raises(Unavailable) as caught:
         driver.create_snapshot(VolumeRef("vol1", None, {}), "snap1")
     assert f"cannot copy volume vol1 to {driver.snapshot_dir('vol1', 'snap1')}: {os.strerror(code)}" in str(caught.value)
     assert "take the snapshot again" in str(caught.value)
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     assert os.listdir(driver.snapshots_dir / "vol1") == [], "no half snapshot kept"
