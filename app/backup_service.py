@@ -211,17 +211,25 @@ class BackupService:
         )
 
     def init_store(
-        self, dest: str, *, passphrase: str | None = None, key: bytes | None = None, s3_endpoint: str | None = None
+        self,
+        dest: str,
+        *,
+        passphrase: str | None = None,
+        key: bytes | None = None,
+        s3_endpoint: str | None = None,
+        block_size: str | None = None,
     ) -> JSONObject:
-        """`convoy store init`: a new store, encrypted under the passphrase or key given, else plain."""
-        from app.backup import crypto, engine
+        """`convoy store init`: a new store, encrypted under the passphrase or key given, else plain;
+        its blocks `block_size` ("4M"), else the default of its kind of store."""
+        from app.backup import crypto, engine, limits
 
         if passphrase is not None and key is not None:
             raise InvalidInput("give a passphrase or a key for the store, not both")
+        size = limits.check_new_block_size(block_size) if block_size is not None else None
         secret = crypto.Secret.passphrase(passphrase) if passphrase is not None else None
         if key is not None:
             secret = crypto.Secret.key(key, "the key given")
-        return engine.init_store(dest, secret=secret, s3_endpoint=self._endpoint(s3_endpoint))
+        return engine.init_store(dest, secret=secret, s3_endpoint=self._endpoint(s3_endpoint), block_size=size)
 
     # restores
 

@@ -37,7 +37,7 @@ from app.names import check_name
 from . import blocks, index, layout, manifest, schemas, tree
 from .locks import StoreLock
 from .objectstore import ObjectStore
-from .pipeline import BoundedPool
+from .pipeline import BLOCK_MEMORY, BoundedPool, worker_count
 from .progress import Progress
 from .schemas import Block
 
@@ -132,9 +132,9 @@ def create_backup(
     check_name("volume", volume)
     name = check_name("backup", backup_name) if backup_name else new_backup_name()
     progress = progress or Progress()
-    workers = workers or max(WORKERS, store.parallelism)
     config = manifest.ensure_config(store)
     bs = config.block_size
+    workers = worker_count(store, bs, WORKERS, workers)
     with StoreLock(store, "shared", f"backup {name} of volume {volume}") as lock:
         if store.exists(layout.backup_key(volume, name)):
             raise Conflict(f"backup {name} of volume {volume} already exists in {store.url}: choose another name")
@@ -216,7 +216,8 @@ def upload_and_commit(
     """Read and upload the planned blocks, then commit the manifest `doc`; return its summary."""
     progress.total_bytes = sum(length for p in plans for _i, _o, length in p.reads)
     uploader = _Uploader(store, known, progress, doc["block_size"])
-    pending = workers * 4
+    # blocks read ahead of the workers, within the same memory bound as the workers
+    pending = max(workers, min(workers * 4, BLOCK_MEMORY // doc["block_size"]))
     buffers = _Buffers(pending + 2, doc["block_size"])
     with BoundedPool(workers, max_pending=pending) as pool:
         for plan in plans:

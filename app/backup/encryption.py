@@ -61,18 +61,19 @@ def _header(raw: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def init_store(store: ObjectStore, secret: crypto.Secret | None) -> JSONObject:
-    """Make a new store at `store`: encrypted under `secret`, or plain when it is None.
+def init_store(store: ObjectStore, secret: crypto.Secret | None, block_size: int | None = None) -> JSONObject:
+    """Make a new store at `store`: encrypted under `secret`, or plain when it is None;
+    its blocks `block_size` bytes (checked by the caller), else the store's default.
 
     Refused where a store already is: an existing store is never re-keyed or
     encrypted in place (its blocks are named and sealed by its own keys).
     """
     if store.exists(layout.CONFIG) or next(iter(store.list(layout.ROOT + "/")), None):
         raise Conflict(f"{store.url} is already a backup store: init makes new stores only (choose another path or prefix)")
-    config = manifest.StoreConfig()
+    config = manifest.StoreConfig(block_size=block_size or store.default_block_size)
     if secret is None:
         manifest.write_config(store, config)
-        return {"url": store.url, "encrypted": False}
+        return {"url": store.url, "encrypted": False, "block_size": config.block_size}
     kdf = crypto.new_kdf(secret.kind)
     master = os.urandom(32)
     config.version = manifest.STORE_VERSION_ENCRYPTED
@@ -82,7 +83,7 @@ def init_store(store: ObjectStore, secret: crypto.Secret | None) -> JSONObject:
     wrapping = crypto.wrapping_key(secret, kdf, store.url)
     config.encryption["wrapped_key"] = crypto.b64(crypto.wrap(wrapping, master, _header(doc)))
     manifest.write_config(store, config)
-    return {"url": store.url, "encrypted": True, "kdf": kdf["name"]}
+    return {"url": store.url, "encrypted": True, "kdf": kdf["name"], "block_size": config.block_size}
 
 
 # (config bytes, secret) digest -> master key: scrypt runs once per store and process, not per request

@@ -39,11 +39,14 @@ def open_store(url: StoreURL, *, s3_endpoint: str | None, create: bool) -> Objec
         raise
 
 
-def init_store(dest: str, *, secret: crypto.Secret | None, s3_endpoint: str | None = None) -> JSONObject:
-    """`convoy store init`: a new store at `dest`, encrypted under `secret` unless it is None."""
+def init_store(
+    dest: str, *, secret: crypto.Secret | None, s3_endpoint: str | None = None, block_size: int | None = None
+) -> JSONObject:
+    """`convoy store init`: a new store at `dest`, encrypted under `secret` unless it is None,
+    of blocks of `block_size` bytes (else the default of its kind of store)."""
     store_url = parse_store_url(dest)
     with _open_plain(store_url, s3_endpoint=s3_endpoint, create=True) as store:
-        result = encryption.init_store(store, secret)
+        result = encryption.init_store(store, secret, block_size)
         if secret is not None:
             try:  # the daemon backs up with its own secret (encryption.py): say now whether it can
                 unlock(store)

@@ -31,10 +31,10 @@ from . import layout, manifest
 from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
 from .locks import StoreLock
 from .objectstore import ObjectStore
-from .pipeline import BoundedPool
+from .pipeline import BoundedPool, worker_count
 from .progress import Progress
 from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
-from .restore_target import size_image
+from .restore_target import allocate_image, size_image
 from .schemas import BackupDoc, Block, FileEntry
 
 IMAGE_PATH = "image"
@@ -79,9 +79,9 @@ def create_image_backup(
     check_name("volume", volume)
     name = check_name("backup", backup_name) if backup_name else new_backup_name()
     progress = progress or Progress()
-    workers = workers or max(WORKERS, store.parallelism)
     config = manifest.ensure_config(store)
     bs = config.block_size
+    workers = worker_count(store, bs, WORKERS, workers)
     fd = os.open(image_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -166,11 +166,11 @@ def restore_image_backup(
     reads zeros there; anything else must be zeroed by the caller first.
     """
     progress = progress or Progress()
-    workers = workers or max(WORKERS, store.parallelism)
     with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
         if doc.get("source") != "image":
             raise Conflict(f"backup {backup} of {volume} is a directory backup; restore it into a directory volume")
+        workers = worker_count(store, doc["block_size"], WORKERS, workers)
         entry = _image_entry(doc, volume)
         blist = entry["blocks"]
         progress.total_bytes = sum(b[1] for b in blist)
@@ -183,6 +183,7 @@ def restore_image_backup(
         try:
             if not is_device:
                 size_image(fd, entry["size"], target, f"backup {backup} of {volume}")
+                allocate_image(fd, ((offset, length) for offset, length, _digest in blist), target)
             elif _device_size(fd) < entry["size"]:
                 raise Conflict(f"block device {target} is smaller than the backed-up image ({entry['size']} bytes)")
             try:

@@ -14,12 +14,28 @@ import zlib
 
 import zstandard
 
-from app.errors import Damaged
+from app.errors import Damaged, InvalidInput
+from app.units import parse_size
 
-# Block sizes a store config or a manifest may declare. New stores use 1 MiB;
-# the range leaves room for other choices and keeps one block's buffers small.
+# Block sizes a store config or a manifest may declare (read from a store: Convoy
+# writes the NEW_ range only). New stores use their kind's default
+# (`ObjectStore.default_block_size`) or what `convoy store init --block-size` asks.
 MIN_BLOCK_SIZE = 4 << 10
 MAX_BLOCK_SIZE = 64 << 20
+NEW_MIN_BLOCK_SIZE = 64 << 10
+NEW_MAX_BLOCK_SIZE = 16 << 20
+
+
+def check_new_block_size(text: str) -> int:
+    """The block size a user asked for a new store, in bytes: a power of two
+    (block ranges stay aligned for direct I/O) from 64K to 16M."""
+    size = parse_size(text)
+    if size & (size - 1) or not NEW_MIN_BLOCK_SIZE <= size <= NEW_MAX_BLOCK_SIZE:
+        raise InvalidInput(
+            f"block size {text!r} is not one convoy can use: give a power of two from 64K to 16M, "
+            "for example 1M (the default on vfs://) or 4M (the default on S3)"
+        )
+    return size
 
 # Small JSON documents: store config, volume.json, locks, Convoy's volume.cfg.
 MAX_SMALL_DOC = 64 << 10

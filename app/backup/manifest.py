@@ -157,11 +157,11 @@ def write_config(store: ObjectStore, config: StoreConfig) -> None:
     store.put(layout.CONFIG, json.dumps(config.to_json(), indent=1).encode())
 
 
-def ensure_config(store: ObjectStore, block_size: int = DEFAULT_BLOCK_SIZE) -> StoreConfig:
-    """Read the store config, creating a plain store on first use."""
+def ensure_config(store: ObjectStore) -> StoreConfig:
+    """Read the store config, creating a plain store on first use (blocks of the store's default size)."""
     config = load_config(store)
     if config is None:
-        config = StoreConfig(block_size=block_size)
+        config = StoreConfig(block_size=store.default_block_size)
         write_config(store, config)
     if config.encryption is not None and store.block_id_key is None:
         # the engine unlocks encrypted stores when it opens them (encryption.unlock): never reached

@@ -11,9 +11,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    from .objectstore import ObjectStore
 
 Ts = TypeVarTuple("Ts")
+
+# block bytes the worker threads of one job may hold at once (each holds about
+# two blocks: the stored form and the data): the daemon's memory goal is
+# 150 MiB, whatever a store's block size
+BLOCK_MEMORY = 64 << 20
+
+
+def worker_count(store: ObjectStore, block_size: int, floor: int, asked: int | None = None) -> int:
+    """Threads for a job over `store`'s blocks: `asked`, else the store's
+    parallelism (at least `floor`), but never more than BLOCK_MEMORY allows."""
+    if asked:
+        return asked
+    return max(2, min(max(floor, store.parallelism), BLOCK_MEMORY // (2 * block_size)))
 
 
 class BoundedPool:

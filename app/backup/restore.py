@@ -32,7 +32,7 @@ from . import blocks, layout, manifest, schemas
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
-from .pipeline import BoundedPool
+from .pipeline import BoundedPool, worker_count
 from .progress import Progress
 from .restore_target import RestoreTarget, TreeRules, make_durable
 
@@ -141,14 +141,15 @@ class _FileHandles:
         self.remaining: dict[tuple[int, int], int] = {}
         self.direct = True
 
-    def open(self, out: RestoreTarget, path: str, size: int, count: int) -> tuple[int, int] | None:
-        """Create file `path` of `size` bytes for `count` blocks; None when it has no data."""
+    def open(self, out: RestoreTarget, path: str, size: int, blist: list[schemas.Block]) -> tuple[int, int] | None:
+        """Create file `path` of `size` bytes for the blocks `blist`; None when it has no data."""
         fd = out.create_file(path, size)
-        if count == 0:
+        if not blist:
             os.close(fd)
             return None
         direct_fd = -1
         try:
+            out.allocate(fd, path, ((offset, length) for offset, length, _digest in blist))
             if self.direct and size >= 2 * ALIGN:
                 direct_fd = out.open_direct(path)
                 self.direct = direct_fd >= 0
@@ -157,7 +158,7 @@ class _FileHandles:
             raise
         fds = (fd, direct_fd)
         with self.lock:
-            self.remaining[fds] = count
+            self.remaining[fds] = len(blist)
         return fds
 
     def done(self, fds: tuple[int, int]) -> None:
@@ -193,9 +194,9 @@ def restore_tree(
 ) -> JSONObject:
     """Restore our-format backup `backup` of `volume` into `target`; return its summary."""
     progress = progress or Progress()
-    workers = workers or max(WORKERS, store.parallelism)
     with StoreLock(store, "shared", f"restore of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
+        workers = worker_count(store, doc["block_size"], WORKERS, workers)
         if doc.get("source", "tree") != "tree":
             raise Conflict(f"backup {backup} of {volume} is an image of a block volume; restore it to a block volume")
         what = f"backup {backup} of volume {volume}"
@@ -234,7 +235,7 @@ def _create_entries(
                     out.mkdir(path)
                 elif entry["type"] == "file":
                     blist = entry["blocks"]
-                    fds = handles.open(out, path, entry["size"], len(blist))
+                    fds = handles.open(out, path, entry["size"], blist)
                     if fds is None:  # no data: nothing to write
                         continue
                     for offset, length, digest in blist:

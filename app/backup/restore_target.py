@@ -24,7 +24,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Self
 
@@ -33,10 +33,24 @@ from app.fs import xattrs
 from app.fs.sync import sync_filesystem
 
 from . import schemas
+from .fallocate import allocate
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _runs(blocks: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Contiguous (offset, length) runs of ranges sorted by offset."""
+    start = end = -1
+    for offset, length in blocks:
+        if offset != end:
+            if end > start:
+                yield start, end - start
+            start = offset
+        end = offset + length
+    if end > start:
+        yield start, end - start
 
 
 def prepare_target(target: str) -> None:
@@ -86,6 +100,15 @@ def size_image(fd: int, size: int, image: str, what: str) -> None:
         os.ftruncate(fd, size)
     except OSError as e:
         raise _image_error(e, image, f"{what} is an image of {size} bytes, more than the file system of {image} allows") from None
+
+
+def allocate_image(fd: int, blocks: Iterable[tuple[int, int]], image: str) -> None:
+    """Allocate the ranges of a new image file that blocks will fill (see RestoreTarget.allocate)."""
+    try:
+        for offset, length in _runs(blocks):
+            allocate(fd, offset, length)
+    except OSError as e:
+        raise _image_error(e, image, f"the image's blocks do not fit in {image}") from None
 
 
 def write_image_at(fd: int, data: bytes | memoryview, offset: int, image: str, what: str) -> None:
@@ -256,6 +279,16 @@ class RestoreTarget:
             os.close(fd)
             raise
         return fd
+
+    def allocate(self, fd: int, path: str, blocks: Iterable[tuple[int, int]]) -> None:
+        """Allocate the ranges file `path` has data in (`blocks`: (offset, length)),
+        merged into runs, before the workers write them: on XFS a direct write into
+        a hole allocates its own extent, four writers interleave theirs, and the
+        restore ran ~8% slower. A full target fails here, before any data moves.
+        Holes stay holes."""
+        with self.failures(path):
+            for offset, length in _runs(blocks):
+                allocate(fd, offset, length)
 
     def open_direct(self, path: str) -> int:
         """A second write descriptor of file `path` with O_DIRECT, or -1 where unsupported."""

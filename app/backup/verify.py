@@ -13,7 +13,7 @@ from . import blocks, manifest, schemas
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
-from .pipeline import BoundedPool
+from .pipeline import BoundedPool, worker_count
 from .progress import Progress
 from .restore_target import TreeRules
 
@@ -70,10 +70,10 @@ def verify_tree(
     store: ObjectStore, volume: str, backup: str, *, progress: Progress | None = None, workers: int | None = None
 ) -> VerifyReport:
     progress = progress or Progress()
-    workers = workers or max(WORKERS, store.parallelism)
     report = VerifyReport(backup=backup, volume=volume)
     with StoreLock(store, "shared", f"verify of backup {backup} of volume {volume}", optional=True):
         doc = manifest.read_backup(store, volume, backup)
+        workers = worker_count(store, doc["block_size"], WORKERS, workers)
         _check_names(doc["entries"], f"backup {backup} of volume {volume}", report)
         users = _block_users(doc["entries"])
         report.blocks = len(users)

@@ -53,18 +53,25 @@ def store_init(
     encrypt: bool = typer.Option(False, "--encrypt", help="encrypt blocks and manifests on this host"),
     key_file: str | None = typer.Option(None, "--key-file", help="a file holding the key (else a passphrase)"),
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL (default: the daemon's)"),
+    block_size: str | None = typer.Option(
+        None,
+        "--block-size",
+        help="unit of dedup and of requests, a power of two from 64K to 16M (default: 1M on vfs://, 4M on S3)",
+    ),
     as_json: bool = JsonFlag,
 ) -> None:
     """Make a new backup store (backups to a new URL make a plain one anyway)."""
     if key_file and not encrypt:
         raise InvalidInput("--key-file goes with --encrypt")
-    body: JSONObject = {"dest": dest, "encrypt": encrypt, "s3_endpoint": s3_endpoint}
+    body: JSONObject = {"dest": dest, "encrypt": encrypt, "s3_endpoint": s3_endpoint, "block_size": block_size}
     if encrypt:
         body.update(_secret_fields(key_file))
     result = _client().request("POST", "/stores", body)
     if as_json:
         return print_json(result)
     kind = f"encrypted store ({'passphrase' if result.get('kdf') == 'scrypt' else 'key'})" if result.get("encrypted") else "store"
-    typer.echo(f"made {kind} {result['url']}")
+    from app.units import format_size  # here: the CLI's other commands need not import fractions
+
+    typer.echo(f"made {kind} {result['url']} ({format_size(result['block_size'])} blocks)")
     if result.get("warning"):
         typer.echo(f"convoy: {result['warning']}", err=True)

@@ -121,3 +121,4 @@ class StoreInit(TypedDict):
     passphrase: NotRequired[Text | None]
     key: NotRequired[Text | None]  # base64 of the key's bytes
     s3_endpoint: NotRequired[Text | None]
+    block_size: NotRequired[Text | None]  # a size as users write it ("4M"); the daemon checks it

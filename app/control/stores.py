@@ -27,7 +27,9 @@ def store_routes(backups: BackupService, pools: WorkerPools) -> list[Route]:
             raise InvalidInput("an encrypted store needs a passphrase or a key: give --key-file or a passphrase")
         if not body.get("encrypt") and (passphrase is not None or key is not None):
             raise InvalidInput("a passphrase or key makes sense only with --encrypt")
-        return 201, backups.init_store(body["dest"], passphrase=passphrase, key=key, s3_endpoint=body.get("s3_endpoint"))
+        return 201, backups.init_store(
+            body["dest"], passphrase=passphrase, key=key, s3_endpoint=body.get("s3_endpoint"), block_size=body.get("block_size")
+        )
 
     # init waits on the store, and scrypt takes a moment: the store pool, not the control one
     waits_on_store = partial(json_endpoint, pool=pools.store)

@@ -144,3 +144,35 @@ def test_a_full_target_fails_the_restore_clearly_and_closes_everything(tmp_path,
     finally:
         unmounted = subprocess.run(["umount", str(small)], capture_output=True, text=True, check=False)
     assert unmounted.returncode == 0, unmounted.stderr
+
+
+@pytest.mark.needs_root
+def test_an_image_restore_onto_a_full_target_fails_before_it_writes(tmp_path):
+    """The image's data ranges are allocated before any block is written, so a
+    target without room fails at once with "full", and leaves nothing open."""
+    import subprocess
+
+    from app.backup.engine import create_image_backup, restore_image
+
+    image = tmp_path / "vol.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(8 << 20)
+        f.write(os.urandom(4 << 20))  # 4 MiB of data in a sparse 64 MiB image
+    url = create_image_backup(f"vfs://{tmp_path / 'store'}", "vol1", "snap1", str(image))["url"]
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(ConvoyError) as err:
+            restore_image(url, str(small / "restored.img"))
+        assert "full" in str(err.value) and "restored.img" in str(err.value), str(err.value)
+        assert open_under(small) == []
+    finally:
+        unmounted = subprocess.run(["umount", str(small)], capture_output=True, text=True, check=False)
+    assert unmounted.returncode == 0, unmounted.stderr
+    # on a file system with room the same restore is whole and stays sparse
+    restored = tmp_path / "restored.img"
+    restore_image(url, str(restored))
+    assert restored.read_bytes() == image.read_bytes()
+    assert os.stat(restored).st_blocks * 512 <= 5 << 20

@@ -8,7 +8,7 @@ import blake3
 import pytest
 
 from app.backup import layout
-from app.backup.manifest import DEFAULT_BLOCK_SIZE
+from app.backup.manifest import load_config
 from app.backup.objectstore import open_store
 from tests.daemon_harness import cli_json, wait_until
 
@@ -56,6 +56,13 @@ def settled_blocks(dest: str, endpoint: str | None) -> set[str | None]:
             time.sleep(0.5)
 
 
+def store_block_size(dest: str, endpoint: str | None) -> int:
+    with open_store(dest, s3_endpoint=endpoint, create=False) as store:
+        config = load_config(store)
+    assert config is not None, "the backup wrote no store config"
+    return config.block_size
+
+
 STORES = {"vfs": 512 << 20, "s3": 128 << 20}  # bytes to back up: enough that the job is still running when killed
 
 
@@ -76,12 +83,13 @@ def test_a_backup_killed_mid_way_is_interrupted_and_the_next_one_reuses_what_it_
     def some_blocks_stored() -> bool:
         progress = daemon.control("GET", f"/jobs/{job['id']}")[1]["progress"]
         assert progress["done_bytes"] < progress["total_bytes"] or not progress["total_bytes"], "finished before the kill"
-        return progress["done_bytes"] >= 8 * DEFAULT_BLOCK_SIZE
+        return progress["done_bytes"] >= 8 << 20  # a few blocks of any size convoy makes
 
     assert wait_until(some_blocks_stored, 60)
     daemon.kill9()
     stored_first = settled_blocks(dest, endpoint)
-    blocks = [data[i : i + DEFAULT_BLOCK_SIZE] for i in range(0, len(data), DEFAULT_BLOCK_SIZE)]
+    size = store_block_size(dest, endpoint)  # 1 MiB on vfs://, 4 MiB on S3
+    blocks = [data[i : i + size] for i in range(0, len(data), size)]
     left = sum(len(b) for b in blocks if blake3.blake3(b).hexdigest() not in stored_first)
     assert 0 < left < len(data), "the kill came before any block was stored, or after all were"
 

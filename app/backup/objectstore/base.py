@@ -32,6 +32,9 @@ class ObjectStore(ABC):
     #: listing is slow and billed (S3: one request per 1000 names, each priced as ten
     #: reads): `backup list` then believes a current index without listing (index.py)
     costly_listing: bool = False
+    #: the block size of a new store here: blocks are the unit of dedup and of
+    #: requests, so a store whose requests are dear wants bigger ones
+    default_block_size: int = 1 << 20
     #: the key of the keyed BLAKE3 that names blocks in an encrypted store
     #: (`encrypted.EncryptedStore`); None: plain BLAKE3, as every plain store
     block_id_key: bytes | None = None

@@ -35,6 +35,7 @@ from typing import BinaryIO
 
 from app.errors import Damaged, NotFound, Unavailable
 
+from ..fallocate import FALLOC_FL_KEEP_SIZE, allocate
 from ..limits import check_size
 from .base import ObjectStore, Stored
 
@@ -61,8 +62,6 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-FALLOC_FL_KEEP_SIZE = 1
 
 
 def _reserve(fd: int, length: int) -> None:
@@ -74,7 +73,8 @@ def _reserve(fd: int, length: int) -> None:
     these VMs reading a 1 GiB backup of such blocks took ~25% longer). Best
     effort: file systems without fallocate lay the file out as they will.
     """
-    _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, length)
+    with contextlib.suppress(OSError):
+        allocate(fd, 0, length, FALLOC_FL_KEEP_SIZE)
 
 
 def _make_dirs(path: Path) -> None:
