@@ -19,9 +19,10 @@ from pathlib import Path
 
 from app import logs
 from app.catalog import Catalog, VolumeRecord
+from app.control_socket import start_error_file
 from app.errors import ConfigurationError, ConvoyError
 from app.private_dirs import make_private
-from app.settings import Settings, start_error_file
+from app.settings import Settings
 from app.storage.driver import StorageDriver
 from app.storage.registry import build_driver, option_prefix
 

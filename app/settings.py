@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from app.control_socket import DEFAULT_CONTROL_SOCKET
 from app.errors import InvalidInput
+from app.key_values import parse_key_values
 
 T = TypeVar("T")
 
@@ -22,7 +24,6 @@ DEFAULT_ROOT = "/var/lib/convoy"
 # the first is the default back-end; image needs nothing but loop devices, so it is always there
 DEFAULT_DRIVERS = ("vfs", "image")
 DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/convoy.sock"
-DEFAULT_CONTROL_SOCKET = "/run/convoy/convoy.sock"
 
 # setting name -> env var that carries the same meaning
 ENV_VARS = {
@@ -77,27 +78,6 @@ class Settings:
         """The `--driver-opts` of one driver: keys `DRIVER.rest` (Convoy's spelling)."""
         prefix = driver + "."
         return {k: v for k, v in self.driver_opts.items() if k.startswith(prefix)}
-
-
-def start_error_file(control_socket: Path) -> Path:
-    """Where a daemon that refused to start leaves its reason, beside its control socket.
-
-    Through the plugin, Docker shows only "cannot dial the socket"; the CLI
-    on the host reads this file and says why.
-    """
-    return control_socket.with_name(control_socket.name + ".error")
-
-
-def parse_key_values(items: list[str], what: str) -> dict[str, str]:
-    """Parse `KEY=VALUE` items; the error names the item and the expected form."""
-    result: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise InvalidInput(f"{what} {item!r} is not KEY=VALUE (for example vfs.path=/mnt/nfs)")
-        result[key] = value.strip()
-    return result
 
 
 def _split_list(text: str) -> list[str]:

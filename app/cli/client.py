@@ -7,9 +7,9 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from app.cli.http_unix import NotHTTP, Truncated, exchange
+from app.control_socket import start_error_file
 from app.errors import Unavailable, error_from
 from app.json_types import JSONObject
-from app.settings import start_error_file
 
 
 class ControlClient:

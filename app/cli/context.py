@@ -10,8 +10,8 @@ import typer
 
 from app.cli.client import ControlClient
 from app.cli.output import fail
+from app.control_socket import DEFAULT_CONTROL_SOCKET
 from app.errors import ConvoyError
-from app.settings import DEFAULT_CONTROL_SOCKET
 
 P = ParamSpec("P")
 R = TypeVar("R")
