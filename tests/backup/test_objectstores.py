@@ -83,6 +83,8 @@ def test_s3_bad_endpoint():
 
 
 def test_s3_missing_credentials(s3_endpoint, s3_bucket, monkeypatch, tmp_path):
+    # a store opened before, with credentials: its sessions' shared model loader must not carry them over
+    open_store(f"s3://{s3_bucket}@us-east-1/x", s3_endpoint=s3_endpoint).close()
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Self
 
@@ -29,6 +30,7 @@ from .base import ObjectStore, Stored
 from .s3_errors import MissingObject, S3Call, translate
 
 if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs)
+    import boto3.session
     from botocore.response import StreamingBody
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef, ObjectIdentifierTypeDef
@@ -37,6 +39,28 @@ CONNECTIONS = 16
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 READ_TIMEOUT = 30  # seconds of silence on an open connection (per read, not per object)
 ATTEMPTS = 4  # in all, the first one included; botocore's "standard" retry mode
+
+
+_loader: object | None = None
+_loader_lock = threading.Lock()
+
+
+def _new_session() -> boto3.session.Session:
+    """A session of its own, so credentials are resolved afresh for every store opened,
+    sharing one loader of botocore's service models: loading the S3 model's JSON
+    took 70-230 ms of every store opened, and a restore from S3 opens its store twice."""
+    import boto3
+    import botocore.loaders
+    import botocore.session
+
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = botocore.loaders.create_loader()
+        loader = _loader
+    core = botocore.session.Session()
+    core.register_component("data_loader", loader)
+    return boto3.session.Session(botocore_session=core)
 
 
 def _attempts() -> int:
@@ -55,7 +79,6 @@ class S3Store(ObjectStore):
     default_block_size = 4 << 20
 
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
-        import boto3
         import botocore.config
 
         self.bucket = url.bucket
@@ -69,7 +92,7 @@ class S3Store(ObjectStore):
         self.endpoint = endpoint
         self.url = str(url) + (f" (endpoint {endpoint})" if endpoint else "")
         region = url.region
-        session = boto3.session.Session()
+        session = _new_session()
         if not region and endpoint:
             region = session.region_name or "us-east-1"
         config = botocore.config.Config(
