@@ -30,7 +30,10 @@ Then, in the same run, on the same file (skip with --no-peers / --no-s3):
                with --s3-endpoint: a VFS volume holding the file, snapshot + full
                backup to s3://bucket@region/backups, restore into a new volume
                (sha256 checked); restic backs up and restores the same file to
-               s3:http://127.0.0.1:PORT/bucket2 on the same server; MB/s of each
+               s3:http://127.0.0.1:PORT/bucket2 on the same server; MB/s of each;
+               and the endpoint alone: as many bytes PUT and then GET in
+               objects of an S3 store's block size through convoy's S3 client,
+               without hashing or disk, the ceiling of any client's MB/s there
 
 and prints, beside each figure, issue 12's goal and whether it is met: full and
 restore <= 1.25x cp, incremental <= 0.3 s, restic's full >= 4x convoy's, restic
@@ -128,6 +131,38 @@ def measure_convoy_s3(convoy: Convoy, name: str, size_mib: int, data: Path, dest
     return out
 
 
+def measure_endpoint(endpoint: str, bucket: str, total_bytes: int) -> dict:
+    """The endpoint alone: as many bytes as the file, PUT and then GET in objects of an S3
+    store's block size, as many at once as a backup runs, through convoy's own S3 client
+    (no hashing, no disk). What the endpoint can take is the ceiling of any client's MB/s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.backup.objectstore.s3 import S3Store
+    from app.backup.pipeline import worker_count
+    from app.backup.urls import parse_store_url
+
+    os.environ.update(S3_CREDENTIALS)  # what the daemon is given; boto3 reads them here too
+    store = S3Store(parse_store_url(f"s3://{bucket}@{S3_REGION}/endpoint"), endpoint)
+    size = store.default_block_size
+    count = -(-total_bytes // size)
+    threads = worker_count(store, size, 3)
+    pieces = [os.urandom(size) for _ in range(4)]  # each object made unique by its last 8 bytes
+
+    def put(i: int) -> None:
+        store.put(f"o{i}", pieces[i % 4][:-8] + i.to_bytes(8, "little"))
+
+    def get(i: int) -> None:
+        store.get_at_most(f"o{i}", size, "object")
+
+    out = {"object_bytes": size, "threads": threads}
+    for step, fn in (("full", put), ("restore", get)):
+        with ThreadPoolExecutor(threads) as pool:
+            out[step] = timed(lambda pool=pool, fn=fn: list(pool.map(fn, range(count))))[0]
+    for i in range(count):  # moto keeps objects until its reset: give the memory back now
+        store.delete(f"o{i}")
+    return out
+
+
 def stage_file(data: Path, directory: Path) -> Path:
     """restic's copy of the benchmark's file, on the same XFS as the volumes' (restic reads what convoy reads)."""
     directory.mkdir()
@@ -208,6 +243,7 @@ def _one_run(run: int, size_mib: int, work: Path, with_restic: bool, endpoint: s
             buckets = s3_buckets(endpoint, run)
             results["s3"] = {"convoy": measure_convoy_s3(convoy, f"s3v{run}", size_mib, data,
                                                          f"s3://{buckets[0]}@{S3_REGION}/backups")}
+            results["s3"]["endpoint"] = measure_endpoint(endpoint, buckets[2], results["file_bytes"])
             if source:
                 restic = Restic(f"s3:{endpoint}/{buckets[1]}", work / "restic-cache-s3", S3_CREDENTIALS)
                 results["s3"]["restic"] = measure_restic(restic, source, xfs.mnt / "restic-restore-s3")
@@ -231,14 +267,14 @@ def _one_run(run: int, size_mib: int, work: Path, with_restic: bool, endpoint: s
         clean_up(work, xfs)
 
 
-def s3_buckets(endpoint: str, run: int) -> tuple[str, str]:
-    """convoy's bucket and restic's, fresh on the endpoint."""
+def s3_buckets(endpoint: str, run: int) -> tuple[str, str, str]:
+    """convoy's bucket, restic's and the endpoint measure's, fresh on the endpoint."""
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
                           aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    names = (f"convoy-bench-{run}", f"restic-bench-{run}")
+    names = (f"convoy-bench-{run}", f"restic-bench-{run}", f"endpoint-bench-{run}")
     for name in names:
         client.create_bucket(Bucket=name)
     return names
@@ -314,6 +350,16 @@ def report_s3(runs: list[dict]) -> dict:
             line += f"{_seconds(theirs):>21}{summary[step]['restic_mb_s']:7.1f}{ratio:15.2f}"
             line += f"  >= {S3_GOAL:g}x: {_met(ratio >= S3_GOAL)}"
         print(line)
+    ceiling = runs[0]["s3"]["endpoint"]
+    print(f"the endpoint alone (convoy's S3 client, PUT then GET of as many bytes in {ceiling['object_bytes'] // MIB} MiB "
+          f"objects, {ceiling['threads']} at once, no hashing or disk): convoy's share of what the endpoint can take")
+    for step in ("full", "restore"):
+        alone = [r["s3"]["endpoint"][step] for r in runs]
+        share = statistics.median(r["s3"]["endpoint"][step] / r["s3"]["convoy"][step] for r in runs)
+        summary[step].update(endpoint=summarise(alone), endpoint_mb_s=mb / statistics.median(alone),
+                             convoy_share_of_endpoint=share)
+        print(f"{('PUT' if step == 'full' else 'GET'):14}{_seconds(alone):>21}{summary[step]['endpoint_mb_s']:7.1f}"
+              f"  convoy at {share:.0%} of it")
     jobs = {step: statistics.median(r["s3"]["convoy"]["jobs"][step] for r in runs) for step in runs[0]["s3"]["convoy"]["jobs"]}
     snapshot = statistics.median(r["s3"]["convoy"]["snapshot_full"] for r in runs)
     summary["convoy_job_seconds"] = jobs
