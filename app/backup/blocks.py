@@ -128,7 +128,7 @@ def fetch(store: ObjectStore, expected_digest: str, expected_length: int) -> byt
     is read when it is bigger than any zstd frame of `expected_length` bytes."""
     try:
         return store.get_at_most(
-            layout.block_key(expected_digest), limits.compress_bound(expected_length), "block", view=True
+            layout.block_key(expected_digest), limits.compress_bound(expected_length), "block", view=True, self_checked=True
         )
     except Damaged as e:  # too big, or (encrypted store) failing authentication: this block, not the backup
         raise BlockDamaged(f"block {expected_digest} is corrupted: {e}") from None

@@ -50,10 +50,14 @@ class ObjectStore(ABC):
     def get(self, key: str) -> bytes:
         """The whole object; NotFound when it does not exist."""
 
-    def get_at_most(self, key: str, max_size: int, what: str, *, view: bool = False) -> bytes | memoryview:
+    def get_at_most(
+        self, key: str, max_size: int, what: str, *, view: bool = False, self_checked: bool = False
+    ) -> bytes | memoryview:
         """The whole object, refused before it is read when it is bigger than
         `max_size` (what its format allows; `what` names it in the error).
-        `view`: as `get_view` rather than `get`."""
+        `view`: as `get_view` rather than `get`. `self_checked`: the caller
+        checks the content against its name (a block's hash), so a store may
+        skip a transfer checksum of its own."""
         check_size(self.size(key), max_size, f"{what} {key} in {self.url}")
         data = self.get_view(key) if view else self.get(key)
         check_size(len(data), max_size, f"{what} {key} in {self.url}")  # replaced since

@@ -188,7 +188,9 @@ class VfsStore(ObjectStore):
         """Read with O_DIRECT into this thread's buffer (no page-cache allocation)."""
         return self._read(key, direct=self._direct)
 
-    def get_at_most(self, key: str, max_size: int, what: str, *, view: bool = False) -> bytes | memoryview:
+    def get_at_most(
+        self, key: str, max_size: int, what: str, *, view: bool = False, self_checked: bool = False
+    ) -> bytes | memoryview:
         """The size is checked on the open file, so an object swapped for a
         bigger one after a stat is still refused before it is read."""
         return self._read(key, direct=view and self._direct, cap=(max_size, f"{what} {key} in {self.url}"))
