@@ -115,13 +115,28 @@ def test_a_bad_size_through_the_cli_leaves_no_stuck_volume(limited_daemon, tmp_p
     limited_daemon.cli("create", "victim", check=True)
 
 
+def assert_refused_for_room(restore, small: Path, named: str) -> None:
+    """`restore(small)` onto a 1 MiB tmpfs at `small` fails saying the target is full and
+    naming `named`, and leaves nothing open there: the file system unmounts at once."""
+    import subprocess
+
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(ConvoyError) as err:
+            restore(small)
+        assert "full" in str(err.value) and named in str(err.value), str(err.value)
+        assert open_under(small) == []
+    finally:
+        unmounted = subprocess.run(["umount", str(small)], capture_output=True, text=True, check=False)
+    assert unmounted.returncode == 0, unmounted.stderr
+
+
 @pytest.mark.needs_root
 @pytest.mark.parametrize("kind", ["ours", "convoy"])
 def test_a_full_target_fails_the_restore_clearly_and_closes_everything(tmp_path, kind):
     """A restore onto a file system without room says so, names the file, and
     leaves nothing open: the file system unmounts at once (no "busy")."""
-    import subprocess
-
     from app.backup import SnapshotSource, create_backup
     from tests.backup.test_hostile_restore import convoy_backup, t_file
 
@@ -133,25 +148,13 @@ def test_a_full_target_fails_the_restore_clearly_and_closes_everything(tmp_path,
         url = create_backup(f"vfs://{tmp_path / 'store'}", "vol1", SnapshotSource("s", str(source)))["url"]
     else:
         url = convoy_backup(tmp_path / "store", [t_file("big.bin", data)])
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
-    try:
-        with pytest.raises(ConvoyError) as err:
-            restore_backup(url, str(small / "target"))
-        assert "full" in str(err.value) and "big.bin" in str(err.value), str(err.value)
-        assert open_under(small) == []
-    finally:
-        unmounted = subprocess.run(["umount", str(small)], capture_output=True, text=True, check=False)
-    assert unmounted.returncode == 0, unmounted.stderr
+    assert_refused_for_room(lambda small: restore_backup(url, str(small / "target")), tmp_path / "small", "big.bin")
 
 
 @pytest.mark.needs_root
-def test_an_image_restore_onto_a_full_target_fails_before_it_writes(tmp_path):
-    """The image's data ranges are allocated before any block is written, so a
-    target without room fails at once with "full", and leaves nothing open."""
-    import subprocess
-
+def test_an_image_restore_onto_a_full_target_fails_clearly_and_closes_everything(tmp_path):
+    """A new image's data ranges are allocated before its blocks are written: a target
+    without room fails with "full", naming the image, and leaves nothing open."""
     from app.backup.engine import create_image_backup, restore_image
 
     image = tmp_path / "vol.img"
@@ -160,17 +163,7 @@ def test_an_image_restore_onto_a_full_target_fails_before_it_writes(tmp_path):
         f.seek(8 << 20)
         f.write(os.urandom(4 << 20))  # 4 MiB of data in a sparse 64 MiB image
     url = create_image_backup(f"vfs://{tmp_path / 'store'}", "vol1", "snap1", str(image))["url"]
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
-    try:
-        with pytest.raises(ConvoyError) as err:
-            restore_image(url, str(small / "restored.img"))
-        assert "full" in str(err.value) and "restored.img" in str(err.value), str(err.value)
-        assert open_under(small) == []
-    finally:
-        unmounted = subprocess.run(["umount", str(small)], capture_output=True, text=True, check=False)
-    assert unmounted.returncode == 0, unmounted.stderr
+    assert_refused_for_room(lambda small: restore_image(url, str(small / "restored.img")), tmp_path / "small", "restored.img")
     # on a file system with room the same restore is whole and stays sparse
     restored = tmp_path / "restored.img"
     restore_image(url, str(restored))
