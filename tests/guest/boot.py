@@ -12,6 +12,7 @@ never hangs the host's test run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,11 @@ from tests.guest.image import REPO, Image
 MANAGED_PLUGIN_TESTS = "tests/guest/inside/managed_plugin"
 DEFAULT_ARGS = ["tests/guest/inside", f"--ignore={MANAGED_PLUGIN_TESTS}"]
 HARNESS_FAILED = 3  # pytest's "internal error": the guest never reported a status
+# QEMU's emulated CPUs (TCG) on a loaded host now and then wedge: the guest kernel then
+# reports a soft lockup every ~28 s for as long as it lasts, and nothing in the guest moves
+# again. A CPU stuck this long is wedged, not busy: the boot is stopped and made once more.
+WEDGED_AFTER = 180  # seconds of one soft lockup
+_SOFT_LOCKUP = re.compile(rb"soft lockup - CPU#\d+ stuck for (\d+)s")
 
 
 @dataclass
@@ -139,6 +145,10 @@ def run_with_deadline(command: list[str], serial_log: Path, settings: Settings) 
                 if settings.console:
                     sys.stdout.write(line.decode(errors="replace"))
                     sys.stdout.flush()
+                if (lockup := _SOFT_LOCKUP.search(line)) and int(lockup.group(1)) >= WEDGED_AFTER:
+                    log.write(f"\n{WEDGED_MARK} (a soft lockup of {int(lockup.group(1))}s), QEMU killed\n".encode())
+                    qemu.kill()
+                    return
 
         copier = threading.Thread(target=copy, daemon=True)
         copier.start()
@@ -149,6 +159,14 @@ def run_with_deadline(command: list[str], serial_log: Path, settings: Settings) 
             qemu.wait()
             log.write(f"\nCONVOY-GUEST-HOST: deadline of {settings.timeout:.0f}s passed, QEMU killed\n".encode())
         copier.join(timeout=10)
+
+
+WEDGED_MARK = "CONVOY-GUEST-HOST: the emulated CPUs wedged"
+
+
+def wedged(serial_log: Path) -> bool:
+    """The boot was stopped because its emulated CPUs wedged (run_with_deadline)."""
+    return serial_log.exists() and WEDGED_MARK.encode() in serial_log.read_bytes()
 
 
 def failures_in(junit: Path) -> list[str]:
@@ -184,9 +202,17 @@ def with_default_paths(pytest_args: list[str]) -> list[str]:
 
 
 def run_pytest(image: Image, pytest_args: list[str], settings: Settings | None = None) -> GuestRun:
-    """Boot, run pytest inside on `pytest_args` (default: the inside suite), print its summary."""
+    """Boot, run pytest inside on `pytest_args` (default: the inside suite), print its summary.
+    A boot whose emulated CPUs wedge is made once more (see WEDGED_AFTER)."""
     settings = settings or Settings.from_env()
     seconds = boot(image, settings, "pytest", with_default_paths(pytest_args))
+    if wedged(settings.results / "serial.log"):
+        kept = settings.results.with_name(settings.results.name + "-wedged")
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(settings.results, kept)
+        print(f"guest: the emulated CPUs wedged (soft lockup past {WEDGED_AFTER}s); booting once more; "
+              f"that boot's logs are in {kept}")
+        seconds += boot(image, settings, "pytest", with_default_paths(pytest_args))
     run = collected(settings, seconds, "pytest")
     if run.reported:
         run.failures = failures_in(run.junit)

@@ -1,5 +1,7 @@
 """The host side of the guest harness that needs no boot: what it passes to pytest and what it reports back."""
 
+import time
+
 from tests.guest.boot import (
     DEFAULT_ARGS,
     HARNESS_FAILED,
@@ -7,6 +9,8 @@ from tests.guest.boot import (
     collected,
     failures_in,
     pytest_summary,
+    run_with_deadline,
+    wedged,
     with_default_paths,
     write_request,
 )
@@ -66,3 +70,26 @@ def test_the_guests_exit_status_comes_back_and_none_is_the_harness_failing(tmp_p
     assert (run.status, run.reported) == (HARNESS_FAILED, False)
     printed = capsys.readouterr().out
     assert "no exit status from python3" in printed and "Kernel panic" in printed
+
+
+def fake_console(*lines: str) -> list[str]:
+    """A stand-in for QEMU: prints the console lines, then hangs as a wedged guest does."""
+    script = "".join(f"echo '{line}'; " for line in lines) + "exec sleep 600"
+    return ["sh", "-c", script]
+
+
+def test_a_guest_whose_cpus_wedge_is_stopped_at_once_and_said_so(tmp_path):
+    log = tmp_path / "serial.log"
+    started = time.monotonic()
+    run_with_deadline(fake_console("[ 292.75] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [exe:667]",
+                                   "[ 460.75] watchdog: BUG: soft lockup - CPU#1 stuck for 183s! [containerd:196]"),
+                      log, Settings(results=tmp_path, timeout=120))
+    assert time.monotonic() - started < 60, "waited for the deadline instead of stopping the wedged guest"
+    assert wedged(log) and "a soft lockup of 183s" in log.read_text()
+
+
+def test_a_short_soft_lockup_is_waited_out(tmp_path):
+    log = tmp_path / "serial.log"
+    run_with_deadline(fake_console("[ 292.75] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [exe:667]"),
+                      log, Settings(results=tmp_path, timeout=3))
+    assert not wedged(log) and "deadline of 3s passed" in log.read_text()
