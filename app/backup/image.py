@@ -183,7 +183,7 @@ def restore_image_backup(
         try:
             if not is_device:
                 size_image(fd, entry["size"], target, f"backup {backup} of {volume}")
-                allocate_image(fd, ((offset, length) for offset, length, _digest in blist), target)
+                allocate_image(fd, blist, target)
             elif _device_size(fd) < entry["size"]:
                 raise Conflict(f"block device {target} is smaller than the backed-up image ({entry['size']} bytes)")
             try:

@@ -149,7 +149,7 @@ class _FileHandles:
             return None
         direct_fd = -1
         try:
-            out.allocate(fd, path, ((offset, length) for offset, length, _digest in blist))
+            out.allocate(fd, path, blist)
             if self.direct and size >= 2 * ALIGN:
                 direct_fd = out.open_direct(path)
                 self.direct = direct_fd >= 0

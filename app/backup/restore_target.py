@@ -40,17 +40,18 @@ _SPECIAL = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IF
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _runs(blocks: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """Contiguous (offset, length) runs of ranges sorted by offset."""
+def _allocate_blocks(fd: int, blocks: Iterable[schemas.Block]) -> None:
+    """Allocate the ranges a block map (offset, length, digest) fills, each contiguous run at once.
+    Holes stay holes."""
     start = end = -1
-    for offset, length in blocks:
+    for offset, length, _digest in blocks:
         if offset != end:
             if end > start:
-                yield start, end - start
+                allocate(fd, start, end - start)
             start = offset
         end = offset + length
     if end > start:
-        yield start, end - start
+        allocate(fd, start, end - start)
 
 
 def prepare_target(target: str) -> None:
@@ -102,11 +103,10 @@ def size_image(fd: int, size: int, image: str, what: str) -> None:
         raise _image_error(e, image, f"{what} is an image of {size} bytes, more than the file system of {image} allows") from None
 
 
-def allocate_image(fd: int, blocks: Iterable[tuple[int, int]], image: str) -> None:
-    """Allocate the ranges of a new image file that blocks will fill (see RestoreTarget.allocate)."""
+def allocate_image(fd: int, blocks: Iterable[schemas.Block], image: str) -> None:
+    """Allocate the ranges of a new image file that `blocks` will fill (see RestoreTarget.allocate)."""
     try:
-        for offset, length in _runs(blocks):
-            allocate(fd, offset, length)
+        _allocate_blocks(fd, blocks)
     except OSError as e:
         raise _image_error(e, image, f"the image's blocks do not fit in {image}") from None
 
@@ -280,15 +280,13 @@ class RestoreTarget:
             raise
         return fd
 
-    def allocate(self, fd: int, path: str, blocks: Iterable[tuple[int, int]]) -> None:
-        """Allocate the ranges file `path` has data in (`blocks`: (offset, length)),
-        merged into runs, before the workers write them: on XFS a direct write into
-        a hole allocates its own extent, four writers interleave theirs, and the
-        restore ran ~8% slower. A full target fails here, before any data moves.
-        Holes stay holes."""
+    def allocate(self, fd: int, path: str, blocks: Iterable[schemas.Block]) -> None:
+        """Allocate the ranges file `path` has data in (its block map), merged into
+        runs, before the workers write them: on XFS a direct write into a hole
+        allocates its own extent, four writers interleave theirs, and the restore
+        ran ~8% slower. A full target fails here, before any data moves."""
         with self.failures(path):
-            for offset, length in _runs(blocks):
-                allocate(fd, offset, length)
+            _allocate_blocks(fd, blocks)
 
     def open_direct(self, path: str) -> int:
         """A second write descriptor of file `path` with O_DIRECT, or -1 where unsupported."""
