@@ -15,7 +15,7 @@ import pytest
 from app.backup.objectstore.vfs import VfsStore
 from app.backup.pipeline import BLOCK_MEMORY, worker_count
 from tests.backup.treecheck import describe
-from tests.daemon_harness import cli_json
+from tests.core.test_encrypted_stores import backup
 
 pytestmark = pytest.mark.needs_root
 
@@ -27,11 +27,6 @@ def volume_with_file(daemon, name: str, size: int) -> Path:
     directory = daemon.root / "vfs" / name
     (directory / "data.bin").write_bytes(os.urandom(size))
     return directory
-
-
-def backup(daemon, volume: str, dest: str) -> dict:
-    snapshot = daemon.cli("snapshot", "create", volume, check=True).stdout.strip()
-    return cli_json(daemon, "backup", "create", snapshot, "--dest", dest)
 
 
 def block_files(store: Path) -> list[Path]:
