@@ -193,7 +193,7 @@ def restore_image_backup(
             writer = _BlockWriter(store, progress)
             handles = _FileHandles()
             fds = (fd, direct_fd)
-            handles.remaining[fds] = len(blist) + 1  # +1: closed by us below, not by the last block
+            handles.hold(fds, len(blist) + 1)  # +1: closed by us below, not by the last block
             lookahead = Lookahead(store, (b[2] for b in blist))
             try:
                 with BoundedPool(workers, max_pending=workers * 4, name="convoy-restore") as pool:

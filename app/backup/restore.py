@@ -29,6 +29,7 @@ from app.errors import Conflict, NotFound, Unavailable
 from app.json_types import JSONObject
 
 from . import blocks, layout, manifest, schemas
+from .fd_refs import FdRefs
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .objectstore.vfs import ALIGN, aligned_buffer
@@ -133,12 +134,11 @@ class Lookahead:
             t.join()
 
 
-class _FileHandles:
-    """Open file descriptors, closed when the last block of a file is written."""
+class _FileHandles(FdRefs):
+    """The files a restore writes, each closed when its last block is written."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.remaining: dict[tuple[int, int], int] = {}
+        super().__init__()
         self.direct = True
 
     def open(self, out: RestoreTarget, path: str, size: int, blist: list[schemas.Block]) -> tuple[int, int] | None:
@@ -157,30 +157,8 @@ class _FileHandles:
             os.close(fd)
             raise
         fds = (fd, direct_fd)
-        with self.lock:
-            self.remaining[fds] = len(blist)
+        self.hold(fds, len(blist))
         return fds
-
-    def done(self, fds: tuple[int, int]) -> None:
-        with self.lock:
-            self.remaining[fds] -= 1
-            last = self.remaining[fds] == 0
-            if last:
-                del self.remaining[fds]
-        if last:
-            self._close(fds)
-
-    @staticmethod
-    def _close(fds: tuple[int, int]) -> None:
-        for fd in fds:
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-
-    def close_all(self) -> None:
-        for fds in list(self.remaining):
-            self._close(fds)
-        self.remaining.clear()
 
 
 def restore_tree(
