@@ -10,9 +10,9 @@ store is read and uploaded:
   blocks still share their physical extents with it, and those are not read;
 - a block whose hash the store already has is not uploaded again.
 
-Data flows through a bounded pipeline: this thread reads blocks in file
-order (sequential reads, kernel read-ahead), worker threads hash, compress
-and upload them (BLAKE3, zstd and I/O release the GIL). Blocks are made
+Data flows through a bounded pipeline: this thread hands blocks out in
+file order, worker threads read (O_DIRECT where the file system allows),
+hash, compress and upload them (BLAKE3, zstd and I/O release the GIL). Blocks are made
 durable (`store.sync()`) before the manifest that names them is written, and
 the manifest is the commit point: a backup killed before it leaves only
 unreferenced blocks, which the next try reuses and garbage collection drops.

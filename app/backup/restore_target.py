@@ -288,6 +288,17 @@ class RestoreTarget:
         with self.failures(path):
             _allocate_blocks(fd, blocks)
 
+    def open_direct(self, path: str) -> int:
+        """A second write descriptor of file `path` with O_DIRECT, or -1 where unsupported."""
+        with self.failures(path):
+            parent, name = self._parent(path)
+            try:
+                return os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECT, dir_fd=parent)
+            except OSError as e:
+                if e.errno == errno.EINVAL:
+                    return -1
+                raise
+
     def symlink(self, path: str, link: str) -> None:
         """A symlink is data: created as stored, never followed by the restore."""
         self.rules.check(path, "symlink")

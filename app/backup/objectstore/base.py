@@ -35,6 +35,11 @@ class ObjectStore(ABC):
     #: the block size of a new store here: blocks are the unit of dedup and of
     #: requests, so a store whose requests are dear wants bigger ones
     default_block_size: int = 1 << 20
+    #: the objects are files on this host's own disks (vfs://), which a restore's writes
+    #: share: it then writes through the page cache and flushes once, so that reads and
+    #: writes do not interleave; from a network store each block is written as it arrives
+    #: (O_DIRECT), so that the disk works while the next blocks travel (restore.py)
+    local_disk: bool = False
     #: the key of the keyed BLAKE3 that names blocks in an encrypted store
     #: (`encrypted.EncryptedStore`); None: plain BLAKE3, as every plain store
     block_id_key: bytes | None = None

@@ -99,6 +99,7 @@ def _check_key(key: str) -> None:
 
 class VfsStore(ObjectStore):
     parallelism = 4
+    local_disk = True
     lookups = 1
     def __init__(self, root: str | Path, *, create: bool = True, durable: bool = True):
         self.root = Path(root)
