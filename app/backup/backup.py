@@ -10,9 +10,9 @@ store is read and uploaded:
   blocks still share their physical extents with it, and those are not read;
 - a block whose hash the store already has is not uploaded again.
 
-Data flows through a bounded pipeline: this thread hands blocks out in
-file order, worker threads read (O_DIRECT where the file system allows),
-hash, compress and upload them (BLAKE3, zstd and I/O release the GIL). Blocks are made
+Data flows through a bounded pipeline: this thread reads blocks in file
+order (sequential reads, kernel read-ahead), worker threads hash, compress
+and upload them (BLAKE3, zstd and I/O release the GIL). Blocks are made
 durable (`store.sync()`) before the manifest that names them is written, and
 the manifest is the commit point: a backup killed before it leaves only
 unreferenced blocks, which the next try reuses and garbage collection drops.
@@ -20,7 +20,6 @@ unreferenced blocks, which the next try reuses and garbage collection drops.
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import queue
@@ -36,11 +35,9 @@ from app.json_types import JSONObject
 from app.names import check_name
 
 from . import blocks, index, layout, manifest, schemas, tree
-from .fd_refs import FdRefs
 from .locks import StoreLock
 from .objectstore import ObjectStore
-from .objectstore.vfs import ALIGN
-from .pipeline import BoundedPool, worker_count
+from .pipeline import BLOCK_MEMORY, BoundedPool, worker_count
 from .progress import Progress
 from .schemas import Block
 
@@ -219,16 +216,12 @@ def upload_and_commit(
     """Read and upload the planned blocks, then commit the manifest `doc`; return its summary."""
     progress.total_bytes = sum(length for p in plans for _i, _o, length in p.reads)
     uploader = _Uploader(store, known, progress, doc["block_size"])
-    # each worker reads a block into a buffer it takes for the time of that block: memory is
-    # workers * block size (worker_count keeps that within BLOCK_MEMORY), queued tasks hold none
-    buffers = _Buffers(workers, doc["block_size"])
-    handles = FdRefs()
-    try:
-        with BoundedPool(workers, max_pending=workers * 4) as pool:
-            for plan in plans:
-                _read_file(plan, pool, uploader, progress, buffers, handles)
-    finally:
-        handles.close_all()
+    # blocks read ahead of the workers, within the same memory bound as the workers
+    pending = max(workers, min(workers * 4, BLOCK_MEMORY // doc["block_size"]))
+    buffers = _Buffers(pending + 2, doc["block_size"])
+    with BoundedPool(workers, max_pending=pending) as pool:
+        for plan in plans:
+            _read_file(plan, pool, uploader, progress, buffers)
     for plan in plans:
         plan.entry["blocks"] = [b for b in plan.entry["blocks"] if b is not None]
     progress.check("the backup")
@@ -302,7 +295,7 @@ def _plan_file(
 class _Buffers:
     """A fixed set of block buffers (anonymous mmaps, outside malloc), reused.
 
-    Taking waits for a free buffer, so memory is `count * block_size`
+    Reading waits for a free buffer, so memory is `count * block_size`
     whatever the volume size, and no allocator churn can grow it.
     """
 
@@ -318,79 +311,43 @@ class _Buffers:
         self._free.put(buf)
 
 
-def _read_block(fds: tuple[int, int], buf: mmap.mmap, offset: int, length: int) -> int:
-    """Read `length` bytes at `offset` into `buf`: the aligned part through O_DIRECT when
-    there is a descriptor for it, the rest (a file's tail) through the page cache.
-    Returns how many bytes were read: fewer when the file is shorter."""
-    fd, direct_fd = fds
-    view = memoryview(buf)
-    got = 0
-    if direct_fd >= 0 and offset % ALIGN == 0:
-        aligned = length - length % ALIGN
-        try:
-            while got < aligned:
-                n = os.preadv(direct_fd, [view[got:aligned]], offset + got)
-                if n <= 0:
-                    return got
-                got += n
-        except OSError as e:
-            if e.errno != errno.EINVAL:  # a file system that takes O_DIRECT at open but not this read
-                raise
-    while got < length:
-        n = os.preadv(fd, [view[got:length]], offset + got)
-        if n <= 0:
-            break
-        got += n
-    return got
-
-
-def _read_and_upload(
-    uploader: _Uploader,
-    buffers: _Buffers,
-    handles: FdRefs,
-    fds: tuple[int, int],
-    rel: str,
-    slots: list[Block | None],
-    index: int,
-    offset: int,
-    length: int,
+def _upload_block(
+    uploader: _Uploader, buffers: _Buffers, buf: mmap.mmap, slots: list[Block | None], index: int, offset: int, length: int
 ) -> None:
-    buf = buffers.take()
     try:
-        if _read_block(fds, buf, offset, length) != length:
-            raise Conflict(f"{rel} changed during the backup (shorter than expected); back up a snapshot, not a live volume")
         uploader(slots, index, offset, memoryview(buf)[:length])
     finally:
         buffers.give(buf)
-        handles.done(fds)
 
 
-def _read_file(
-    plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress: Progress, buffers: _Buffers, handles: FdRefs
-) -> None:
-    """Hand every planned block of one file to the workers, which read and upload it.
-
-    Reads go around the page cache (O_DIRECT) where the file system allows:
-    a snapshot is a new inode, so its data is never cached anyway, and copying
-    it out of fresh page cache cost about 1 s of CPU per GB here, as much as
-    hashing and writing it. The workers read in parallel, which gives the disk
-    the queue depth that read-ahead gave the page cache.
-    """
+def _read_file(plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress: Progress, buffers: _Buffers) -> None:
     try:
         fd = os.open(plan.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise NotFound(f"{plan.entry['path']} vanished from the snapshot during the backup") from None
     try:
-        direct_fd = os.open(plan.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECT)
-    except OSError:  # tmpfs and others: no O_DIRECT
-        direct_fd = -1
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    fds = (fd, direct_fd)
-    handles.hold(fds, len(plan.reads) + 1)  # +1: released below, once every block is handed over
-    try:
         slots = plan.entry["blocks"]
         for index, offset, length in plan.reads:
             progress.check("the backup")
-            pool.submit(_read_and_upload, uploader, buffers, handles, fds, plan.entry["path"], slots, index, offset, length)
+            buf = buffers.take()
+            try:
+                view = memoryview(buf)[:length]
+                got = 0
+                while got < length:
+                    n = os.preadv(fd, [view[got:]], offset + got)
+                    if n <= 0:
+                        break
+                    got += n
+                del view
+                if got != length:
+                    raise Conflict(
+                        f"{plan.entry['path']} changed during the backup (shorter than expected); "
+                        "back up a snapshot, not a live volume"
+                    )
+                pool.submit(_upload_block, uploader, buffers, buf, slots, index, offset, length)
+            except BaseException:
+                buffers.give(buf)
+                raise
     finally:
-        handles.done(fds)
+        os.close(fd)

@@ -1,4 +1,4 @@
-"""File descriptors shared by a job's worker threads, closed by the last one done."""
+"""File descriptors shared by a restore's worker threads, closed by the last one done."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 class FdRefs:
     """Pairs of descriptors (a plain one and an O_DIRECT one, -1 when none) of
-    the files a job's workers read or write, each closed when its last block
+    the files a restore's workers write, each closed when its last block
     is done, so a tree of many files never holds more open than are in flight."""
 
     def __init__(self) -> None:
