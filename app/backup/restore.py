@@ -12,9 +12,9 @@ are read with O_DIRECT and decompressed into per-thread page-aligned
 buffers. From a vfs:// store (`ObjectStore.local_disk`) they are written
 through the page cache, and one syncfs at the end writes the whole tree
 back in large requests: reads and writes then do not interleave on the
-disks they share, which measured 10-25% faster than O_DIRECT writes of
+disks they share, which measured 11-25% faster than O_DIRECT writes of
 each block, onto XFS on a loop device and onto the host's ext4 alike, for
-no more CPU. From S3 that deferral made restores slower (the disk sat idle
+no more CPU (docs/backup-format.md has the figures). From S3 that deferral made restores slower (the disk sat idle
 while blocks arrived, then wrote them all), so there each block is written
 with O_DIRECT as it arrives (tails and unaligned pieces through the page
 cache). Modes,
