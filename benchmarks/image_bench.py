@@ -19,7 +19,10 @@ host disk (--workdir), not on that XFS. Per back-end, in each run:
   restore      `convoy create NEW --backup URL --driver D`; the restored file's
                sha256 must equal the source's, or the benchmark fails
   cp           the reference: `cp` of the volume's data (the image volume's
-               .img file, the VFS volume's file) to the store's disk + sync
+               .img file, the VFS volume's file) to the store's disk + sync;
+               then that copy copied back onto the XFS + sync (`cp back`, the
+               restore's direction), printed beside the restore (the goal
+               stays against cp, as the issue defines it)
 
 Then, in the same run, on the same file (skip with --no-peers / --no-s3):
 
@@ -237,7 +240,7 @@ def _one_run(run: int, size_mib: int, work: Path, with_restic: bool, endpoint: s
         results: dict = {"file_bytes": data.stat().st_size, "cli_floor": floor}
         for backend in BACKENDS:
             results[backend] = measure(convoy, backend, f"{backend}{run}", mountpoints[backend], data, offsets, work,
-                                       reference_of=image_file)
+                                       reference_of=image_file, copy_back_to=xfs.mnt)
         source = stage_file(data, xfs.mnt / "restic-src") if with_restic else None
         if endpoint:
             buckets = s3_buckets(endpoint, run)

@@ -227,8 +227,11 @@ def job_seconds(convoy: Convoy, parts: dict[str, str]) -> dict[str, float]:
 
 
 def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path, offsets: list[int], work: Path,
-            reference_of: ReferenceOf = the_data_file) -> dict:
-    """Full backup, incremental backup, restore and the cp reference for one mounted volume."""
+            reference_of: ReferenceOf = the_data_file, copy_back_to: Path | None = None) -> dict:
+    """Full backup, incremental backup, restore and the cp reference for one mounted volume.
+
+    `copy_back_to`: a directory on the disk the restore writes to; the copy is then also copied
+    back there, cold (`cp_back`): the restore's own direction, from the store's disk to the volumes'."""
     store = work / f"store-{backend}"  # one store per back-end: no block is shared between them
     dest = f"vfs://{store}"
     target = Path(mountpoint) / "data.bin"
@@ -256,6 +259,11 @@ def measure(convoy: Convoy, backend: str, name: str, mountpoint: str, data: Path
     copies.mkdir()
     out["cp"], _ = timed(lambda: copy_reference(source, copies))
     out["cp_bytes"] = source.stat().st_size
+    if copy_back_to is not None:
+        back = copy_back_to / f"cp-back-{backend}"
+        back.mkdir()
+        out["cp_back"], _ = timed(lambda: copy_reference(copies / source.name, back))
+        shutil.rmtree(back)
     shutil.rmtree(copies)
 
     out["jobs"] = job_seconds(convoy, {
@@ -324,6 +332,12 @@ def report(runs: list[dict], backends: dict[str, str], heading: str, goal: GoalO
             spread = f"{stats['min']:.2f}-{stats['max']:.2f}"
             print(f"{label:22}{stats['median']:8.2f}  {spread:>13}  {stats['ratio_to_cp']:6.2f}"
                   + (f"  {goal(step, stats)}" if goal else ""))
+        if all("cp_back" in r for r in rows):
+            back = summarise([r["cp_back"] for r in rows])
+            back["restore_ratio"] = statistics.median(r["restore"] / r["cp_back"] for r in rows)
+            summary[backend]["cp_back"] = back
+            print(f"{'cp back + sync (ref.)':22}{back['median']:8.2f}  {back['min']:.2f}-{back['max']:.2f}".ljust(47)
+                  + f"  the restore's direction, onto the volumes' disk: restore = {back['restore_ratio']:.2f} x it")
         jobs = {step: statistics.median(r["jobs"][step] for r in rows) for step in rows[0]["jobs"]}
         summary[backend]["job_seconds"] = jobs
         print("of which the daemon's job (median): " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in jobs.items()))
