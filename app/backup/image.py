@@ -29,11 +29,12 @@ from app.names import check_name
 
 from . import layout, manifest
 from .backup import WORKERS, _FilePlan, new_backup_name, upload_and_commit
+from .fd_refs import FdRefs
 from .locks import StoreLock
 from .objectstore import ObjectStore
 from .pipeline import BoundedPool, worker_count
 from .progress import Progress
-from .restore import Lookahead, _BlockWriter, _FileHandles, _write_then_release
+from .restore import Lookahead, _BlockWriter, _write_then_release
 from .restore_target import allocate_image, size_image
 from .schemas import BackupDoc, Block, FileEntry
 
@@ -191,7 +192,7 @@ def restore_image_backup(
             except OSError:
                 direct_fd = -1
             writer = _BlockWriter(store, progress)
-            handles = _FileHandles()
+            handles = FdRefs()
             fds = (fd, direct_fd)
             handles.hold(fds, len(blist) + 1)  # +1: closed by us below, not by the last block
             lookahead = Lookahead(store, (b[2] for b in blist))

@@ -14,10 +14,10 @@ through the page cache, and one syncfs at the end writes the whole tree
 back in large requests: reads and writes then do not interleave on the
 disks they share, which measured 11-25% faster than O_DIRECT writes of
 each block, onto XFS on a loop device and onto the host's ext4 alike, for
-no more CPU (docs/backup-format.md has the figures). From S3 that deferral made restores slower (the disk sat idle
-while blocks arrived, then wrote them all), so there each block is written
-with O_DIRECT as it arrives (tails and unaligned pieces through the page
-cache). Modes,
+no more CPU (docs/backup-format.md has the figures). From S3 that deferral
+made restores slower (the disk sat idle while blocks arrived, then wrote
+them all), so there each block is written with O_DIRECT as it arrives
+(tails and unaligned pieces through the page cache). Modes,
 owners and mtimes are applied after the data (directories last, deepest
 first), symlinks and hard links are recreated, and the target's file system
 is flushed (syncfs) before the restore returns.
@@ -145,7 +145,7 @@ class _FileHandles(FdRefs):
 
     `direct`: write with O_DIRECT where the file system allows (see the module's doc)."""
 
-    def __init__(self, direct: bool = True) -> None:
+    def __init__(self, *, direct: bool) -> None:
         super().__init__()
         self.direct = direct
 
@@ -248,7 +248,7 @@ def _set_metadata(out: RestoreTarget, entry: schemas.Entry) -> None:
 
 
 def _write_then_release(
-    writer: _BlockWriter, handles: _FileHandles, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str
+    writer: _BlockWriter, handles: FdRefs, fd: tuple[int, int], rel: str, offset: int, length: int, digest: str
 ) -> None:
     try:
         writer(fd, rel, offset, length, digest)
