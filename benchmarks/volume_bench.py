@@ -336,7 +336,8 @@ def report(runs: list[dict], backends: dict[str, str], heading: str, goal: GoalO
             back = summarise([r["cp_back"] for r in rows])
             back["restore_ratio"] = statistics.median(r["restore"] / r["cp_back"] for r in rows)
             summary[backend]["cp_back"] = back
-            print(f"{'cp back + sync (ref.)':22}{back['median']:8.2f}  {back['min']:.2f}-{back['max']:.2f}".ljust(47)
+            spread = f"{back['min']:.2f}-{back['max']:.2f}"
+            print(f"{'cp back + sync (ref.)':22}{back['median']:8.2f}  {spread:>13}  {'':6}"
                   + f"  the restore's direction, onto the volumes' disk: restore = {back['restore_ratio']:.2f} x it")
         jobs = {step: statistics.median(r["jobs"][step] for r in rows) for step in rows[0]["jobs"]}
         summary[backend]["job_seconds"] = jobs

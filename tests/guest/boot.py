@@ -35,6 +35,7 @@ HARNESS_FAILED = 3  # pytest's "internal error": the guest never reported a stat
 # again. A CPU stuck this long is wedged, not busy: the boot is stopped and made once more.
 WEDGED_AFTER = 180  # seconds of one soft lockup
 _SOFT_LOCKUP = re.compile(rb"soft lockup - CPU#\d+ stuck for (\d+)s")
+WEDGED_MARK = "CONVOY-GUEST-HOST: the emulated CPUs wedged"  # written to the serial log when it is stopped
 
 
 @dataclass
@@ -159,9 +160,6 @@ def run_with_deadline(command: list[str], serial_log: Path, settings: Settings) 
             qemu.wait()
             log.write(f"\nCONVOY-GUEST-HOST: deadline of {settings.timeout:.0f}s passed, QEMU killed\n".encode())
         copier.join(timeout=10)
-
-
-WEDGED_MARK = "CONVOY-GUEST-HOST: the emulated CPUs wedged"
 
 
 def wedged(serial_log: Path) -> bool:
