@@ -42,8 +42,8 @@ WEDGED_MARK = "CONVOY-GUEST-HOST: the emulated CPUs wedged"  # written to the se
 class Settings:
     """The harness's knobs. from_env() reads them from CONVOY_GUEST_* so that every argument of `run` goes to pytest."""
 
-    # seconds for the whole boot. TCG runs at the host CPU's pace: on one machine of this kind, where the
-    # host's tests took 47 min instead of ~27, the inside suite took 21 min (1271 s; 1200 s was the deadline)
+    # seconds for the whole boot. TCG runs at the host CPU's pace: on one machine of this kind, where all of
+    # make test took 68 min instead of the 37-41 seen before, the inside suite took 21 min (1271 s)
     timeout: float = 1800.0
     memory_mib: int = 1536
     cpus: int = 2
