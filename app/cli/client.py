@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from app.cli.http_unix import NotHTTP, Truncated, exchange
-from app.control_socket import start_error_file
 from app.errors import Unavailable, error_from
 from app.json_types import JSONObject
 
@@ -17,9 +15,7 @@ class ControlClient:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(
-        self, method: str, path: str, body: JSONObject | None = None, query: dict[str, str] | None = None
-    ) -> JSONObject:
+    def request(self, method: str, path: str, body: JSONObject | None = None, query: dict[str, str] | None = None) -> JSONObject:
         url = "/v1" + path + (f"?{urlencode(query)}" if query else "")
         payload = json.dumps(body).encode() if body is not None else None
         try:
@@ -60,6 +56,10 @@ class ControlClient:
         )
 
     def _not_running_message(self) -> str:
+        from pathlib import Path  # only on this path: pathlib is a tenth of the quick path's imports
+
+        from app.control_socket import start_error_file
+
         error_file = start_error_file(Path(self.socket_path))
         if error_file.exists():
             reason = error_file.read_text(errors="replace").strip()

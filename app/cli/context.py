@@ -1,12 +1,14 @@
-"""What every CLI command shares: the daemon's client and the error handling."""
+"""What every CLI command shares: the daemon's client and the error handling.
+
+No typer here: the quick path (app/cli/quick.py) answers its commands with these alone.
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
-
-import typer
 
 from app.cli.client import ControlClient
 from app.cli.output import fail
@@ -17,8 +19,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 state: dict[str, str | None] = {"socket": None}  # set by the top-level --socket option
-
-JsonFlag = typer.Option(False, "--json", help="print JSON for scripts")
 
 
 def client() -> ControlClient:
@@ -35,7 +35,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except ConvoyError as error:
             fail(error)
         except KeyboardInterrupt:
-            typer.echo("convoy: interrupted", err=True)
+            print("convoy: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
 
     return wrapper

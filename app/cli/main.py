@@ -8,9 +8,11 @@ from urllib.parse import quote
 
 import typer
 
+from app.cli import commands
 from app.cli.client import volume_path
-from app.cli.context import JsonFlag, client, state, user_errors
-from app.cli.output import exit_code_for, exit_now, fail, print_fields, print_json, print_table
+from app.cli.context import client, state, user_errors
+from app.cli.flags import JsonFlag
+from app.cli.output import exit_code_for, exit_now, fail, print_json
 from app.control_socket import DEFAULT_CONTROL_SOCKET
 from app.errors import ConvoyError
 from app.key_values import parse_key_values
@@ -100,22 +102,14 @@ def _delete_snapshots_of(volume: str) -> None:
 @user_errors
 def list_volumes(as_json: bool = JsonFlag) -> None:
     """List volumes."""
-    volumes = client().request("GET", "/volumes")["volumes"]
-    if as_json:
-        return print_json(volumes)
-    rows = [
-        [v["name"], v["driver"], v["size_human"], v["mount_refs"], v["mountpoint"] if v["mounted"] else "-", v["created_at"]]
-        for v in volumes
-    ]
-    print_table(["NAME", "DRIVER", "SIZE", "REFS", "MOUNTED AT", "CREATED"], rows)
+    commands.list_volumes(as_json)
 
 
 @app.command()
 @user_errors
 def inspect(name: str, as_json: bool = JsonFlag) -> None:
     """Show one volume."""
-    volume = client().request("GET", volume_path(name))
-    print_json(volume) if as_json else print_fields(volume)
+    commands.inspect_volume(name, as_json)
 
 
 @app.command()
@@ -155,8 +149,7 @@ def resize(
 @user_errors
 def info(as_json: bool = JsonFlag) -> None:
     """Show the daemon's settings and back-ends."""
-    result = client().request("GET", "/info")
-    print_json(result) if as_json else print_fields(result)
+    commands.show_info(as_json)
 
 
 @app.command()

@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 import typer
 
-from app.cli.context import JsonFlag
 from app.cli.context import client as _client
 from app.cli.context import user_errors as _guard
+from app.cli.flags import JsonFlag
 from app.cli.output import EXIT_CODES, print_fields, print_json, print_table
 from app.json_types import JSONObject
 

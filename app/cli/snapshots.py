@@ -7,9 +7,10 @@ from urllib.parse import quote
 
 import typer
 
-from app.cli.context import JsonFlag
+from app.cli import commands
 from app.cli.context import client as _client
 from app.cli.context import user_errors as _guard
+from app.cli.flags import JsonFlag
 from app.cli.output import EXIT_CODES, print_fields, print_json, print_table
 from app.cli.progress import run_job
 
@@ -24,8 +25,7 @@ EndpointOption = typer.Option(None, "--s3-endpoint", help="S3 endpoint URL for M
 @_guard
 def snapshot_create(volume: str, name: str | None = typer.Option(None, "--name"), as_json: bool = JsonFlag) -> None:
     """Take a snapshot of a volume; prints its name."""
-    snapshot = _client().request("POST", "/snapshots", {"volume": volume, "name": name})
-    print_json(snapshot) if as_json else typer.echo(snapshot["name"])
+    commands.create_snapshot(volume, name, as_json)
 
 
 @snapshot_app.command("delete")
@@ -65,9 +65,7 @@ def backup_create(
     as_json: bool = JsonFlag,
 ) -> None:
     """Back up a snapshot; prints the backup URL."""
-    body = {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name}
-    result = run_job(_client(), "/backups", body)
-    print_json(result) if as_json else typer.echo(result["url"])
+    commands.create_backup(snapshot, dest, s3_endpoint, name, as_json)
 
 
 @backup_app.command("list")

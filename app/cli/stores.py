@@ -17,9 +17,9 @@ import sys
 
 import typer
 
-from app.cli.context import JsonFlag
 from app.cli.context import client as _client
 from app.cli.context import user_errors as _guard
+from app.cli.flags import JsonFlag
 from app.cli.output import print_json
 from app.errors import InvalidInput
 from app.json_types import JSONObject

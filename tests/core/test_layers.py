@@ -25,6 +25,7 @@ def modules_after(imports: str) -> set[str]:
         "import app.fs.filesystems, app.fs.loop, app.fs.image_tree, app.fs.clone",
         "import app.daemon, app.service, app.backup_service, app.server",
         "import app.cli.main",
+        "import app.cli.quick",
     ],
 )
 def test_the_backup_engine_is_not_loaded_by(imports):

@@ -220,13 +220,14 @@ def test_json_lines_carry_the_context_and_the_traceback():
 
 
 def test_the_cli_never_imports_prometheus_client(tmp_path):
-    """The CLI starts fast: prometheus_client is the daemon's alone."""
-    result = subprocess.run(
-        [*CONVOY[:1], "-X", "importtime", *CONVOY[1:], "--socket", str(tmp_path / "none.sock"), "list"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 5  # no daemon there
-    assert "app.cli.main" in result.stderr and "prometheus_client" not in result.stderr
+    """The CLI starts fast: prometheus_client is the daemon's alone (on the quick path and on typer's)."""
+    for command, module in ((["list"], "app.cli.quick"), (["snapshot", "list"], "app.cli.main")):
+        result = subprocess.run(
+            [*CONVOY[:1], "-X", "importtime", *CONVOY[1:], "--socket", str(tmp_path / "none.sock"), *command],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 5  # no daemon there
+        assert module in result.stderr and "prometheus_client" not in result.stderr
 
 
 def test_schedule_success_feeds_its_gauge():

@@ -1,0 +1,46 @@
+"""What the commands a script calls most do, apart from their command line.
+
+Typer's commands (app/cli/main.py, app/cli/snapshots.py) and the quick path
+(app/cli/quick.py) both call these, so the two cannot answer differently.
+No typer here.
+"""
+
+from __future__ import annotations
+
+from app.cli.client import volume_path
+from app.cli.context import client
+from app.cli.output import print_fields, print_json, print_table
+
+
+def list_volumes(as_json: bool) -> None:
+    volumes = client().request("GET", "/volumes")["volumes"]
+    if as_json:
+        return print_json(volumes)
+    rows = [
+        [v["name"], v["driver"], v["size_human"], v["mount_refs"], v["mountpoint"] if v["mounted"] else "-", v["created_at"]]
+        for v in volumes
+    ]
+    print_table(["NAME", "DRIVER", "SIZE", "REFS", "MOUNTED AT", "CREATED"], rows)
+
+
+def inspect_volume(name: str, as_json: bool) -> None:
+    volume = client().request("GET", volume_path(name))
+    print_json(volume) if as_json else print_fields(volume)
+
+
+def show_info(as_json: bool) -> None:
+    result = client().request("GET", "/info")
+    print_json(result) if as_json else print_fields(result)
+
+
+def create_snapshot(volume: str, name: str | None, as_json: bool) -> None:
+    snapshot = client().request("POST", "/snapshots", {"volume": volume, "name": name})
+    print_json(snapshot) if as_json else print(snapshot["name"])
+
+
+def create_backup(snapshot: str, dest: str, s3_endpoint: str | None, name: str | None, as_json: bool) -> None:
+    from app.cli.progress import run_job
+
+    body = {"snapshot": snapshot, "dest": dest, "s3_endpoint": s3_endpoint, "name": name}
+    result = run_job(client(), "/backups", body)
+    print_json(result) if as_json else print(result["url"])
