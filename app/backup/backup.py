@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from app.errors import Conflict, NotFound
 from app.fs import fiemap, sparse
+from app.fs.readahead import ReadAhead
 from app.json_types import JSONObject
 from app.names import check_name
 
@@ -327,9 +328,13 @@ def _read_file(plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress
         raise NotFound(f"{plan.entry['path']} vanished from the snapshot during the backup") from None
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        ahead = ReadAhead(fd, ((offset, length) for _index, offset, length in plan.reads))
         slots = plan.entry["blocks"]
+        read = 0
         for index, offset, length in plan.reads:
             progress.check("the backup")
+            ahead.before(read)
+            read += length
             buf = buffers.take()
             try:
                 view = memoryview(buf)[:length]
