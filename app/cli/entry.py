@@ -20,4 +20,6 @@ def main() -> None:
         code: object = 0
     except SystemExit as done:
         code = done.code
+    except BrokenPipeError:  # `convoy list | head -1` on a long list: as click ends it, status 1 and no traceback
+        code = 1
     exit_now(code)

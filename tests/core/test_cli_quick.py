@@ -2,6 +2,7 @@
 typer's commands do, and anything else is typer's to read."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -182,3 +183,17 @@ def test_each_shape_has_the_parameters_of_its_typer_command(words):
     assert options["--json"].is_flag and not any(options[o].is_flag or options[o].multiple for o in shape.options)
     assert sorted(o for o in shape.options if options[o].required) == sorted(shape.required)
     assert all(p.envvar is None for p in options.values())  # an option the environment sets is typer's to read
+
+
+@pytest.mark.needs_root
+def test_a_reader_that_stops_early_ends_both_alike_without_a_traceback(daemon):
+    """`convoy list --json | head -c 100` on a list longer than the pipe holds: the write fails mid-way."""
+    for i in range(250):  # ~100 KiB of JSON, more than a pipe's 64 KiB
+        daemon.docker_ok("Create", {"Name": f"volume-with-a-long-name-{i:04d}"})
+    results = []
+    for command in (CONVOY, TYPER_ONLY):
+        line = " ".join(shlex.quote(w) for w in [*command, "--socket", str(daemon.socket), "list", "--json"])
+        done = subprocess.run(["bash", "-c", f"{line} | head -c 100 >/dev/null; echo ${{PIPESTATUS[0]}}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+        results.append((done.stdout.strip(), done.stderr))
+    assert results[0] == results[1] == ("1", ""), results
