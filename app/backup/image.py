@@ -41,10 +41,6 @@ from .schemas import BackupDoc, Block, FileEntry
 IMAGE_PATH = "image"
 
 
-def _overlaps(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    return any(s < end and start < e for s, e in ranges)
-
-
 def _image_entry(doc: BackupDoc, volume: str) -> FileEntry:
     """The one file entry an image backup holds; anything else was not written by an image backup."""
     entries = doc["entries"]
@@ -115,9 +111,10 @@ def create_image_backup(
         slots: list[Block | None] = [None] * len(cut)
         reads: list[tuple[int, int, int]] = []
         skipped = 0
+        changed = sparse.Overlaps(changed_ranges or [])
         for i, (offset, length) in enumerate(cut):
             digest = old_map.get((offset, length))
-            unchanged = trust_changes and not _overlaps(changed_ranges or [], offset, offset + length)
+            unchanged = trust_changes and not changed(offset, offset + length)
             if unchanged and digest:
                 slots[i] = (offset, length, digest)
                 skipped += length
@@ -211,5 +208,3 @@ def restore_image_backup(
                 os.close(direct_fd)
         progress.finish()
         return {**manifest.summary(doc), "image_size": entry["size"]}
-
-

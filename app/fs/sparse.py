@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 
 
 def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
@@ -43,3 +44,36 @@ def cut(ranges: list[tuple[int, int]], block_size: int) -> list[tuple[int, int]]
             blocks.append((pos, stop - pos))
             pos = stop
     return blocks
+
+
+def merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, end) ranges sorted, with overlapping and touching ones joined and empty ones dropped."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(r for r in ranges if r[0] < r[1]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+class Overlaps:
+    """Whether blocks, asked about in ascending order, overlap any of `ranges`: one pass over both.
+
+    A large EBS or thin volume reports thousands of changed ranges and has a
+    million blocks: testing each block against every range took their product.
+    """
+
+    def __init__(self, ranges: Iterable[tuple[int, int]]):
+        self._ranges = merged(ranges)
+        self._next = 0  # the first range that does not end before the last block asked about
+        self._last = 0
+
+    def __call__(self, start: int, end: int) -> bool:
+        if start < self._last:
+            raise ValueError(f"blocks must be asked about in ascending order: {start} after {self._last}")
+        self._last = start
+        ranges = self._ranges
+        while self._next < len(ranges) and ranges[self._next][1] <= start:
+            self._next += 1
+        return self._next < len(ranges) and ranges[self._next][0] < end

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Generator, Iterable
 
 from app.errors import Unavailable
-from app.fs import command
+from app.fs import command, sparse
 
 command.PACKAGES.update({tool: "thin-provisioning-tools" for tool in ("thin_dump", "thin_delta", "thin_ls", "thin_check")})
 TIMEOUT = 600.0
@@ -106,8 +106,7 @@ def parse_dump_mappings(lines: Iterable[str], limit: int = MAX_RANGES) -> Ranges
         elif text.startswith("<single_mapping"):
             begin = int(_attrs(text)["origin_block"])
             ranges.add(begin, begin + 1)
-    ranges.ranges.sort()
-    return _merge(ranges.ranges)
+    return sparse.merged(ranges.ranges)
 
 
 # thin_delta's verdicts: what differs between the left (earlier) and the right (later) device
@@ -124,23 +123,12 @@ def parse_delta(lines: Iterable[str], limit: int = MAX_RANGES) -> Ranges:
             attrs = _attrs(text)
             begin = int(attrs["begin"])
             ranges.add(begin, begin + int(attrs["length"]))
-    ranges.ranges.sort()
-    return _merge(ranges.ranges)
+    return sparse.merged(ranges.ranges)
 
 
 def parse_thin_ls(lines: Iterable[str]) -> set[int]:
     """thin_ls --no-headers -o DEV: one device id a line."""
     return {int(line.split()[0]) for line in lines if line.strip() and line.split()[0].isdigit()}
-
-
-def _merge(ranges: Ranges) -> Ranges:
-    merged: Ranges = []
-    for start, end in ranges:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
 
 
 def mapped_blocks(metadata_dev: str, device_id: int, timeout: float = TIMEOUT) -> Ranges | None:
