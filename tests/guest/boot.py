@@ -44,6 +44,8 @@ class Settings:
 
     # seconds for the whole boot. TCG runs at the host CPU's pace: on one machine of this kind, where all of
     # make test took 68 min instead of the 37-41 seen before, the inside suite took 21 min (1271 s)
+    # (three hours later the same machine took 10 min, 598 s, and make test 46 min: a quieter hour, and the
+    # CLI's quick path, which spares most CLI calls typer's import, a cost TCG multiplies)
     timeout: float = 1800.0
     memory_mib: int = 1536
     cpus: int = 2
