@@ -330,11 +330,9 @@ def _read_file(plan: _FilePlan, pool: BoundedPool, uploader: _Uploader, progress
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         ahead = ReadAhead(fd, ((offset, length) for _index, offset, length in plan.reads))
         slots = plan.entry["blocks"]
-        read = 0
         for index, offset, length in plan.reads:
             progress.check("the backup")
-            ahead.before(read)
-            read += length
+            ahead.before_read(length)
             buf = buffers.take()
             try:
                 view = memoryview(buf)[:length]

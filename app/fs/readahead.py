@@ -19,7 +19,7 @@ WINDOW = 32 << 20  # bytes of the planned reads advised ahead of the one being r
 
 
 class ReadAhead:
-    """For one file's reads, in file order: call `before(n)` with the bytes of them read so far."""
+    """For one file's reads, in file order: call `before_read(length)` before each of them."""
 
     def __init__(self, fd: int, reads: Iterable[tuple[int, int]], window: int = WINDOW):
         self._fd = fd
@@ -34,11 +34,13 @@ class ReadAhead:
                 self._runs.append((offset, length, planned))
             planned += length
         self._next = 0
+        self._read = 0  # bytes of the reads done so far
 
-    def before(self, read: int) -> None:
-        """Advise every short run that starts within the window of the bytes read so far."""
-        while self._next < len(self._runs) and self._runs[self._next][2] < read + self._window:
-            offset, length, _ = self._runs[self._next]
-            if length <= self._window:
-                os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_WILLNEED)
+    def before_read(self, length: int) -> None:
+        """Advise every short run that starts within the window of the bytes read so far; count this read."""
+        while self._next < len(self._runs) and self._runs[self._next][2] < self._read + self._window:
+            offset, run_length, _ = self._runs[self._next]
+            if run_length <= self._window:
+                os.posix_fadvise(self._fd, offset, run_length, os.POSIX_FADV_WILLNEED)
             self._next += 1
+        self._read += length

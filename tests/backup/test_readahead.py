@@ -24,18 +24,16 @@ def advised(monkeypatch):
 
 
 def read_all(reads, window):
-    """Go through `reads` as the backup does: before each read, the bytes read so far."""
+    """Go through `reads` as the backup does."""
     ahead = ReadAhead(3, reads, window=window)
-    done = 0
     for _offset, length in reads:
-        ahead.before(done)
-        done += length
+        ahead.before_read(length)
 
 
 def test_scattered_blocks_are_advised_together_and_contiguous_ones_as_one_run(advised):
     reads = [(10 * MIB, MIB), (11 * MIB, MIB), (50 * MIB, MIB), (400 * MIB, MIB)]
     ahead = ReadAhead(3, reads, window=32 * MIB)
-    ahead.before(0)  # before the first read: every run within the window at once
+    ahead.before_read(MIB)  # before the first read: every run within the window at once
     assert advised == [(10 * MIB, 2 * MIB), (50 * MIB, MIB), (400 * MIB, MIB)]
 
 
@@ -45,7 +43,7 @@ def test_runs_beyond_the_window_wait_until_the_reading_gets_near(advised):
     assert advised == [(i * 100 * MIB, 4 * MIB) for i in range(6)]
     advised.clear()
     ahead = ReadAhead(3, reads, window=10 * MIB)
-    ahead.before(0)
+    ahead.before_read(4 * MIB)
     assert advised == [(0, 4 * MIB), (100 * MIB, 4 * MIB), (200 * MIB, 4 * MIB)]  # runs starting below 10 MiB read
 
 
@@ -76,7 +74,7 @@ def test_the_advised_blocks_are_read_into_the_page_cache_and_no_others(tmp_path)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         assert cached_bytes(path) == 0, "the test needs a file system with a page cache to drop (not tmpfs)"
-        ReadAhead(fd, [(3 * MIB, MIB), (4 * MIB, MIB), (40 * MIB, MIB)]).before(0)
+        ReadAhead(fd, [(3 * MIB, MIB), (4 * MIB, MIB), (40 * MIB, MIB)]).before_read(MIB)
         deadline = time.monotonic() + 10
         while cached_bytes(path) < 3 * MIB and time.monotonic() < deadline:
             time.sleep(0.05)
