@@ -10,6 +10,9 @@ to read by hand:
     [--socket PATH] info [--json]
     [--socket PATH] snapshot create VOLUME [--name NAME] [--json]
     [--socket PATH] backup create SNAPSHOT --dest URL [--s3-endpoint URL] [--name NAME] [--json]
+    [--socket PATH] snapshot list [VOLUME] [--json]
+    [--socket PATH] backup list DEST [--volume-name NAME] [--s3-endpoint URL] [--json]
+    [--socket PATH] job list [--json]
 
 `parse` reads exactly these, with options before, between or after the
 arguments and `--option=value` as click takes them; anything else (help, a
@@ -30,13 +33,15 @@ from app.cli.context import state, user_errors
 
 
 class Shape(NamedTuple):
-    """One command's line: its positional arguments and its options that take a value (besides --json).
+    """One command's line: its positional arguments (`optional`: those after them that may be left out, None
+    then) and its options that take a value (besides --json).
 
     NamedTuples, not dataclasses: importing dataclasses (and the inspect it imports) costs a fifth of this path.
     """
 
     run: Callable[..., None]
     arguments: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
 
@@ -49,6 +54,9 @@ SHAPES: dict[tuple[str, ...], Shape] = {
     ("backup", "create"): Shape(
         commands.create_backup, arguments=("snapshot",), options=("--dest", "--s3-endpoint", "--name"), required=("--dest",)
     ),
+    ("snapshot", "list"): Shape(commands.list_snapshots, optional=("volume",)),
+    ("backup", "list"): Shape(commands.list_backups, arguments=("dest",), options=("--volume-name", "--s3-endpoint")),
+    ("job", "list"): Shape(commands.list_jobs),
 }
 
 
@@ -100,9 +108,10 @@ def parse(argv: list[str]) -> Call | None:
             return None
         else:
             arguments.append(word)
-    if len(arguments) != len(shape.arguments) or any(name not in values for name in shape.required):
+    names = shape.arguments + shape.optional
+    if not len(shape.arguments) <= len(arguments) <= len(names) or any(name not in values for name in shape.required):
         return None
-    kwargs: dict[str, object] = dict(zip(shape.arguments, arguments, strict=True))
+    kwargs: dict[str, object] = {name: arguments[i] if i < len(arguments) else None for i, name in enumerate(names)}
     kwargs.update({name[2:].replace("-", "_"): values.get(name) for name in shape.options})
     kwargs["as_json"] = as_json
     return Call(socket, shape.run, kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import quote
 
 import typer
@@ -11,7 +10,7 @@ from app.cli import commands
 from app.cli.context import client as _client
 from app.cli.context import user_errors as _guard
 from app.cli.flags import JsonFlag
-from app.cli.output import EXIT_CODES, print_fields, print_json, print_table
+from app.cli.output import EXIT_CODES, print_fields, print_json
 from app.cli.progress import run_job
 
 snapshot_app = typer.Typer(help="Snapshots of volumes, kept on this host.", no_args_is_help=True)
@@ -47,12 +46,7 @@ def snapshot_inspect(name: str, as_json: bool = JsonFlag) -> None:
 @_guard
 def snapshot_list(volume: str | None = typer.Argument(None), as_json: bool = JsonFlag) -> None:
     """List snapshots, of one volume or of all."""
-    snapshots = _client().request("GET", "/snapshots", query={"volume": volume} if volume else None)["snapshots"]
-    if as_json:
-        return print_json(snapshots)
-    print_table(
-        ["NAME", "VOLUME", "CREATED", "METHOD"], [[s["name"], s["volume"], s["created_at"], s["method"]] for s in snapshots]
-    )
+    commands.list_snapshots(volume, as_json)
 
 
 @backup_app.command("create")
@@ -77,26 +71,7 @@ def backup_list(
     as_json: bool = JsonFlag,
 ) -> None:
     """List the backups in a store."""
-    query = {
-        "dest": dest,
-        **({"volume": volume_name} if volume_name else {}),
-        **({"s3_endpoint": s3_endpoint} if s3_endpoint else {}),
-    }
-    backups = _client().request("GET", "/backups", query=query)["backups"]
-    if as_json:
-        return print_json(backups)
-    print_table(
-        ["URL", "VOLUME", "SNAPSHOT", "CREATED"],
-        [
-            [b["url"], b.get("volume"), "-", "UNREADABLE"]
-            if b.get("error")
-            else [b["url"], b.get("volume"), b.get("snapshot"), b.get("created_at")]
-            for b in backups
-        ],
-    )
-    for b in backups:  # why each unreadable one is, after the table
-        if b.get("error"):
-            typer.echo(f"convoy: {b['url']}: {b['error']}", err=True)
+    commands.list_backups(dest, volume_name, s3_endpoint, as_json)
 
 
 @backup_app.command("inspect")
@@ -136,16 +111,7 @@ def backup_verify(url: str, s3_endpoint: str | None = EndpointOption, as_json: b
 @_guard
 def job_list(as_json: bool = JsonFlag) -> None:
     """List the daemon's recent jobs."""
-    jobs = _client().request("GET", "/jobs")["jobs"]
-    if as_json:
-        return print_json(jobs)
-    rows = [[j["id"], j["kind"], j["state"], _utc(j["started"]), _utc(j.get("finished")), j["description"]] for j in jobs]
-    print_table(["ID", "KIND", "STATE", "STARTED", "ENDED", "DESCRIPTION"], rows)
-
-
-def _utc(epoch: float | None) -> str:
-    """A job's time as the table shows it (an interrupted job ended when the next start found it)."""
-    return "-" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    commands.list_jobs(as_json)
 
 
 @job_app.command("inspect")

@@ -43,6 +43,14 @@ def same(quick: subprocess.CompletedProcess, typer: subprocess.CompletedProcess)
             {"snapshot": "s1", "dest": "s3://b@r/p", "s3_endpoint": "http://h:9000", "name": None, "as_json": True},
         ),
         (["inspect", ""], commands.inspect_volume, {"name": "", "as_json": False}),  # typer passes it on too
+        (["snapshot", "list"], commands.list_snapshots, {"volume": None, "as_json": False}),
+        (["snapshot", "list", "--json", "v1"], commands.list_snapshots, {"volume": "v1", "as_json": True}),
+        (
+            ["backup", "list", "--volume-name=v1", "vfs:///b"],
+            commands.list_backups,
+            {"dest": "vfs:///b", "volume_name": "v1", "s3_endpoint": None, "as_json": False},
+        ),
+        (["job", "list", "--json"], commands.list_jobs, {"as_json": True}),
     ],
 )
 def test_the_command_lines_it_reads(argv, run, kwargs):
@@ -71,11 +79,16 @@ def test_the_command_lines_it_reads(argv, run, kwargs):
         ["snapshot", "create", "v", "--name"],
         ["snapshot", "create", "v", "--name", "-x"],
         ["snapshot", "create", "v", "--name", "a", "--name", "b"],
-        ["snapshot", "list"],
+        ["snapshot", "list", "v1", "v2"],
+        ["snapshot", "list", "--name", "x"],
         ["snapshot"],
         ["backup", "create", "s1"],
         ["backup", "create", "s1", "--dest"],
-        ["backup", "list", "vfs:///b"],
+        ["backup", "list"],
+        ["backup", "list", "vfs:///b", "--volume-name"],
+        ["backup", "inspect", "vfs:///b?backup=b&volume=v"],
+        ["job", "list", "x"],
+        ["job", "inspect", "x"],
         ["--socket"],
         ["--socket", "-x", "list"],
         ["list", "--socket", "/s"],
@@ -109,6 +122,10 @@ def test_it_answers_as_typer_does_and_without_importing_typer(daemon, tmp_path):
         ["snapshot", "create", "nope"],
         ["snapshot", "create", "web", "--name", "a/b"],
         ["backup", "create", "no-such-snapshot", "--dest", f"vfs://{tmp_path}/store"],
+        ["backup", "list", "nowhere://x"],
+        ["snapshot", "list", "nope"],
+        ["job", "list"],
+        ["backup", "list", f"vfs://{tmp_path}/empty-store"],
     ):
         quick, typer = both(*sock, *args)
         same(quick, typer)
@@ -133,6 +150,23 @@ def test_it_answers_as_typer_does_and_without_importing_typer(daemon, tmp_path):
     for done in made:
         assert json.loads(daemon.cli("backup", "inspect", done.stdout.strip(), "--json", check=True).stdout)["volume"] == "web"
 
+    # the lists, with what was made above in them (and an unreadable backup, reported after the table)
+    (tmp_path / "store" / "convoy-store" / "volumes" / "web" / "backups" / "b-torn.json.zst").write_bytes(b"{")
+    for args in (
+        ["snapshot", "list"],
+        ["snapshot", "list", "web", "--json"],
+        ["backup", "list", store],
+        ["backup", "list", store, "--volume-name", "web", "--json"],
+        ["job", "list"],
+        ["job", "list", "--json"],
+    ):
+        quick, typer = both(*sock, *args)
+        same(quick, typer)
+        assert quick.returncode == 0 and quick.stdout, args
+    assert "by-quick" in both(*sock, "snapshot", "list")[0].stdout
+    listed = both(*sock, "backup", "list", store)[0]
+    assert "b-by-typer" in listed.stdout and "UNREADABLE" in listed.stdout and "b-torn" in listed.stderr
+
     # each shape it reads, read without importing typer
     for args in (
         ["list"],
@@ -140,6 +174,9 @@ def test_it_answers_as_typer_does_and_without_importing_typer(daemon, tmp_path):
         ["info"],
         ["snapshot", "create", "web"],
         ["backup", "create", "by-quick", "--dest", store],
+        ["snapshot", "list"],
+        ["backup", "list", store],
+        ["job", "list"],
     ):
         traced = run([sys.executable, "-X", "importtime", "-m", "app", *sock, *args])
         assert traced.returncode == 0, traced.stderr
@@ -175,10 +212,12 @@ def test_each_shape_has_the_parameters_of_its_typer_command(words):
     command = typer.main.get_command(assemble(list(words)))
     for word in words:
         command = command.commands[word]  # type: ignore[attr-defined]
-    arguments = tuple(p.name for p in command.params if p.param_type_name == "argument")
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
     options = {p.opts[0]: p for p in command.params if p.param_type_name == "option" and p.opts[0] != "--help"}
     shape = SHAPES[words]
-    assert arguments == shape.arguments
+    assert [(p.name, p.required) for p in arguments] == [(a, True) for a in shape.arguments] + [
+        (a, False) for a in shape.optional
+    ]
     assert sorted(options) == sorted([*shape.options, "--json"])
     assert options["--json"].is_flag and not any(options[o].is_flag or options[o].multiple for o in shape.options)
     assert sorted(o for o in shape.options if options[o].required) == sorted(shape.required)

@@ -221,7 +221,7 @@ def test_json_lines_carry_the_context_and_the_traceback():
 
 def test_the_cli_never_imports_prometheus_client(tmp_path):
     """The CLI starts fast: prometheus_client is the daemon's alone (on the quick path and on typer's)."""
-    for command, module in ((["list"], "app.cli.quick"), (["snapshot", "list"], "app.cli.main")):
+    for command, module in ((["list"], "app.cli.quick"), (["snapshot", "inspect", "s1"], "app.cli.main")):
         result = subprocess.run(
             [*CONVOY[:1], "-X", "importtime", *CONVOY[1:], "--socket", str(tmp_path / "none.sock"), *command],
             cwd=REPO, capture_output=True, text=True, timeout=60,
