@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +41,10 @@ CONNECTIONS = 16
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 READ_TIMEOUT = 30  # seconds of silence on an open connection (per read, not per object)
 ATTEMPTS = 4  # in all, the first one included; botocore's "standard" retry mode
+# what a server that does not take UNSIGNED-PAYLOAD answers a request that carries one
+UNSIGNED_REFUSED = ("XAmzContentSHA256Mismatch", "SignatureDoesNotMatch")
+
+log = logging.getLogger(__name__)
 
 
 _loader: object | None = None
@@ -63,6 +69,12 @@ def _new_session() -> boto3.session.Session:
     return boto3.session.Session(botocore_session=core)
 
 
+def _error_code(exc: Exception) -> str | None:
+    """A botocore ClientError's S3 error code; None for any other failure."""
+    response = getattr(exc, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
 def _attempts() -> int:
     """ATTEMPTS, or AWS_MAX_ATTEMPTS when set (botocore ignores it once a Config names retries)."""
     value = os.environ.get("AWS_MAX_ATTEMPTS", "")
@@ -79,8 +91,6 @@ class S3Store(ObjectStore):
     default_block_size = 4 << 20
 
     def __init__(self, url: StoreURL, endpoint: str | None = None, *, check: bool = True):
-        import botocore.config
-
         self.bucket = url.bucket
         self.prefix = url.prefix + "/" if url.prefix else ""
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -91,10 +101,23 @@ class S3Store(ObjectStore):
             )
         self.endpoint = endpoint
         self.url = str(url) + (f" (endpoint {endpoint})" if endpoint else "")
-        region = url.region
-        session = _new_session()
-        if not region and endpoint:
-            region = session.region_name or "us-east-1"
+        self._session = _new_session()
+        self._region = url.region
+        if not self._region and endpoint:
+            self._region = self._session.region_name or "us-east-1"
+        self._signing_client: S3Client | None = None  # made when an endpoint refuses unsigned bodies
+        self._signing_lock = threading.Lock()
+        try:
+            self.client: S3Client = self._new_client(sign_bodies=False)
+            self._unsigned_client = self.client
+        except Exception as e:  # noqa: BLE001 - S3 failures become ours; others are raised as they are
+            raise self._error(e, "open the store") from None
+        if check:
+            self._check_bucket()
+
+    def _new_client(self, *, sign_bodies: bool) -> S3Client:
+        import botocore.config
+
         config = botocore.config.Config(
             retries={"total_max_attempts": _attempts(), "mode": "standard"},
             max_pool_connections=CONNECTIONS,
@@ -102,19 +125,39 @@ class S3Store(ObjectStore):
             read_timeout=READ_TIMEOUT,
             # a GET checks the object's checksum only when asked (_get_object), not on every block
             response_checksum_validation="when_required",
-            # no SHA-256 of each body for the signature over http either (botocore's default
-            # signs payloads on http, not on https): 0.6 s of CPU per GiB here, beside a
-            # server on the same CPUs. The body keeps its CRC32 header, which S3 checks, and
-            # a reader trusts no object anyway (blocks are named by their hash, manifests
-            # are validated), while http leaves every response unsigned whatever we sign
-            s3={"payload_signing_enabled": False, **({"addressing_style": "path"} if endpoint else {})},
+            # `sign_bodies=False`: no SHA-256 of each body for the signature, over http either
+            # (botocore's default signs payloads on http, not on https): 0.6 s of CPU per GiB
+            # here, beside a server on the same CPUs. The body keeps its CRC32 header, which S3
+            # checks, and a reader trusts no object anyway (blocks are named by their hash,
+            # manifests are validated), while http leaves every response unsigned whatever we
+            # sign. A server that refuses unsigned bodies gets them signed (_send_body).
+            s3={"payload_signing_enabled": sign_bodies, **({"addressing_style": "path"} if self.endpoint else {})},
         )
+        return self._session.client("s3", region_name=self._region, endpoint_url=self.endpoint, config=config)
+
+    def _send_body(self, request: Callable[[S3Client], object]) -> None:
+        """Make a request that carries a body (a put, a batch delete), unsigned (_new_client).
+
+        An endpoint that does not take unsigned bodies (older S3-compatible servers answer
+        XAmzContentSHA256Mismatch, or SignatureDoesNotMatch) is asked again with the body
+        signed; when that succeeds, every later body is signed too. When it fails, its own
+        answer is the error (wrong credentials fail both ways)."""
+        client = self.client
         try:
-            self.client: S3Client = session.client("s3", region_name=region, endpoint_url=endpoint, config=config)
-        except Exception as e:  # noqa: BLE001 - S3 failures become ours; others are raised as they are
-            raise self._error(e, "open the store") from None
-        if check:
-            self._check_bucket()
+            request(client)
+            return
+        except Exception as e:
+            if client is self._signing_client or _error_code(e) not in UNSIGNED_REFUSED:
+                raise
+        with self._signing_lock:
+            if self._signing_client is None:
+                self._signing_client = self._new_client(sign_bodies=True)
+            signing = self._signing_client
+        request(signing)
+        with self._signing_lock:
+            if self.client is not signing:
+                self.client = signing
+                log.warning("%s refuses unsigned request bodies: signing each one from now on (slower)", self.url)
 
     # -- errors ---------------------------------------------------------
     def _error(self, exc: Exception, what: str, key: str | None = None) -> Exception:
@@ -131,7 +174,7 @@ class S3Store(ObjectStore):
     def put(self, key: str, data: Stored) -> None:
         body = b"".join(data) if isinstance(data, list) else bytes(data)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
+            self._send_body(lambda client: client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body))
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"write {key}", key) from None
 
@@ -232,13 +275,18 @@ class S3Store(ObjectStore):
         for i in range(0, len(keys), 1000):
             batch: builtins.list[ObjectIdentifierTypeDef] = [{"Key": self.prefix + k} for k in keys[i : i + 1000]]
             try:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                self._send_body(functools.partial(self._delete_batch, batch=batch))
             except Exception as e:  # noqa: BLE001
                 raise self._error(e, "delete unused blocks") from None
 
+    def _delete_batch(self, client: S3Client, batch: builtins.list[ObjectIdentifierTypeDef]) -> None:
+        client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # nothing to answer: the connections go with the process
-            self.client.close()
+        for client in (self._unsigned_client, self._signing_client):
+            if client is not None:
+                with contextlib.suppress(Exception):  # nothing to answer: the connections go with the process
+                    client.close()
 
 
 class _Body:
