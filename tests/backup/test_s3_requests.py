@@ -31,6 +31,7 @@ class _Recorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # answers botocore's `Expect: 100-continue` at once, as S3 does
 
     def do_HEAD(self) -> None:  # the bucket exists
+        self.server.requests.append((self.command, self.path, dict(self.headers.items()), b""))
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -113,6 +114,8 @@ def test_an_endpoint_that_refuses_unsigned_bodies_gets_them_signed(endpoint, ref
     data = os.urandom(1 << 20)
     with caplog.at_level(logging.WARNING):
         store.put("blocks/ab/cd", blocks.encode(data))
+    head_bucket, *_ = endpoint.requests  # opening the store asks about the bucket, signed as ever
+    assert head_bucket[0] == "HEAD" and _content_sha256(head_bucket[2]) == hashlib.sha256(b"").hexdigest()
     first, again = endpoint.puts
     assert _content_sha256(first[1]) == "UNSIGNED-PAYLOAD"
     assert _content_sha256(again[1]) == hashlib.sha256(again[2]).hexdigest() and again[2] == first[2]

@@ -29,7 +29,7 @@ from app.errors import InvalidInput
 from ..limits import check_size
 from ..urls import StoreURL
 from .base import ObjectStore, Stored
-from .s3_errors import MissingObject, S3Call, translate
+from .s3_errors import MissingObject, S3Call, client_error_code, translate
 
 if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs)
     import boto3.session
@@ -69,12 +69,6 @@ def _new_session() -> boto3.session.Session:
     return boto3.session.Session(botocore_session=core)
 
 
-def _error_code(exc: Exception) -> str | None:
-    """A botocore ClientError's S3 error code; None for any other failure."""
-    response = getattr(exc, "response", None)
-    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-
-
 def _attempts() -> int:
     """ATTEMPTS, or AWS_MAX_ATTEMPTS when set (botocore ignores it once a Config names retries)."""
     value = os.environ.get("AWS_MAX_ATTEMPTS", "")
@@ -105,19 +99,26 @@ class S3Store(ObjectStore):
         self._region = url.region
         if not self._region and endpoint:
             self._region = self._session.region_name or "us-east-1"
-        self._signing_client: S3Client | None = None  # made when an endpoint refuses unsigned bodies
-        self._signing_lock = threading.Lock()
+        self._unsigned_client: S3Client | None = None  # for bodies, made at the first (_send_body)
+        self._sign_bodies = False  # the endpoint refused an unsigned body; a signed one went through
+        self._lock = threading.Lock()
         try:
-            self.client: S3Client = self._new_client(sign_bodies=False)
-            self._unsigned_client = self.client
+            self.client: S3Client = self._new_client(unsigned_bodies=False)
         except Exception as e:  # noqa: BLE001 - S3 failures become ours; others are raised as they are
             raise self._error(e, "open the store") from None
         if check:
             self._check_bucket()
 
-    def _new_client(self, *, sign_bodies: bool) -> S3Client:
+    def _new_client(self, *, unsigned_bodies: bool) -> S3Client:
         import botocore.config
 
+        # `unsigned_bodies`: no SHA-256 of each body for the signature, over http either
+        # (botocore's default signs payloads on http, not on https): 0.6 s of CPU per GiB
+        # here, beside a server on the same CPUs. The body keeps its CRC32 header, which S3
+        # checks, and a reader trusts no object anyway (blocks are named by their hash,
+        # manifests are validated), while http leaves every response unsigned whatever we
+        # sign. Only bodies go this way: a request without one costs nothing to sign, and
+        # is sent as botocore always sends it, which every endpoint takes.
         config = botocore.config.Config(
             retries={"total_max_attempts": _attempts(), "mode": "standard"},
             max_pool_connections=CONNECTIONS,
@@ -125,38 +126,37 @@ class S3Store(ObjectStore):
             read_timeout=READ_TIMEOUT,
             # a GET checks the object's checksum only when asked (_get_object), not on every block
             response_checksum_validation="when_required",
-            # `sign_bodies=False`: no SHA-256 of each body for the signature, over http either
-            # (botocore's default signs payloads on http, not on https): 0.6 s of CPU per GiB
-            # here, beside a server on the same CPUs. The body keeps its CRC32 header, which S3
-            # checks, and a reader trusts no object anyway (blocks are named by their hash,
-            # manifests are validated), while http leaves every response unsigned whatever we
-            # sign. A server that refuses unsigned bodies gets them signed (_send_body).
-            s3={"payload_signing_enabled": sign_bodies, **({"addressing_style": "path"} if self.endpoint else {})},
+            s3={
+                **({"addressing_style": "path"} if self.endpoint else {}),
+                **({"payload_signing_enabled": False} if unsigned_bodies else {}),
+            },
         )
         return self._session.client("s3", region_name=self._region, endpoint_url=self.endpoint, config=config)
 
     def _send_body(self, request: Callable[[S3Client], object]) -> None:
-        """Make a request that carries a body (a put, a batch delete), unsigned (_new_client).
+        """Make a request that carries a body (a put, a batch delete), the body unsigned (_new_client).
 
         An endpoint that does not take unsigned bodies (older S3-compatible servers answer
-        XAmzContentSHA256Mismatch, or SignatureDoesNotMatch) is asked again with the body
-        signed; when that succeeds, every later body is signed too. When it fails, its own
-        answer is the error (wrong credentials fail both ways)."""
-        client = self.client
-        try:
-            request(client)
-            return
-        except Exception as e:
-            if client is self._signing_client or _error_code(e) not in UNSIGNED_REFUSED:
-                raise
-        with self._signing_lock:
-            if self._signing_client is None:
-                self._signing_client = self._new_client(sign_bodies=True)
-            signing = self._signing_client
-        request(signing)
-        with self._signing_lock:
-            if self.client is not signing:
-                self.client = signing
+        XAmzContentSHA256Mismatch, or SignatureDoesNotMatch) is asked again through `client`,
+        which signs as botocore does by default; when that succeeds, every later body goes
+        that way. When it fails, its own answer is the error (wrong credentials fail both ways)."""
+        if not self._sign_bodies:
+            from botocore.exceptions import ClientError
+
+            with self._lock:
+                if self._unsigned_client is None:
+                    self._unsigned_client = self._new_client(unsigned_bodies=True)
+                unsigned = self._unsigned_client
+            try:
+                request(unsigned)
+                return
+            except ClientError as e:
+                if client_error_code(e) not in UNSIGNED_REFUSED:
+                    raise
+        request(self.client)
+        with self._lock:
+            if not self._sign_bodies:
+                self._sign_bodies = True
                 log.warning("%s refuses unsigned request bodies: signing each one from now on (slower)", self.url)
 
     # -- errors ---------------------------------------------------------
@@ -283,7 +283,7 @@ class S3Store(ObjectStore):
         client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def close(self) -> None:
-        for client in (self._unsigned_client, self._signing_client):
+        for client in (self.client, self._unsigned_client):
             if client is not None:
                 with contextlib.suppress(Exception):  # nothing to answer: the connections go with the process
                     client.close()
