@@ -76,8 +76,12 @@ class _RecordingEndpoint(ThreadingHTTPServer):
         return [(path, headers, body) for method, path, headers, body in self.requests if method == "PUT"]
 
 
+def _lower(headers: dict[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
 def _content_sha256(headers: dict[str, str]) -> str:
-    return {k.lower(): v for k, v in headers.items()}["x-amz-content-sha256"]
+    return _lower(headers)["x-amz-content-sha256"]
 
 
 @pytest.fixture
@@ -100,7 +104,7 @@ def test_a_block_put_is_not_hashed_into_the_signature_but_carries_its_crc32(endp
 
     assert [path for path, _h, _b in endpoint.puts] == ["/bkt/p/blocks/ab/cd", "/bkt/p/blocks/ef/01"]
     for _path, headers, body in endpoint.puts:
-        lower = {k.lower(): v for k, v in headers.items()}
+        lower = _lower(headers)
         assert lower["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
         assert "AWS4-HMAC-SHA256" in lower["authorization"]  # the request itself is still signed
         crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
