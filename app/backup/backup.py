@@ -8,7 +8,8 @@ store is read and uploaded:
   (SEEK_DATA/SEEK_HOLE: holes are never read or stored); when the previous
   backup's snapshot is still on disk as a reflink sibling, FIEMAP tells which
   blocks still share their physical extents with it, and those are not read;
-- a block whose hash the store already has is not uploaded again.
+- a block whose hash the store already has is not uploaded again (on S3,
+  after a run of new blocks only some are asked about: lookups.py).
 
 Data flows through a bounded pipeline: this thread reads blocks in file
 order (sequential reads, kernel read-ahead), worker threads hash, compress
@@ -37,6 +38,7 @@ from app.names import check_name
 
 from . import blocks, index, layout, manifest, schemas, tree
 from .locks import StoreLock
+from .lookups import BlockLookups
 from .objectstore import ObjectStore
 from .pipeline import BLOCK_MEMORY, BoundedPool, worker_count
 from .progress import Progress
@@ -78,6 +80,7 @@ class _Uploader:
         self.known = known
         self.progress = progress
         self.lock = threading.Lock()
+        self.lookups = BlockLookups(store.sampled_lookups)
         self.zero_digest = blocks.digest(bytes(block_size), store.block_id_key)
         self.block_size = block_size
         self.new_blocks = 0
@@ -98,13 +101,18 @@ class _Uploader:
                 return
             self.known.add(digest)
         key = layout.block_key(digest)
-        if not self.store.exists(key):
-            stored = blocks.encode(data)
-            self.store.put(key, stored)
-            with self.lock:
-                self.new_blocks += 1
-                self.new_bytes += length
-                self.stored_bytes += blocks.stored_size(stored)
+        if self.lookups.should_ask():
+            present = self.store.exists(key)
+            self.lookups.answered(present)
+            if present:
+                self.progress.add(length)
+                return
+        stored = blocks.encode(data)
+        self.store.put(key, stored)
+        with self.lock:
+            self.new_blocks += 1
+            self.new_bytes += length
+            self.stored_bytes += blocks.stored_size(stored)
         self.progress.add(length)
 
 

@@ -40,6 +40,10 @@ class ObjectStore(ABC):
     #: writes do not interleave; from a network store each block is written as it arrives
     #: (O_DIRECT), so that the disk works while the next blocks travel (restore.py)
     local_disk: bool = False
+    #: a look-up is a request of its own (S3: a HEAD), a cost beside the upload it may
+    #: save: after a run of new blocks a backup asks about only some (lookups.py); on a
+    #: local disk a stat costs far less than the write it saves, so every block is asked
+    sampled_lookups: bool = False
     #: the key of the keyed BLAKE3 that names blocks in an encrypted store
     #: (`encrypted.EncryptedStore`); None: plain BLAKE3, as every plain store
     block_id_key: bytes | None = None

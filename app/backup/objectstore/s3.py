@@ -79,6 +79,7 @@ class S3Store(ObjectStore):
     parallelism = 12  # requests in flight hide the round trips
     lookups = 12
     costly_listing = True
+    sampled_lookups = True
     # a request costs a round trip and is billed: 4 MiB blocks make a quarter of
     # the requests of 1 MiB ones (a 1 GiB backup to the tests' S3 took 5.1 s
     # instead of 7.6 s), at the cost of re-uploading up to 4 MiB per changed block
