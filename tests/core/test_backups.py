@@ -189,30 +189,33 @@ def test_unreachable_s3_endpoint_is_reported(daemon):
     assert "127.0.0.1:9" in result.stderr
 
 
-def test_ctrl_c_on_the_cli_leaves_the_job_running_to_a_good_end(daemon, tmp_path):
+def test_ctrl_c_on_the_cli_leaves_the_job_running_to_a_good_end(daemon, xfs_root, xfs_dir):
     import signal
     import subprocess
 
+    from app.fs.filesystems import frozen
     from tests.daemon_harness import CONVOY, REPO
 
     daemon.cli("create", "big", check=True)
-    with open(daemon.root / "vfs" / "big" / "blob", "wb") as f:
-        for _ in range(24):
-            f.write(os.urandom(16 << 20))
+    (daemon.root / "vfs" / "big" / "blob").write_bytes(os.urandom(16 << 20))
     snapshot = daemon.cli("snapshot", "create", "big", check=True).stdout.strip()
-    store = f"vfs://{tmp_path / 'store'}"
-    cli = subprocess.Popen(
-        [*CONVOY, "--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", store],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not daemon.control("GET", "/jobs")[1]["jobs"]:
-        time.sleep(0.005)
-    cli.send_signal(signal.SIGINT)
-    _, stderr = cli.communicate(timeout=30)
-    assert cli.returncode == 130 and "goes on in the daemon" in stderr
+    store = f"vfs://{xfs_dir / 'store'}"
+    # the store's file system stays frozen until the Ctrl-C is handled: the job cannot end first,
+    # however slow this machine is
+    with frozen(str(xfs_root)):
+        cli = subprocess.Popen(
+            [*CONVOY, "--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", store],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not daemon.control("GET", "/jobs")[1]["jobs"]:
+            time.sleep(0.005)
+        cli.send_signal(signal.SIGINT)
+        _, stderr = cli.communicate(timeout=30)
+        assert cli.returncode == 130 and "goes on in the daemon" in stderr
+        job = daemon.control("GET", "/jobs")[1]["jobs"][0]
+        assert job["state"] == "running"
 
-    job = daemon.control("GET", "/jobs")[1]["jobs"][0]
     while job["state"] == "running":
         time.sleep(0.05)
         job = daemon.control("GET", f"/jobs/{job['id']}")[1]
