@@ -203,8 +203,11 @@ def test_ctrl_c_on_the_cli_leaves_the_job_running_to_a_good_end(daemon, xfs_root
     # the store's file system stays frozen until the Ctrl-C is handled: the job cannot end first,
     # however slow this machine is
     with frozen(str(xfs_root)):
+        # Ctrl-C as at a terminal: a test run started in the background (nohup make test &) ignores
+        # SIGINT, and its children inherit that; env resets it before the CLI starts
         cli = subprocess.Popen(
-            [*CONVOY, "--socket", str(daemon.socket), "backup", "create", snapshot, "--dest", store],
+            ["env", "--default-signal=INT", *CONVOY, "--socket", str(daemon.socket), "backup", "create", snapshot,
+             "--dest", store],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + 30
